@@ -20,6 +20,7 @@
 #include "common/status.h"
 
 #define KV_BLOCK_SIZE 16 // tokens per paged KV-cache block
+#define GRAPH_CTX_BUCKET 1024 // max_ctx granularity of captured decode graphs
 
 typedef enum matrix_kind { MATRIX_DENSE = 0, MATRIX_GPTQ } matrix_kind;
 
@@ -132,6 +133,18 @@ struct backend {
     // out[n_rows, d] = x[rows_dev[r], :]
     void (*gather_rows)(backend *b, void *out, const void *x, const int32_t *rows_dev, int n_rows,
                         int d);
+
+    // ---- optional (NULL when unsupported): replay a whole decode step as one graph.
+    // For a decode-only batch the driver first calls graph_replay(key); 1 means the step's ops
+    // were replayed from a capture (the driver has already refreshed the same device input
+    // buffers). Otherwise it calls graph_capture_begin(key), issues the ops, graph_capture_end.
+    // The key covers n_seq, n_tok, the driver's buffer generation and max_ctx rounded up to a
+    // multiple of GRAPH_CTX_BUCKET, so ops captured in a graph must size launches only from those
+    // (e.g. the bucketed max_ctx), never from other host values. graph_reset drops every graph.
+    int (*graph_replay)(backend *b, uint64_t key);
+    void (*graph_capture_begin)(backend *b, uint64_t key);
+    void (*graph_capture_end)(backend *b, uint64_t key);
+    void (*graph_reset)(backend *b);
 };
 
 // Creates the CPU backend with n_threads workers (0: FALCONLITE_THREADS or all cores).
