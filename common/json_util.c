@@ -47,3 +47,78 @@ fl_code json_load_file(const char *path, cJSON **out, fl_error *err) {
     *out = root;
     return FL_OK;
 }
+
+// The field, or NULL when absent or null (HF configs write null for "use the default").
+static const cJSON *json_field(const cJSON *obj, const char *name) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, name);
+    return item && !cJSON_IsNull(item) ? item : NULL;
+}
+
+int json_number_as_int64(const cJSON *item, int64_t *out) {
+    const double limit = 9007199254740992.0; // 2^53
+    if (!cJSON_IsNumber(item)) return -1;
+    double v = item->valuedouble;
+    if (!(v >= -limit && v <= limit) || v != (double)(int64_t)v) return -1;
+    *out = (int64_t)v;
+    return 0;
+}
+
+fl_code json_get_int(const cJSON *obj, const char *name, int def, int *out, const char *where,
+                     fl_error *err) {
+    const cJSON *item = json_field(obj, name);
+    if (!item) {
+        *out = def;
+        return FL_OK;
+    }
+    int64_t v;
+    if (json_number_as_int64(item, &v) || v < INT32_MIN || v > INT32_MAX)
+        return fl_error_set(err, FL_EFORMAT, "%s: field '%s' must be an integer", where, name);
+    *out = (int)v;
+    return FL_OK;
+}
+
+fl_code json_require_int(const cJSON *obj, const char *name, int *out, const char *where,
+                         fl_error *err) {
+    if (!json_field(obj, name))
+        return fl_error_set(err, FL_ENOTFOUND, "%s: missing required field '%s'", where, name);
+    return json_get_int(obj, name, 0, out, where, err);
+}
+
+fl_code json_get_float(const cJSON *obj, const char *name, float def, float *out, const char *where,
+                       fl_error *err) {
+    const cJSON *item = json_field(obj, name);
+    if (!item) {
+        *out = def;
+        return FL_OK;
+    }
+    if (!cJSON_IsNumber(item))
+        return fl_error_set(err, FL_EFORMAT, "%s: field '%s' must be a number", where, name);
+    *out = (float)item->valuedouble;
+    return FL_OK;
+}
+
+fl_code json_get_bool(const cJSON *obj, const char *name, int def, int *out, const char *where,
+                      fl_error *err) {
+    const cJSON *item = json_field(obj, name);
+    if (!item) {
+        *out = def;
+        return FL_OK;
+    }
+    if (!cJSON_IsBool(item))
+        return fl_error_set(err, FL_EFORMAT, "%s: field '%s' must be true or false", where, name);
+    *out = cJSON_IsTrue(item);
+    return FL_OK;
+}
+
+fl_code json_get_string(const cJSON *obj, const char *name, const char *def, const char **out,
+                        const char *where, fl_error *err) {
+    const cJSON *item = json_field(obj, name);
+    if (!item) {
+        *out = def;
+        return FL_OK;
+    }
+    if (!cJSON_IsString(item))
+        return fl_error_set(err, FL_EFORMAT, "%s: field '%s' must be a string", where, name);
+    *out = item->valuestring;
+    return FL_OK;
+}
