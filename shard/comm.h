@@ -8,6 +8,12 @@
 
 typedef struct comm comm;
 
+// Joins the communicator of `world` ranks called id (the same string on every rank, unique per
+// launch of the rank group): NCCL when be is the CUDA backend, else shared memory through a file
+// in dir (NULL: /dev/shm). Blocks until every rank has joined or timeout_ms has passed.
+fl_code comm_create(backend *be, int rank, int world, const char *id, const char *dir,
+                    int timeout_ms, comm **out, fl_error *err);
+
 int comm_rank(const comm *c);
 int comm_world(const comm *c);
 // In place: buf[n] = sum over ranks of buf[n].

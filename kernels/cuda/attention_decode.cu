@@ -1,0 +1,409 @@
+// Paged attention for few query rows per sequence (decode), flash-decoding style, and the general
+// fallback for any ragged batch and head_dim.
+//
+// Generic kernel: one block per (query token, KV head, context split): it streams its split of the paged cache
+// [n_blocks, n_head_kv, KV_BLOCK_SIZE, head_dim] once through shared memory in tiles of 64 keys
+// and scores them against ALL query heads of the KV head's group (GQA: each KV head is read once
+// per token, not once per query head), keeping an online softmax per head. A reduce kernel then
+// combines the splits with their max / sum statistics. Split counts come from max_ctx rounded up
+// to GRAPH_CTX_BUCKET, so a captured decode graph stays valid for every context in its bucket.
+#include <float.h>
+
+#include "kernels/cuda/cuda_backend.cuh"
+
+#define DEC_THREADS 128
+#define DEC_TILE 64     // keys per shared-memory tile
+#define DEC_CHUNK 256   // keys per split
+
+struct dec_smem_layout {
+    size_t k, v, q, o, s, stat, total;
+};
+
+__host__ __device__ static dec_smem_layout dec_layout(int group, int head_dim) {
+    dec_smem_layout l;
+    size_t off = 0;
+    l.k = off;
+    off += (size_t)DEC_TILE * (head_dim + 2) * sizeof(__half); // +2: conflict-free row reads
+    l.v = off = (off + 15) & ~(size_t)15;
+    off += (size_t)DEC_TILE * head_dim * sizeof(__half);
+    l.q = off = (off + 15) & ~(size_t)15;
+    off += (size_t)group * head_dim * sizeof(float);
+    l.o = off;
+    off += (size_t)group * head_dim * sizeof(float);
+    l.s = off;
+    off += (size_t)group * DEC_TILE * sizeof(float);
+    l.stat = off; // m, l, alpha per head
+    off += (size_t)3 * group * sizeof(float);
+    l.total = off;
+    return l;
+}
+
+// Finds the sequence holding batch row t (few sequences: a scan is cheap next to the keys).
+__device__ static int seq_of_row(const attn_seq *seqs, int n_seq, int t) {
+    for (int s = 0; s < n_seq; s++)
+        if (t >= seqs[s].q_start && t < seqs[s].q_start + seqs[s].n_q) return s;
+    return -1;
+}
+
+__global__ void __launch_bounds__(DEC_THREADS)
+    k_attn_decode(float *part, const __half *q, const __half *kc, const __half *vc,
+                  const attn_seq *seqs, const int32_t *tables, int n_seq, int n_head,
+                  int n_head_kv, int head_dim, float scale, int n_splits) {
+    extern __shared__ __align__(16) unsigned char smem[];
+    const int t = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
+    const int group = n_head / n_head_kv;
+    const dec_smem_layout L = dec_layout(group, head_dim);
+    __half *Ks = (__half *)(smem + L.k);
+    __half *Vs = (__half *)(smem + L.v);
+    float *Qs = (float *)(smem + L.q), *Os = (float *)(smem + L.o), *S = (float *)(smem + L.s);
+    float *Ms = (float *)(smem + L.stat), *Ls = Ms + group, *As = Ls + group;
+    __shared__ int sh_seq;
+    if (threadIdx.x == 0) sh_seq = seq_of_row(seqs, n_seq, t);
+    __syncthreads();
+    if (sh_seq < 0) return;
+    const attn_seq sq = seqs[sh_seq];
+    const int qpos = sq.n_past + (t - sq.q_start); // attends to keys [0, qpos]
+    const int k0 = split * DEC_CHUNK;
+    const int k1 = min(k0 + DEC_CHUNK, qpos + 1);
+    if (k0 >= k1) return; // the reduce kernel ignores splits past the context
+    const int32_t *table = tables + sq.block_table_offset;
+    const int gd = group * head_dim;
+    for (int i = threadIdx.x; i < gd; i += blockDim.x) {
+        Qs[i] = __half2float(q[((size_t)t * n_head + (size_t)kvh * group) * head_dim + i]) * scale;
+        Os[i] = 0.0f;
+    }
+    for (int g = threadIdx.x; g < group; g += blockDim.x) {
+        Ms[g] = -FLT_MAX;
+        Ls[g] = 0.0f;
+    }
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, n_warps = blockDim.x / 32;
+    for (int kt = k0; kt < k1; kt += DEC_TILE) {
+        const int nk = min(DEC_TILE, k1 - kt);
+        __syncthreads(); // previous tile fully consumed
+        for (int i = threadIdx.x; i < nk * head_dim; i += blockDim.x) {
+            const int j = i / head_dim, d = i - j * head_dim, p = kt + j;
+            const size_t src = (((size_t)table[p / KV_BLOCK_SIZE] * n_head_kv + kvh) * KV_BLOCK_SIZE +
+                                p % KV_BLOCK_SIZE) * head_dim + d;
+            Ks[j * (head_dim + 2) + d] = kc[src];
+            Vs[j * head_dim + d] = vc[src];
+        }
+        __syncthreads();
+        for (int i = threadIdx.x; i < group * DEC_TILE; i += blockDim.x) {
+            const int g = i / DEC_TILE, j = i - g * DEC_TILE;
+            float acc = -FLT_MAX;
+            if (j < nk) {
+                acc = 0.0f;
+                const float *qg = Qs + g * head_dim;
+                const __half *kj = Ks + j * (head_dim + 2);
+                for (int d = 0; d < head_dim; d++) acc += qg[d] * __half2float(kj[d]);
+            }
+            S[i] = acc;
+        }
+        __syncthreads();
+        for (int g = warp; g < group; g += n_warps) { // online softmax, one warp per head
+            float mx = -FLT_MAX;
+            for (int j = lane; j < nk; j += 32) mx = fmaxf(mx, S[g * DEC_TILE + j]);
+            for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+            const float m_new = fmaxf(Ms[g], mx);
+            float sum = 0.0f;
+            for (int j = lane; j < DEC_TILE; j += 32) {
+                const float pj = j < nk ? __expf(S[g * DEC_TILE + j] - m_new) : 0.0f;
+                S[g * DEC_TILE + j] = pj;
+                sum += pj;
+            }
+            for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+            __syncwarp();
+            if (lane == 0) {
+                const float alpha = __expf(Ms[g] - m_new);
+                As[g] = alpha;
+                Ls[g] = Ls[g] * alpha + sum;
+                Ms[g] = m_new;
+            }
+        }
+        __syncthreads();
+        for (int i = threadIdx.x; i < gd; i += blockDim.x) {
+            const int g = i / head_dim, d = i - g * head_dim;
+            const float *pg = S + g * DEC_TILE;
+            float acc = Os[i] * As[g];
+            for (int j = 0; j < nk; j++) acc += pg[j] * __half2float(Vs[j * head_dim + d]);
+            Os[i] = acc;
+        }
+    }
+    __syncthreads();
+    // part layout per (row, head, split): [head_dim] unnormalised output, then m, l
+    for (int i = threadIdx.x; i < gd; i += blockDim.x) {
+        const int g = i / head_dim, d = i - g * head_dim;
+        const int h = kvh * group + g;
+        float *dst = part + (((size_t)t * n_head + h) * n_splits + split) * (head_dim + 2);
+        dst[d] = Os[i];
+        if (d == 0) {
+            dst[head_dim] = Ms[g];
+            dst[head_dim + 1] = Ls[g];
+        }
+    }
+}
+
+__global__ void k_attn_reduce(__half *out, const float *part, const attn_seq *seqs, int n_seq,
+                              int n_head, int head_dim, int n_splits, int chunk) {
+    const int t = blockIdx.x, h = blockIdx.y;
+    __shared__ int sh_valid;
+    if (threadIdx.x == 0) {
+        const int s = seq_of_row(seqs, n_seq, t);
+        sh_valid = s < 0 ? 0 : (seqs[s].n_past + (t - seqs[s].q_start)) / chunk + 1;
+    }
+    __syncthreads();
+    const int n_valid = sh_valid;
+    const float *p = part + ((size_t)t * n_head + h) * n_splits * (head_dim + 2);
+    float mx = -FLT_MAX;
+    for (int s = 0; s < n_valid; s++) mx = fmaxf(mx, p[s * (head_dim + 2) + head_dim]);
+    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+        float num = 0.0f, den = 0.0f;
+        for (int s = 0; s < n_valid; s++) {
+            const float *ps = p + s * (head_dim + 2);
+            const float w = __expf(ps[head_dim] - mx);
+            num += ps[d] * w;
+            den += ps[head_dim + 1] * w;
+        }
+        if (n_valid) out[((size_t)t * n_head + h) * head_dim + d] = __float2half_rn(num / den);
+    }
+}
+
+// The fast path for head_dim 64/128 and up to 16 query heads per KV head. Each warp takes 32
+// keys of the block's split, one key per lane: the lane loads its key row once (16-byte loads)
+// and scores it against every query head of the group; the warp's softmax statistics come from
+// shuffles; then each lane accumulates P V for its slice of head_dim over the warp's keys, with V
+// rows read coalesced. The block's warps are merged in shared memory into one partial per head.
+#define GQA_WARPS 4
+#define GQA_CHUNK (GQA_WARPS * 32)
+
+template <int D, int G>
+__global__ void __launch_bounds__(GQA_WARPS * 32)
+    k_attn_decode_gqa(float *part, const __half *q, const __half *kc, const __half *vc,
+                      const attn_seq *seqs, const int32_t *tables, int n_seq, int n_head,
+                      int n_head_kv, float scale, int n_splits) {
+    constexpr int DPL = D / 32; // head_dim values per lane in P V
+    __shared__ __align__(16) float Qs[G][D];
+    __shared__ float Mw[GQA_WARPS][G], Lw[GQA_WARPS][G];
+    __shared__ union { // probabilities while P V runs, then the warps' outputs for the merge
+        float P[GQA_WARPS][G][32];
+        float O[GQA_WARPS][G][D];
+    } u;
+    float(*Ps)[G][32] = u.P;
+    float(*Ow)[G][D] = u.O;
+    __shared__ int sh_seq;
+    const int t = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (threadIdx.x == 0) sh_seq = seq_of_row(seqs, n_seq, t);
+    __syncthreads();
+    if (sh_seq < 0) return;
+    const attn_seq sq = seqs[sh_seq];
+    const int qpos = sq.n_past + (t - sq.q_start);
+    const int k0 = split * GQA_CHUNK;
+    if (k0 > qpos) return;
+    const int32_t *table = tables + sq.block_table_offset;
+    for (int i = threadIdx.x; i < G * D; i += blockDim.x)
+        Qs[i / D][i % D] =
+            __half2float(q[((size_t)t * n_head + (size_t)kvh * G) * D + i]) * scale;
+    __syncthreads();
+
+    // ---- scores: lane owns key p
+    const int p = k0 + warp * 32 + lane;
+    const bool valid = p <= qpos;
+    float s[G];
+#pragma unroll
+    for (int g = 0; g < G; g++) s[g] = 0.0f;
+    if (valid) {
+        const uint4 *krow = reinterpret_cast<const uint4 *>(
+            kc + (((size_t)table[p / KV_BLOCK_SIZE] * n_head_kv + kvh) * KV_BLOCK_SIZE +
+                  p % KV_BLOCK_SIZE) * D);
+#pragma unroll
+        for (int c = 0; c < D / 32; c++) { // 32 dims at a time
+            uint4 raw[4];
+#pragma unroll
+            for (int u = 0; u < 4; u++) raw[u] = krow[c * 4 + u];
+            float kf[32];
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                const __half2 *h2 = reinterpret_cast<const __half2 *>(&raw[u]);
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const float2 f = __half22float2(h2[e]);
+                    kf[u * 8 + 2 * e] = f.x;
+                    kf[u * 8 + 2 * e + 1] = f.y;
+                }
+            }
+#pragma unroll
+            for (int g = 0; g < G; g++) {
+                float acc = 0.0f;
+#pragma unroll
+                for (int d4 = 0; d4 < 8; d4++) {
+                    const float4 qv = *reinterpret_cast<const float4 *>(&Qs[g][c * 32 + d4 * 4]);
+                    acc += qv.x * kf[d4 * 4] + qv.y * kf[d4 * 4 + 1] + qv.z * kf[d4 * 4 + 2] +
+                           qv.w * kf[d4 * 4 + 3];
+                }
+                s[g] += acc;
+            }
+        }
+    }
+    // ---- warp softmax per head
+    float m[G], l[G];
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        float mx = valid ? s[g] : -FLT_MAX;
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+        const float pg = valid ? __expf(s[g] - mx) : 0.0f;
+        float sum = pg;
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+        m[g] = mx;
+        l[g] = sum;
+        Ps[warp][g][lane] = pg;
+    }
+    __syncwarp();
+    // ---- P V: lane owns dims [lane * DPL, lane * DPL + DPL)
+    float acc[G][DPL];
+#pragma unroll
+    for (int g = 0; g < G; g++)
+#pragma unroll
+        for (int e = 0; e < DPL; e++) acc[g][e] = 0.0f;
+    const int n_valid = min(32, qpos - (k0 + warp * 32) + 1);
+    for (int j = 0; j < n_valid; j++) {
+        const int pj = k0 + warp * 32 + j;
+        const __half *vrow = vc + (((size_t)table[pj / KV_BLOCK_SIZE] * n_head_kv + kvh) * KV_BLOCK_SIZE +
+                                   pj % KV_BLOCK_SIZE) * D + lane * DPL;
+        float vf[DPL];
+        if (DPL == 2) {
+            const float2 f = __half22float2(*reinterpret_cast<const __half2 *>(vrow));
+            vf[0] = f.x;
+            vf[DPL - 1] = f.y;
+        } else {
+            const uint2 raw = *reinterpret_cast<const uint2 *>(vrow);
+            const float2 a = __half22float2(*reinterpret_cast<const __half2 *>(&raw.x));
+            const float2 b = __half22float2(*reinterpret_cast<const __half2 *>(&raw.y));
+            vf[0] = a.x;
+            vf[1 % DPL] = a.y;
+            vf[2 % DPL] = b.x;
+            vf[3 % DPL] = b.y;
+        }
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+            const float pg = Ps[warp][g][j];
+#pragma unroll
+            for (int e = 0; e < DPL; e++) acc[g][e] += pg * vf[e];
+        }
+    }
+    // ---- merge the warps
+    __syncthreads(); // every warp is done reading P
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+#pragma unroll
+        for (int e = 0; e < DPL; e++) Ow[warp][g][lane * DPL + e] = acc[g][e];
+        if (lane == 0) {
+            Mw[warp][g] = n_valid > 0 ? m[g] : -FLT_MAX;
+            Lw[warp][g] = n_valid > 0 ? l[g] : 0.0f;
+        }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
+        const int g = i / D, d = i % D;
+        float mx = -FLT_MAX;
+#pragma unroll
+        for (int w = 0; w < GQA_WARPS; w++) mx = fmaxf(mx, Mw[w][g]);
+        float o = 0.0f, lsum = 0.0f;
+#pragma unroll
+        for (int w = 0; w < GQA_WARPS; w++) {
+            const float f = __expf(Mw[w][g] - mx);
+            o += Ow[w][g][d] * f;
+            lsum += Lw[w][g] * f;
+        }
+        float *dst = part + (((size_t)t * n_head + kvh * G + g) * n_splits + split) * (D + 2);
+        dst[d] = o;
+        if (d == 0) {
+            dst[D] = mx;
+            dst[D + 1] = lsum;
+        }
+    }
+}
+
+template <int D, int G>
+static void launch_gqa(cuda_ctx *c, float *part, const __half *q, const __half *kc,
+                       const __half *vc, const attn_batch *ab, int n_head, int n_head_kv,
+                       float scale, int n_splits) {
+    dim3 grid(ab->n_tok, n_head_kv, n_splits);
+    k_attn_decode_gqa<D, G><<<grid, GQA_WARPS * 32, 0, c->stream>>>(
+        part, q, kc, vc, ab->seqs_dev, ab->block_tables_dev, ab->n_seq, n_head, n_head_kv, scale,
+        n_splits);
+}
+
+// Launches the GQA kernel when it has an instance for the shape; 0 otherwise.
+static int try_gqa(cuda_ctx *c, float *part, const __half *q, const __half *kc, const __half *vc,
+                   const attn_batch *ab, int n_head, int n_head_kv, int head_dim, float scale,
+                   int n_splits) {
+    const int group = n_head / n_head_kv;
+#define GQA_CASE(D_, G_)                                                                           \
+    if (head_dim == D_ && group == G_) {                                                           \
+        launch_gqa<D_, G_>(c, part, q, kc, vc, ab, n_head, n_head_kv, scale, n_splits);            \
+        return 1;                                                                                  \
+    }
+    GQA_CASE(64, 1) GQA_CASE(64, 2) GQA_CASE(64, 4) GQA_CASE(64, 8) GQA_CASE(64, 16)
+    GQA_CASE(128, 1) GQA_CASE(128, 2) GQA_CASE(128, 4) GQA_CASE(128, 8) GQA_CASE(128, 16)
+#undef GQA_CASE
+    return 0;
+}
+
+void cuda_attention_decode(cuda_ctx *c, __half *out, const __half *q, const __half *k_cache,
+                           const __half *v_cache, const attn_batch *ab, int n_head, int n_head_kv,
+                           int head_dim, float scale) {
+    const int group = n_head / n_head_kv;
+    const size_t ctx = ((size_t)ab->max_ctx + GRAPH_CTX_BUCKET - 1) / GRAPH_CTX_BUCKET * GRAPH_CTX_BUCKET;
+    const int gqa = (head_dim == 64 || head_dim == 128) && (group & (group - 1)) == 0 && group <= 16;
+    const int chunk = gqa ? GQA_CHUNK : DEC_CHUNK;
+    const int n_splits = (int)(ctx / chunk);
+    const size_t part_bytes = (size_t)ab->n_tok * n_head * n_splits * (head_dim + 2) * sizeof(float);
+    float *part = (float *)cuda_scratch_get(c, &c->attn_part, part_bytes, "attention partials");
+    if (!part) return;
+    if (!gqa || !try_gqa(c, part, q, k_cache, v_cache, ab, n_head, n_head_kv, head_dim, scale,
+                         n_splits)) {
+        const dec_smem_layout L = dec_layout(group, head_dim);
+        if (L.total > c->smem_optin) {
+            cuda_record(c, FL_EUNSUPPORTED,
+                        "kernels/cuda: attention: %d query heads per KV head x head_dim %d needs "
+                        "%zu bytes of shared memory (device allows %zu)", group, head_dim, L.total,
+                        c->smem_optin);
+            return;
+        }
+        if (L.total > (48 << 10) &&
+            cuda_check(c, cudaFuncSetAttribute(k_attn_decode,
+                                               cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                               (int)L.total), "attention smem attribute"))
+            return;
+        dim3 grid(ab->n_tok, n_head_kv, n_splits);
+        k_attn_decode<<<grid, DEC_THREADS, L.total, c->stream>>>(
+            part, q, k_cache, v_cache, ab->seqs_dev, ab->block_tables_dev, ab->n_seq, n_head,
+            n_head_kv, head_dim, scale, n_splits);
+    }
+    if (CUDA_LAUNCHED(c, "attention decode")) return;
+    dim3 rgrid(ab->n_tok, n_head);
+    k_attn_reduce<<<rgrid, head_dim < 256 ? ((head_dim + 31) / 32) * 32 : 256, 0, c->stream>>>(
+        out, part, ab->seqs_dev, ab->n_seq, n_head, head_dim, n_splits, chunk);
+    CUDA_LAUNCHED(c, "attention reduce");
+}
+
+void cuda_attention(backend *b, void *out, const void *q, const void *k_cache, const void *v_cache,
+                    const attn_batch *ab, int n_head, int n_head_kv, int head_dim, float scale) {
+    cuda_ctx *c = cuda_ctx_of(b);
+    if (ab->n_tok <= 0) return;
+    if (n_head_kv <= 0 || n_head % n_head_kv) {
+        cuda_record(c, FL_EINVAL, "kernels/cuda: attention: n_head %d not a multiple of n_head_kv %d",
+                    n_head, n_head_kv);
+        return;
+    }
+    // Long query runs (prefill) go to the tiled tensor-core kernel when it supports the shape.
+    if (ab->max_n_q > 4 &&
+        cuda_attention_prefill(c, (__half *)out, (const __half *)q, (const __half *)k_cache,
+                               (const __half *)v_cache, ab, n_head, n_head_kv, head_dim, scale))
+        return;
+    cuda_attention_decode(c, (__half *)out, (const __half *)q, (const __half *)k_cache,
+                          (const __half *)v_cache, ab, n_head, n_head_kv, head_dim, scale);
+}

@@ -1,0 +1,338 @@
+// GPTQ 4-bit matrices (AutoGPTQ v1 layout) on the GPU. Weights stay 4-bit.
+//
+// Repack at matrix_create: input rows are sorted by group (ExLlama's make_sequential) so every
+// group is a contiguous run of packed rows, and the activations are gathered through `perm` while
+// a block stages them in shared memory (act-order then costs one indexed load per input, not a
+// separate kernel). Zero points are unpacked to bytes (stored zero + 1, which may be 16).
+//
+// Decode (n_tok <= GPTQ_GEMV_MAX_ROWS): a GEMV that streams qweight once with 16-byte loads; each
+// thread owns 4 output columns, blocks split K by whole groups so every Falcon shape fills the
+// SMs, partial sums go to an f32 accumulator by atomicAdd, and a finalize kernel writes f16 (+bias)
+// and re-zeroes the accumulator. Dequant uses the fp16 exponent trick: (q | 0x6400) is 1024 + q,
+// and one hfma2 turns it into (q - z)/16, exact in fp16; the 16 is folded into the group scale.
+// Prefill (larger n_tok): dequantise into an f16 scratch [n_in, n_out] and call cuBLAS.
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cuda/cuda_backend.cuh"
+
+#define GEMV_THREADS 128
+#define GEMV_COLS_PER_THREAD 4
+
+// ---- decode GEMV
+__device__ __forceinline__ __half2 u32_as_half2(uint32_t u) {
+    return *reinterpret_cast<__half2 *>(&u);
+}
+
+// One packed row (8 inputs) x 4 columns into the group accumulators of M activation rows.
+// xs points at the row's 8 reordered activations of batch row 0; rows are n_k apart.
+template <int M>
+__device__ __forceinline__ void gemv_row(uint4 qv, const __half *xs, int n_k, const __half2 *bias,
+                                         float (*gacc)[4]) {
+    const __half2 sixteenth = __float2half2_rn(1.0f / 16.0f);
+    uint4 xv[M];
+#pragma unroll
+    for (int m = 0; m < M; m++) xv[m] = *reinterpret_cast<const uint4 *>(xs + m * n_k);
+    const uint32_t qc[4] = {qv.x, qv.y, qv.z, qv.w};
+#pragma unroll
+    for (int c = 0; c < 4; c++) {
+        __half2 w[4];
+#pragma unroll
+        for (int p = 0; p < 4; p++)
+            w[p] = __hfma2(u32_as_half2(((qc[c] >> (4 * p)) & 0x000f000fu) | 0x64006400u),
+                           sixteenth, bias[c]);
+#pragma unroll
+        for (int m = 0; m < M; m++) {
+            __half2 h = __hmul2(w[0], u32_as_half2(xv[m].x));
+            h = __hfma2(w[1], u32_as_half2(xv[m].y), h);
+            h = __hfma2(w[2], u32_as_half2(xv[m].z), h);
+            h = __hfma2(w[3], u32_as_half2(xv[m].w), h);
+            gacc[m][c] += __low2float(h) + __high2float(h);
+        }
+    }
+}
+
+template <int M>
+__global__ void __launch_bounds__(GEMV_THREADS)
+    k_gptq_gemv(float *__restrict__ acc, const __half *__restrict__ x,
+                const uint32_t *__restrict__ qw, const __half *__restrict__ scales,
+                const uint32_t *__restrict__ zeros, const int32_t *__restrict__ group_row,
+                const int32_t *__restrict__ perm, int K, int N, int G, int groups_per_slice) {
+    extern __shared__ __half xs[]; // [M][n_rows*8], each 8 reordered (x0 x4 x1 x5 x2 x6 x3 x7)
+    const int g0 = blockIdx.y * groups_per_slice;
+    const int g1 = min(G, g0 + groups_per_slice);
+    const int r0 = group_row[g0], n_rows = group_row[g1] - r0;
+    const int n_k = n_rows * 8;
+    for (int i = threadIdx.x; i < M * n_k; i += blockDim.x) {
+        int m = i / n_k, kk = i - m * n_k;
+        int k = 8 * r0 + kk;
+        if (perm) k = perm[k];
+        int j = kk & 7;
+        xs[m * n_k + (kk & ~7) + (j & 3) * 2 + (j >> 2)] =
+            k >= 0 ? x[(size_t)m * K + k] : __float2half(0.0f);
+    }
+    __syncthreads();
+    const int n4 = blockIdx.x * blockDim.x + threadIdx.x;
+    if (n4 * GEMV_COLS_PER_THREAD >= N) return;
+
+    float out[M][4];
+#pragma unroll
+    for (int m = 0; m < M; m++)
+#pragma unroll
+        for (int c = 0; c < 4; c++) out[m][c] = 0.0f;
+
+    for (int g = g0; g < g1; g++) {
+        const uint2 s_raw = *reinterpret_cast<const uint2 *>(&scales[(size_t)g * N + 4 * n4]);
+        const uint32_t z_raw = zeros[(size_t)g * (N / 4) + n4];
+        __half2 bias[4]; // -(1024 + z) / 16 per column, so hfma2(1024 + q, 1/16, bias) = (q - z)/16
+#pragma unroll
+        for (int c = 0; c < 4; c++)
+            bias[c] = __float2half2_rn(-(1024.0f + (float)((z_raw >> (8 * c)) & 0xff)) / 16.0f);
+        float gacc[M][4];
+#pragma unroll
+        for (int m = 0; m < M; m++)
+#pragma unroll
+            for (int c = 0; c < 4; c++) gacc[m][c] = 0.0f;
+
+        const int rg0 = group_row[g], rg1 = group_row[g + 1];
+        int r = rg0;
+        // Batches of 4 packed rows: issue the loads first so 64 bytes per thread are in flight.
+        for (; r + 4 <= rg1; r += 4) {
+            uint4 q[4];
+#pragma unroll
+            for (int u = 0; u < 4; u++)
+                q[u] = __ldcs(reinterpret_cast<const uint4 *>(&qw[(size_t)(r + u) * N + 4 * n4]));
+#pragma unroll
+            for (int u = 0; u < 4; u++)
+                gemv_row<M>(q[u], xs + (r + u - r0) * 8, n_k, bias, gacc);
+        }
+        for (; r < rg1; r++)
+            gemv_row<M>(__ldcs(reinterpret_cast<const uint4 *>(&qw[(size_t)r * N + 4 * n4])),
+                        xs + (r - r0) * 8, n_k, bias, gacc);
+        const __half2 s01 = u32_as_half2(s_raw.x), s23 = u32_as_half2(s_raw.y);
+        const float s[4] = {16.0f * __low2float(s01), 16.0f * __high2float(s01),
+                            16.0f * __low2float(s23), 16.0f * __high2float(s23)};
+#pragma unroll
+        for (int m = 0; m < M; m++)
+#pragma unroll
+            for (int c = 0; c < 4; c++) out[m][c] += gacc[m][c] * s[c];
+    }
+#pragma unroll
+    for (int m = 0; m < M; m++)
+#pragma unroll
+        for (int c = 0; c < 4; c++) atomicAdd(&acc[(size_t)m * N + 4 * n4 + c], out[m][c]);
+}
+
+// out = f16(acc + bias); acc = 0 again for the next call.
+__global__ void k_gemv_finalize(__half *out, float *acc, const float *bias, int M, int N) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)M * N) return;
+    float v = acc[i];
+    acc[i] = 0.0f;
+    if (bias) v += bias[i % N];
+    out[i] = __float2half_rn(v);
+}
+
+// ---- prefill: dequantise to [n_in(sorted), n_out] f16, permute activations, cuBLAS
+__global__ void k_gptq_dequant(__half *w, const uint32_t *qw, const __half *scales,
+                               const uint32_t *zeros, const int32_t *group_row, int N) {
+    const int g = blockIdx.y;
+    const int n = blockIdx.x * blockDim.x + threadIdx.x;
+    if (n >= N) return;
+    const float s = __half2float(scales[(size_t)g * N + n]);
+    const float z = (float)((zeros[(size_t)g * (N / 4) + n / 4] >> (8 * (n & 3))) & 0xff);
+    for (int r = group_row[g]; r < group_row[g + 1]; r++) {
+        const uint32_t q = qw[(size_t)r * N + n];
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+            w[(size_t)(8 * r + j) * N + n] = __float2half_rn(((float)((q >> (4 * j)) & 15) - z) * s);
+    }
+}
+
+// dst[n_tok, k_pad] = x[:, perm] (0 where perm is -1: the padding rows of a group)
+__global__ void k_permute_cols(__half *dst, const __half *x, const int32_t *perm, int n_tok, int K,
+                               int k_pad) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)n_tok * k_pad) return;
+    size_t t = i / k_pad;
+    const int k = perm[i - t * k_pad];
+    dst[i] = k >= 0 ? x[t * K + k] : __float2half(0.0f);
+}
+
+template <int M>
+static void launch_gemv(cuda_ctx *c, float *acc, const __half *x, const bk_matrix *w) {
+    const int N = w->n_out, G = w->n_groups;
+    const int blocks_n = (int)cuda_blocks((size_t)N / GEMV_COLS_PER_THREAD, GEMV_THREADS);
+    // About gemv_blocks_per_sm blocks per SM; each K slice holds whole groups and its
+    // activations fit 48 KB.
+    const size_t target = (size_t)c->gemv_blocks_per_sm * c->n_sm;
+    int gps = (int)(((size_t)G * blocks_n + target - 1) / target);
+    const int max_gps = (48 << 10) / (M * w->max_group_rows * 8 * (int)sizeof(__half));
+    if (gps > max_gps) gps = max_gps;
+    if (gps < 1) gps = 1;
+    const size_t smem = (size_t)M * gps * w->max_group_rows * 8 * sizeof(__half);
+    dim3 grid(blocks_n, (G + gps - 1) / gps);
+    k_gptq_gemv<M><<<grid, GEMV_THREADS, smem, c->stream>>>(
+        acc, x, w->qweight, w->scales, w->zeros, w->group_row, w->perm, w->n_in, N, G, gps);
+    CUDA_LAUNCHED(c, "gptq gemv");
+}
+
+void cuda_gptq_matmul(cuda_ctx *c, __half *out, const __half *x, const bk_matrix *w, int n_tok) {
+    const int K = w->n_in, N = w->n_out, k_pad = w->k_pad;
+    if (n_tok > GPTQ_GEMV_MAX_ROWS) {
+        __half *wd = (__half *)cuda_scratch_get(c, &c->dequant, (size_t)k_pad * N * sizeof(__half),
+                                                "gptq dequant scratch");
+        if (!wd) return;
+        dim3 grid(cuda_blocks(N, 128), w->n_groups);
+        k_gptq_dequant<<<grid, 128, 0, c->stream>>>(wd, w->qweight, w->scales, w->zeros,
+                                                    w->group_row, N);
+        if (CUDA_LAUNCHED(c, "gptq dequant")) return;
+        const __half *xs = x;
+        if (w->perm) {
+            __half *xp = (__half *)cuda_scratch_get(c, &c->x_perm,
+                                                    (size_t)n_tok * k_pad * sizeof(__half),
+                                                    "gptq act-order scratch");
+            if (!xp) return;
+            size_t n = (size_t)n_tok * k_pad;
+            k_permute_cols<<<cuda_blocks(n, 256), 256, 0, c->stream>>>(xp, x, w->perm, n_tok, K,
+                                                                       k_pad);
+            if (CUDA_LAUNCHED(c, "gptq permute")) return;
+            xs = xp;
+        }
+        cuda_dense_gemm(c, out, xs, wd, n_tok, k_pad, N, 1);
+        if (w->bias) cuda_bias_add(c, out, w->bias, n_tok, N);
+        return;
+    }
+    float *acc = (float *)c->gemv_acc.p; // sized and zeroed by cuda_gptq_create
+    // Rows go through the kernel in chunks of up to 8 (the unrolled accumulator count).
+    for (int t0 = 0; t0 < n_tok; t0 += 8) {
+        const int m = n_tok - t0 < 8 ? n_tok - t0 : 8;
+        const __half *xt = x + (size_t)t0 * K;
+        float *at = acc + (size_t)t0 * N;
+        switch (m) {
+        case 1: launch_gemv<1>(c, at, xt, w); break;
+        case 2: launch_gemv<2>(c, at, xt, w); break;
+        case 3: launch_gemv<3>(c, at, xt, w); break;
+        case 4: launch_gemv<4>(c, at, xt, w); break;
+        case 5: launch_gemv<5>(c, at, xt, w); break;
+        case 6: launch_gemv<6>(c, at, xt, w); break;
+        case 7: launch_gemv<7>(c, at, xt, w); break;
+        default: launch_gemv<8>(c, at, xt, w); break;
+        }
+    }
+    size_t n = (size_t)n_tok * N;
+    k_gemv_finalize<<<cuda_blocks(n, 256), 256, 0, c->stream>>>(out, acc, w->bias, n_tok, N);
+    CUDA_LAUNCHED(c, "gptq gemv finalize");
+}
+
+// ---- repack at load
+template <typename T>
+static int upload(cuda_ctx *c, T **dst, const void *src, size_t count, const char *what) {
+    if (cuda_check(c, cudaMalloc((void **)dst, count * sizeof(T)), what)) return -1;
+    return cuda_check(c, cudaMemcpy(*dst, src, count * sizeof(T), cudaMemcpyHostToDevice), what);
+}
+
+bk_matrix *cuda_gptq_create(backend *b, const host_matrix *h, fl_error *err) {
+    cuda_ctx *c = cuda_ctx_of(b);
+    const int K = h->n_in, N = h->n_out, G = h->n_groups;
+    if (h->bits != 4 || K % 8 || N % 8 || G <= 0) {
+        fl_error_set(err, FL_EUNSUPPORTED,
+                     "kernels/cuda: GPTQ matrix %d x %d: needs 4 bits, n_in and n_out multiples "
+                     "of 8 and n_groups > 0 (bits %d, n_groups %d)", K, N, h->bits, G);
+        return NULL;
+    }
+    bk_matrix *m = (bk_matrix *)calloc(1, sizeof *m);
+    // row[g]: first sorted (padded) input of group g; groups are padded to whole packed rows
+    int32_t *row = (int32_t *)calloc((size_t)G + 1, sizeof(int32_t));
+    int32_t *next = (int32_t *)calloc((size_t)G, sizeof(int32_t));
+    int32_t *perm = NULL;
+    uint32_t *repacked = NULL, *zb = NULL;
+    const char *why = "out of host memory";
+    fl_code code = FL_ENOMEM;
+    int k_pad = 0, identity = 1;
+    if (!m || !row || !next) goto fail;
+    m->kind = MATRIX_GPTQ;
+    m->n_in = K;
+    m->n_out = N;
+    m->n_groups = G;
+    for (int k = 0; k < K; k++) {
+        if (h->g_idx[k] < 0 || h->g_idx[k] >= G) {
+            code = FL_EFORMAT;
+            why = "g_idx out of range";
+            goto fail;
+        }
+        row[h->g_idx[k] + 1]++;
+    }
+    for (int g = 0; g < G; g++) {
+        const int rows = (row[g + 1] + 7) / 8;
+        if (rows > m->max_group_rows) m->max_group_rows = rows;
+        row[g + 1] = row[g] + 8 * rows;
+    }
+    k_pad = row[G];
+    if (m->max_group_rows == 0) m->max_group_rows = 1;
+    m->k_pad = k_pad;
+    perm = (int32_t *)malloc((size_t)k_pad * sizeof(int32_t));
+    if (!perm) goto fail;
+    for (int k = 0; k < k_pad; k++) perm[k] = -1;
+    memcpy(next, row, (size_t)G * sizeof(int32_t));
+    for (int k = 0; k < K; k++) perm[next[h->g_idx[k]]++] = k; // stable sort by group
+    identity = k_pad == K;
+    for (int k = 0; k < K && identity; k++) identity = perm[k] == k;
+    code = FL_EBACKEND;
+    if (h->bias && upload(c, &m->bias, h->bias, (size_t)N, "gptq bias")) goto cuda_fail;
+    if (identity) {
+        if (upload(c, &m->qweight, h->qweight, (size_t)K / 8 * N, "gptq qweight")) goto cuda_fail;
+    } else {
+        repacked = (uint32_t *)calloc((size_t)k_pad / 8 * N, sizeof(uint32_t));
+        if (!repacked) goto fail;
+        for (int k = 0; k < k_pad; k++) {
+            if (perm[k] < 0) continue; // padding: weight nibbles stay 0, activation is 0
+            const uint32_t *src = (const uint32_t *)h->qweight + (size_t)(perm[k] / 8) * N;
+            const int shift_in = 4 * (perm[k] % 8), shift_out = 4 * (k % 8);
+            uint32_t *dst = repacked + (size_t)(k / 8) * N;
+            for (int n = 0; n < N; n++) dst[n] |= ((src[n] >> shift_in) & 15u) << shift_out;
+        }
+        if (upload(c, &m->qweight, repacked, (size_t)k_pad / 8 * N, "gptq qweight") ||
+            upload(c, &m->perm, perm, (size_t)k_pad, "gptq perm"))
+            goto cuda_fail;
+    }
+    zb = (uint32_t *)calloc((size_t)G * (N / 4), sizeof(uint32_t));
+    if (!zb) goto fail;
+    for (int g = 0; g < G; g++)
+        for (int n = 0; n < N; n++) {
+            uint32_t z = (((uint32_t)h->qzeros[(size_t)g * (N / 8) + n / 8] >> (4 * (n % 8))) & 15u) + 1;
+            zb[(size_t)g * (N / 4) + n / 4] |= z << (8 * (n % 4));
+        }
+    for (int g = 0; g <= G; g++) row[g] /= 8; // now in packed rows
+    if (upload(c, &m->zeros, zb, (size_t)G * (N / 4), "gptq zeros") ||
+        upload(c, &m->scales, h->scales, (size_t)G * N, "gptq scales") ||
+        upload(c, &m->group_row, row, (size_t)G + 1, "gptq groups"))
+        goto cuda_fail;
+    {   // the decode accumulator must exist (zeroed) before any graph captures a GEMV
+        const size_t need = (size_t)GPTQ_GEMV_MAX_ROWS * N * sizeof(float);
+        if (c->gemv_acc.bytes < need) {
+            float *acc = (float *)cuda_scratch_get(c, &c->gemv_acc, need, "gptq gemv accumulator");
+            if (!acc || cuda_check(c, cudaMemset(acc, 0, c->gemv_acc.bytes), "gemv accumulator"))
+                goto cuda_fail;
+        }
+    }
+    free(row);
+    free(next);
+    free(perm);
+    free(repacked);
+    free(zb);
+    return m;
+cuda_fail:
+    code = c->err_code != FL_OK ? c->err_code : FL_EBACKEND;
+    why = c->err_msg;
+fail:
+    fl_error_set(err, code, "kernels/cuda: GPTQ matrix %d x %d: %s", K, N, why);
+    c->err_code = FL_OK;
+    free(row);
+    free(next);
+    free(perm);
+    free(repacked);
+    free(zb);
+    cuda_matrix_free(b, m);
+    return NULL;
+}

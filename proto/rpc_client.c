@@ -1,0 +1,208 @@
+#include "proto/rpc_client.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+
+#include "proto/rpc_codec.h"
+
+struct rpc_channel {
+    grpc_channel *ch;
+    char *target;
+};
+
+rpc_channel *rpc_channel_create(const char *target, fl_error *err) {
+    rpc_channel *c = calloc(1, sizeof *c);
+    if (!c || !(c->target = strdup(target))) {
+        free(c);
+        fl_error_set(err, FL_ENOMEM, "rpc channel %s: out of memory", target);
+        return NULL;
+    }
+    // Unlimited message sizes (long prompts), and fast reconnects: a restarted shard's socket
+    // should be picked up within a fraction of a second, not after gRPC's default 1-120 s backoff.
+    grpc_arg args[5];
+    memset(args, 0, sizeof args);
+    const char *int_keys[5] = {
+        GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
+        GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
+        GRPC_ARG_MAX_RECONNECT_BACKOFF_MS};
+    int int_vals[5] = {-1, -1, 100, 100, 1000};
+    for (int i = 0; i < 5; i++) {
+        args[i].type = GRPC_ARG_INTEGER;
+        args[i].key = (char *)int_keys[i];
+        args[i].value.integer = int_vals[i];
+    }
+    grpc_channel_args ca = {5, args};
+    grpc_init();
+    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    c->ch = grpc_channel_create(target, creds, &ca);
+    grpc_channel_credentials_release(creds);
+    return c;
+}
+
+void rpc_channel_free(rpc_channel *ch) {
+    if (!ch) return;
+    grpc_channel_destroy(ch->ch);
+    free(ch->target);
+    free(ch);
+    grpc_shutdown();
+}
+
+const char *rpc_channel_target(const rpc_channel *ch) {
+    return ch->target;
+}
+
+static gpr_timespec deadline_after(int timeout_ms) {
+    if (timeout_ms <= 0) return gpr_inf_future(GPR_CLOCK_REALTIME);
+    return gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
+                        gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+}
+
+fl_code rpc_channel_wait_ready(rpc_channel *ch, int timeout_ms, fl_error *err) {
+    gpr_timespec deadline = deadline_after(timeout_ms);
+    grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+    fl_code rc = FL_OK;
+    for (;;) {
+        grpc_connectivity_state st = grpc_channel_check_connectivity_state(ch->ch, 1);
+        if (st == GRPC_CHANNEL_READY) break;
+        grpc_channel_watch_connectivity_state(ch->ch, st, deadline, cq, ch);
+        grpc_event ev =
+            grpc_completion_queue_pluck(cq, ch, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (!ev.success) { // deadline passed without a state change
+            rc = fl_error_set(err, FL_EIO, "rpc channel %s: not ready after %d ms", ch->target,
+                              timeout_ms);
+            break;
+        }
+    }
+    grpc_completion_queue_shutdown(cq);
+    while (grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+           GRPC_QUEUE_SHUTDOWN) {
+    }
+    grpc_completion_queue_destroy(cq);
+    return rc;
+}
+
+void rpc_result_clear(rpc_result *r) {
+    if (r->resp) protobuf_c_message_free_unpacked(r->resp, NULL);
+    r->resp = NULL;
+    r->status = GRPC_STATUS_OK;
+    r->msg[0] = 0;
+}
+
+// One unary call in flight on a pluck queue; the struct's address is its tag.
+typedef struct pending_call {
+    grpc_call *call;
+    grpc_metadata_array init_md, trailing_md;
+    grpc_byte_buffer *send_bb; // this call's reference to the shared request encoding
+    grpc_byte_buffer *recv_bb;
+    grpc_status_code status;
+    grpc_slice details;
+    const char *error_string;
+    int started;
+} pending_call;
+
+static void pending_start(pending_call *p, rpc_channel *ch, grpc_completion_queue *cq,
+                          const char *method, grpc_byte_buffer *req_bb, gpr_timespec deadline) {
+    memset(p, 0, sizeof *p);
+    p->send_bb = grpc_byte_buffer_copy(req_bb); // shares the slices, no byte copy
+    grpc_metadata_array_init(&p->init_md);
+    grpc_metadata_array_init(&p->trailing_md);
+    grpc_slice m = grpc_slice_from_copied_string(method);
+    p->call = grpc_channel_create_call(ch->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, m, NULL, deadline,
+                                       NULL);
+    grpc_slice_unref(m);
+    grpc_op ops[6];
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = p->send_bb;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &p->init_md;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &p->recv_bb;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = &p->trailing_md;
+    ops[5].data.recv_status_on_client.status = &p->status;
+    ops[5].data.recv_status_on_client.status_details = &p->details;
+    ops[5].data.recv_status_on_client.error_string = &p->error_string;
+    p->started = grpc_call_start_batch(p->call, ops, 6, p, NULL) == GRPC_CALL_OK;
+}
+
+// Waits for p, fills res, and releases everything p holds.
+static fl_code pending_finish(pending_call *p, rpc_channel *ch, grpc_completion_queue *cq,
+                              const char *method, const ProtobufCMessageDescriptor *resp_desc,
+                              rpc_result *res, fl_error *err) {
+    memset(res, 0, sizeof *res);
+    if (p->started) {
+        grpc_completion_queue_pluck(cq, p, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        res->status = p->status;
+        if (p->status != GRPC_STATUS_OK) {
+            char *d = grpc_slice_to_c_string(p->details);
+            snprintf(res->msg, sizeof res->msg, "%s", d);
+            gpr_free(d);
+        } else if (!p->recv_bb || !(res->resp = rpc_codec_unpack(p->recv_bb, resp_desc))) {
+            res->status = GRPC_STATUS_INTERNAL;
+            snprintf(res->msg, sizeof res->msg, "malformed or missing %s response",
+                     resp_desc->name);
+        }
+        grpc_slice_unref(p->details);
+        gpr_free((void *)p->error_string);
+    } else {
+        res->status = GRPC_STATUS_INTERNAL;
+        snprintf(res->msg, sizeof res->msg, "could not start the call");
+    }
+    if (p->recv_bb) grpc_byte_buffer_destroy(p->recv_bb);
+    grpc_byte_buffer_destroy(p->send_bb);
+    grpc_metadata_array_destroy(&p->init_md);
+    grpc_metadata_array_destroy(&p->trailing_md);
+    grpc_call_unref(p->call);
+    if (res->status == GRPC_STATUS_OK) return FL_OK;
+    return fl_error_set(err, FL_EBACKEND, "%s %s: %s: %s", ch->target, method,
+                        rpc_status_name(res->status), res->msg);
+}
+
+static void cq_destroy(grpc_completion_queue *cq) {
+    grpc_completion_queue_shutdown(cq);
+    while (grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+           GRPC_QUEUE_SHUTDOWN) {
+    }
+    grpc_completion_queue_destroy(cq);
+}
+
+fl_code rpc_unary_all(rpc_channel **chs, int n, const char *method, const ProtobufCMessage *req,
+                      const ProtobufCMessageDescriptor *resp_desc, int timeout_ms, rpc_result *res,
+                      fl_error *err) {
+    if (n <= 0) return FL_OK;
+    pending_call *ps = calloc((size_t)n, sizeof *ps);
+    if (!ps) return fl_error_set(err, FL_ENOMEM, "rpc %s: out of memory", method);
+    grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+    gpr_timespec deadline = deadline_after(timeout_ms);
+    grpc_byte_buffer *bb = rpc_codec_pack(req); // one encoding shared by every call
+    for (int i = 0; i < n; i++)
+        pending_start(&ps[i], chs[i], cq, method, bb, deadline);
+    grpc_byte_buffer_destroy(bb); // each call holds its own copy
+    fl_code rc = FL_OK;
+    for (int i = 0; i < n; i++) {
+        fl_error e;
+        fl_code ci = pending_finish(&ps[i], chs[i], cq, method, resp_desc, &res[i], &e);
+        if (ci != FL_OK && rc == FL_OK) {
+            rc = ci;
+            if (err) *err = e;
+        }
+    }
+    cq_destroy(cq);
+    free(ps);
+    return rc;
+}
+
+fl_code rpc_unary(rpc_channel *ch, const char *method, const ProtobufCMessage *req,
+                  const ProtobufCMessageDescriptor *resp_desc, int timeout_ms, rpc_result *res,
+                  fl_error *err) {
+    return rpc_unary_all(&ch, 1, method, req, resp_desc, timeout_ms, res, err);
+}

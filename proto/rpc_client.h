@@ -1,0 +1,37 @@
+// Blocking unary gRPC calls over insecure channels (unix sockets in practice), one at a time or
+// fanned out to several servers at once (the router's call to every shard rank).
+#pragma once
+#include <grpc/status.h>
+#include <protobuf-c/protobuf-c.h>
+
+#include "common/status.h"
+
+typedef struct rpc_channel rpc_channel;
+
+// target: "unix:/path/sock" or "host:port". Connecting is lazy (see rpc_channel_wait_ready).
+rpc_channel *rpc_channel_create(const char *target, fl_error *err);
+void rpc_channel_free(rpc_channel *ch);
+const char *rpc_channel_target(const rpc_channel *ch);
+// Connects and waits until the channel is ready; FL_EIO after timeout_ms.
+fl_code rpc_channel_wait_ready(rpc_channel *ch, int timeout_ms, fl_error *err);
+
+// The outcome of one unary call.
+typedef struct rpc_result {
+    grpc_status_code status; // GRPC_STATUS_OK on success
+    ProtobufCMessage *resp;  // unpacked response when OK (free with rpc_result_clear), else NULL
+    char msg[512];           // status details when not OK
+} rpc_result;
+
+void rpc_result_clear(rpc_result *r);
+
+// Calls method on ch with req and waits (timeout_ms <= 0: no deadline). Returns FL_OK when the
+// call returned OK with a decodable response of type resp_desc; otherwise FL_EBACKEND with an
+// error "<target> <method>: <STATUS>: <details>" (res->status tells which status).
+fl_code rpc_unary(rpc_channel *ch, const char *method, const ProtobufCMessage *req,
+                  const ProtobufCMessageDescriptor *resp_desc, int timeout_ms, rpc_result *res,
+                  fl_error *err);
+// The same call on n channels concurrently; waits for all. res[i] holds channel i's outcome.
+// Returns FL_OK when all succeeded, else the error of the lowest failing index.
+fl_code rpc_unary_all(rpc_channel **chs, int n, const char *method, const ProtobufCMessage *req,
+                      const ProtobufCMessageDescriptor *resp_desc, int timeout_ms, rpc_result *res,
+                      fl_error *err);

@@ -1,0 +1,460 @@
+#define _GNU_SOURCE // pthread_timedjoin_np
+#include "router/batcher.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/log.h"
+#include "router/metrics.h"
+
+struct batcher {
+    batcher_config cfg;
+    queue *q;
+    const shard_api *api;
+    const tokenizer *tok;
+    pthread_t thread;
+    bool started;
+    atomic_bool healthy;
+    atomic_bool abort; // grace period over: fail everything still running
+    atomic_int running;
+    uint64_t next_batch_id;
+    queue_entry **scratch; // [cfg.max_batch_requests]
+};
+
+// The requests of one (possibly merged) cached batch, by id.
+typedef struct entry_set {
+    queue_entry **e;
+    int n, cap;
+} entry_set;
+
+static bool set_push(entry_set *s, queue_entry *e) {
+    if (s->n == s->cap) {
+        int cap = s->cap ? s->cap * 2 : 16;
+        queue_entry **p = realloc(s->e, sizeof *p * (size_t)cap);
+        if (!p) return false;
+        s->e = p;
+        s->cap = cap;
+    }
+    s->e[s->n++] = e;
+    return true;
+}
+
+static int set_find(const entry_set *s, uint64_t id) {
+    for (int i = 0; i < s->n; i++)
+        if (s->e[i]->id == id) return i;
+    return -1;
+}
+
+// Removes and frees entry i (order is not kept: the shards' batch order is what matters).
+static void set_drop(entry_set *s, int i) {
+    queue_entry_free(s->e[i]);
+    s->e[i] = s->e[--s->n];
+}
+
+static void set_fail_all(entry_set *s, gen_error_kind kind, const char *msg) {
+    for (int i = 0; i < s->n; i++) {
+        gen_event *ev = gen_event_error(kind, msg);
+        if (ev) s->e[i]->sink.send(s->e[i]->sink.user, ev);
+        metrics_request_failure(kind == GEN_ERR_GENERATION ? METRIC_ERR_GENERATION
+                                                           : METRIC_ERR_INCOMPLETE);
+        queue_entry_free(s->e[i]);
+    }
+    s->n = 0;
+}
+
+static void set_merge(entry_set *dst, entry_set *src) {
+    for (int i = 0; i < src->n; i++) {
+        if (!set_push(dst, src->e[i])) queue_entry_free(src->e[i]);
+    }
+    src->n = 0;
+}
+
+static bool text_append(queue_entry *e, const char *s, size_t n) {
+    if (e->text_len + n + 1 > e->text_cap) {
+        size_t cap = e->text_cap ? e->text_cap * 2 : 256;
+        while (cap < e->text_len + n + 1) cap *= 2;
+        char *p = realloc(e->text, cap);
+        if (!p) return false;
+        e->text = p;
+        e->text_cap = cap;
+    }
+    memcpy(e->text + e->text_len, s, n);
+    e->text_len += n;
+    e->text[e->text_len] = 0;
+    return true;
+}
+
+static bool gen_push(queue_entry *e, int32_t id) {
+    if (e->n_gen == e->cap_gen) {
+        int cap = e->cap_gen ? e->cap_gen * 2 : 32;
+        int32_t *p = realloc(e->gen_ids, sizeof *p * (size_t)cap);
+        if (!p) return false;
+        e->gen_ids = p;
+        e->cap_gen = cap;
+    }
+    e->gen_ids[e->n_gen++] = id;
+    return true;
+}
+
+// TGI StoppingCriteria: the accumulated output text ends with a stop sequence.
+static bool stop_matched(const queue_entry *e) {
+    const gen_params *p = &e->req->params;
+    for (int i = 0; i < p->n_stop; i++) {
+        size_t n = strlen(p->stop[i]);
+        if (n > 0 && n <= e->text_len && !memcmp(e->text + e->text_len - n, p->stop[i], n))
+            return true;
+    }
+    return false;
+}
+
+static char *decode_ids(const tokenizer *tok, const int32_t *ids, int n, int skip_special) {
+    char *text = NULL;
+    size_t len = 0;
+    if (tokenizer_decode(tok, ids, n, skip_special, &text, &len, NULL) != FL_OK) return strdup("");
+    return text;
+}
+
+static bool entry_send(queue_entry *e, gen_event *ev) {
+    if (!ev) return true;
+    if (!e->sink.send(e->sink.user, ev)) {
+        e->dropped = true;
+        return false;
+    }
+    return true;
+}
+
+// Prompt tokens with logprobs: each text is its id decoded alone (TGI batch_decode).
+static gen_event *prefill_event(const batcher *b, const shard_generation *g) {
+    gen_event *ev = calloc(1, sizeof *ev);
+    if (!ev) return NULL;
+    ev->kind = GEN_EVENT_PREFILL;
+    ev->prefill = calloc((size_t)g->n_prefill, sizeof *ev->prefill);
+    if (!ev->prefill) {
+        free(ev);
+        return NULL;
+    }
+    ev->n_prefill = g->n_prefill;
+    for (int i = 0; i < g->n_prefill; i++) {
+        int32_t id = (int32_t)g->prefill_ids[i];
+        ev->prefill[i].id = g->prefill_ids[i];
+        ev->prefill[i].text = decode_ids(b->tok, &id, 1, 0);
+        ev->prefill[i].logprob = g->prefill_logprobs ? g->prefill_logprobs[i] : NAN;
+        ev->prefill[i].special = tokenizer_is_special(b->tok, id);
+    }
+    return ev;
+}
+
+static void observe_end(const queue_entry *e, const gen_event *ev) {
+    double infer = ev->t_end - e->t_batched;
+    metrics_request_success();
+    metrics_observe(METRIC_REQUEST_DURATION, ev->t_end - e->t_queued);
+    metrics_observe(METRIC_REQUEST_QUEUE_DURATION, e->t_batched - e->t_queued);
+    metrics_observe(METRIC_REQUEST_INFERENCE_DURATION, infer);
+    metrics_observe(METRIC_REQUEST_MEAN_TIME_PER_TOKEN_DURATION,
+                    ev->generated_tokens ? infer / ev->generated_tokens : 0);
+    metrics_observe(METRIC_REQUEST_GENERATED_TOKENS, ev->generated_tokens);
+}
+
+// Delivers one generation to its entry. Returns true when the entry stays in the batch.
+static bool handle_generation(batcher *b, queue_entry *e, const shard_generation *g) {
+    if (g->n_prefill > 0 && !entry_send(e, prefill_event(b, g))) return false;
+    if (!e->detok) e->detok = detok_stream_create(b->tok, 0);
+    char *piece = NULL;
+    size_t piece_len = 0;
+    if (!e->detok || detok_stream_push(e->detok, (int32_t)g->token_id, &piece, &piece_len, NULL) !=
+                         FL_OK) {
+        free(piece);
+        piece = strdup("");
+        piece_len = 0;
+    }
+    text_append(e, piece, piece_len);
+    gen_push(e, (int32_t)g->token_id);
+
+    bool finished = g->finished;
+    finish_reason reason = g->finish;
+    if (!finished && stop_matched(e)) {
+        finished = true;
+        reason = FINISH_STOP_SEQUENCE;
+    }
+    gen_event *ev = calloc(1, sizeof *ev);
+    if (!ev) {
+        free(piece);
+        return true;
+    }
+    ev->token.id = g->token_id;
+    ev->token.text = piece;
+    ev->token.logprob = g->token_logprob;
+    ev->token.special = g->token_is_special || tokenizer_is_special(b->tok, (int32_t)g->token_id);
+    if (!finished) {
+        ev->kind = GEN_EVENT_TOKEN;
+        if (!entry_send(e, ev)) {
+            metrics_request_failure(METRIC_ERR_DROPPED);
+            return false;
+        }
+        return true;
+    }
+    ev->kind = GEN_EVENT_END;
+    ev->finish = reason;
+    ev->generated_tokens = g->finished ? g->generated_tokens : (uint32_t)e->n_gen;
+    const gen_params *p = &e->req->params;
+    bool sampled = g->finished ? g->sampled
+                               : (p->do_sample || p->temperature != 1.0f || p->top_k != 0 ||
+                                  p->top_p < 1.0f || p->typical_p < 1.0f);
+    ev->has_seed = sampled;
+    ev->seed = p->seed;
+    char *text = decode_ids(b->tok, e->gen_ids, e->n_gen, 1);
+    if (p->return_full_text && text) {
+        char *full = malloc(e->req->inputs_len + strlen(text) + 1);
+        if (full) {
+            memcpy(full, e->req->inputs, e->req->inputs_len);
+            strcpy(full + e->req->inputs_len, text);
+            free(text);
+            text = full;
+        }
+    }
+    ev->generated_text = text;
+    ev->t_queued = e->t_queued;
+    ev->t_batched = e->t_batched;
+    ev->t_end = time_now();
+    observe_end(e, ev);
+    log_debug("request done id=%llu tokens=%u reason=%s", (unsigned long long)e->id,
+              ev->generated_tokens, finish_reason_name(reason));
+    entry_send(e, ev);
+    return false;
+}
+
+// TGI filter_send_generations: entries that finished or whose client left leave the set.
+static void send_generations(batcher *b, const shard_step *step, entry_set *set) {
+    for (int i = 0; i < step->n_gens; i++) {
+        const shard_generation *g = &step->gens[i];
+        int k = set_find(set, g->request_id);
+        if (k < 0) continue; // already dropped by the router
+        if (!handle_generation(b, set->e[k], g)) set_drop(set, k);
+    }
+}
+
+// TGI filter_batch: keeps the shards' batch in line with the live entries. Returns whether a
+// batch is left (in *batch).
+static bool filter_batch(batcher *b, cached_batch *batch, entry_set *set) {
+    if (batch->n == set->n) return true;
+    uint64_t *keep = malloc(sizeof *keep * (size_t)(batch->n ? batch->n : 1));
+    int n_keep = 0;
+    for (int i = 0; keep && i < batch->n; i++)
+        if (set_find(set, batch->request_ids[i]) >= 0) keep[n_keep++] = batch->request_ids[i];
+    fl_error err = {0};
+    fl_code rc;
+    if (n_keep == 0) {
+        rc = b->api->clear(b->api->self, batch->id, &err);
+        free(keep);
+        cached_batch_clear(batch);
+        if (rc != FL_OK) log_error("ClearCache batch=%llu failed: %s", (unsigned long long)batch->id, err.msg);
+        return false;
+    }
+    cached_batch filtered = {0};
+    rc = b->api->filter(b->api->self, batch->id, keep, n_keep, &filtered, &err);
+    free(keep);
+    if (rc != FL_OK) {
+        // TGI panics here; failing the batch's requests keeps the router serving.
+        log_error("FilterBatch batch=%llu failed: %s", (unsigned long long)batch->id, err.msg);
+        char msg[600];
+        snprintf(msg, sizeof msg, "Request failed during generation: %s", err.msg);
+        b->api->clear(b->api->self, batch->id, NULL);
+        set_fail_all(set, GEN_ERR_GENERATION, msg);
+        cached_batch_clear(batch);
+        atomic_store(&b->healthy, false);
+        return false;
+    }
+    cached_batch_clear(batch);
+    *batch = filtered;
+    return true;
+}
+
+// Returns whether a cached batch is left (in *out); set holds the entries still running.
+static bool step_done(batcher *b, fl_code rc, const fl_error *err, shard_step *step,
+                      const uint64_t *batch_ids, int n_batches, entry_set *set, cached_batch *out,
+                      metric_method method, double t0) {
+    metrics_batch_inference(method, rc == FL_OK, time_now() - t0);
+    if (rc != FL_OK) {
+        log_error("%s failed: %s", method == METRIC_PREFILL ? "Prefill" : "Decode", err->msg);
+        for (int i = 0; i < n_batches; i++) b->api->clear(b->api->self, batch_ids[i], NULL);
+        char msg[600];
+        snprintf(msg, sizeof msg, "Request failed during generation: %s", err->msg);
+        set_fail_all(set, GEN_ERR_GENERATION, msg);
+        atomic_store(&b->healthy, false);
+        shard_step_clear(step);
+        return false;
+    }
+    atomic_store(&b->healthy, true);
+    send_generations(b, step, set);
+    bool has = step->has_batch;
+    if (has) {
+        *out = step->batch;
+        memset(&step->batch, 0, sizeof step->batch);
+        has = filter_batch(b, out, set);
+    }
+    shard_step_clear(step);
+    if (!has) set_fail_all(set, GEN_ERR_INCOMPLETE, "Incomplete generation"); // should be empty
+    return has;
+}
+
+static bool prefill(batcher *b, queue_entry **entries, int n, uint32_t max_tokens, entry_set *set,
+                    cached_batch *out) {
+    shard_request *reqs = calloc((size_t)n, sizeof *reqs);
+    for (int i = 0; i < n; i++) {
+        if (reqs) {
+            reqs[i].id = entries[i]->id;
+            reqs[i].input_ids = entries[i]->req->input_ids;
+            reqs[i].n_input = entries[i]->req->n_input;
+            reqs[i].params = &entries[i]->req->params;
+        }
+        set_push(set, entries[i]);
+    }
+    shard_batch batch = {.id = b->next_batch_id++, .requests = reqs, .n = n, .max_tokens = max_tokens};
+    metrics_observe(METRIC_BATCH_NEXT_SIZE, n);
+    shard_step step = {0};
+    fl_error err = {0};
+    double t0 = time_now();
+    fl_code rc = reqs ? b->api->prefill(b->api->self, &batch, &step, &err)
+                      : fl_error_set(&err, FL_ENOMEM, "out of memory");
+    free(reqs);
+    return step_done(b, rc, &err, &step, &batch.id, 1, set, out, METRIC_PREFILL, t0);
+}
+
+static bool decode(batcher *b, cached_batch *batches, int n, entry_set *set, cached_batch *out) {
+    shard_step step = {0};
+    fl_error err = {0};
+    uint64_t ids[2];
+    for (int i = 0; i < n; i++) ids[i] = batches[i].id;
+    double t0 = time_now();
+    fl_code rc = b->api->decode(b->api->self, batches, n, &step, &err);
+    for (int i = 0; i < n; i++) cached_batch_clear(&batches[i]);
+    return step_done(b, rc, &err, &step, ids, n, set, out, METRIC_DECODE, t0);
+}
+
+static int next_batch(batcher *b, int min_size, uint32_t token_budget, uint32_t *max_tokens) {
+    int dropped = 0;
+    int n = queue_next_batch(b->q, min_size, b->cfg.max_batch_prefill_tokens, token_budget,
+                             b->scratch, b->cfg.max_batch_requests, max_tokens, &dropped);
+    for (int i = 0; i < dropped; i++) metrics_request_failure(METRIC_ERR_DROPPED);
+    metrics_set_queue_size(queue_len(b->q));
+    return n;
+}
+
+// One pass of TGI's outer loop: runs batches until the queue yields nothing more.
+static void run_batches(batcher *b) {
+    uint32_t max_tokens = 0;
+    int n;
+    entry_set set = {0}, fresh = {0};
+    while (!atomic_load(&b->abort) &&
+           (n = next_batch(b, 0, b->cfg.max_batch_total_tokens, &max_tokens)) > 0) {
+        cached_batch batches[2];
+        memset(batches, 0, sizeof batches);
+        bool has = prefill(b, b->scratch, n, max_tokens, &set, &batches[0]);
+        uint32_t waiting_tokens = 1;
+        while (has) {
+            atomic_store(&b->running, set.n);
+            metrics_set_batch(batches[0].n, batches[0].max_tokens);
+            if (atomic_load(&b->abort)) {
+                b->api->clear(b->api->self, batches[0].id, NULL);
+                cached_batch_clear(&batches[0]);
+                set_fail_all(&set, GEN_ERR_UNHEALTHY, "Request failed during generation: shutting down");
+                has = false;
+                break;
+            }
+            int n_batches = 1;
+            int min_size = 0;
+            if (waiting_tokens < b->cfg.max_waiting_tokens)
+                min_size = (int)floorf((float)batches[0].n * b->cfg.waiting_served_ratio);
+            uint32_t budget = b->cfg.max_batch_total_tokens > batches[0].max_tokens
+                                  ? b->cfg.max_batch_total_tokens - batches[0].max_tokens
+                                  : 0;
+            int m = next_batch(b, min_size, budget, &max_tokens);
+            if (m > 0) {
+                metrics_batch_concat(min_size == 0);
+                if (prefill(b, b->scratch, m, max_tokens, &fresh, &batches[1])) n_batches = 2;
+                set_merge(&set, &fresh);
+                waiting_tokens = 1;
+            }
+            has = decode(b, batches, n_batches, &set, &batches[0]);
+            waiting_tokens++;
+        }
+        atomic_store(&b->running, 0);
+        metrics_set_batch(0, 0);
+    }
+    set_fail_all(&set, GEN_ERR_INCOMPLETE, "Incomplete generation");
+    free(set.e);
+    free(fresh.e);
+}
+
+fl_code batcher_create(const batcher_config *cfg, queue *q, const shard_api *shards,
+                       const tokenizer *tok, batcher **out, fl_error *err) {
+    if (cfg->max_batch_requests <= 0)
+        return fl_error_set(err, FL_EINVAL, "batcher: max_batch_requests must be > 0");
+    batcher *b = calloc(1, sizeof *b);
+    if (!b) return fl_error_set(err, FL_ENOMEM, "batcher: out of memory");
+    b->cfg = *cfg;
+    b->q = q;
+    b->api = shards;
+    b->tok = tok;
+    b->scratch = calloc((size_t)cfg->max_batch_requests, sizeof *b->scratch);
+    if (!b->scratch) {
+        free(b);
+        return fl_error_set(err, FL_ENOMEM, "batcher: out of memory");
+    }
+    atomic_init(&b->healthy, true);
+    atomic_init(&b->abort, false);
+    atomic_init(&b->running, 0);
+    *out = b;
+    return FL_OK;
+}
+
+void batcher_free(batcher *b) {
+    if (!b) return;
+    free(b->scratch);
+    free(b);
+}
+
+static void *batcher_main(void *arg) {
+    batcher *b = arg;
+    log_info("batcher started");
+    while (queue_wait(b->q) && !atomic_load(&b->abort)) run_batches(b);
+    log_info("batcher stopped");
+    return NULL;
+}
+
+fl_code batcher_start(batcher *b, fl_error *err) {
+    if (pthread_create(&b->thread, NULL, batcher_main, b) != 0)
+        return fl_error_set(err, FL_ENOMEM, "batcher: cannot start thread");
+    b->started = true;
+    return FL_OK;
+}
+
+void batcher_stop(batcher *b, int grace_ms) {
+    queue_close(b->q);
+    if (!b->started) return;
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += grace_ms / 1000;
+    deadline.tv_nsec += (long)(grace_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) deadline.tv_sec++, deadline.tv_nsec -= 1000000000L;
+    if (pthread_timedjoin_np(b->thread, NULL, &deadline) == ETIMEDOUT) {
+        log_warn("shutdown grace period over: failing requests still running");
+        atomic_store(&b->abort, true);
+        pthread_join(b->thread, NULL);
+    }
+    b->started = false;
+}
+
+void batcher_run_until_idle(batcher *b) {
+    while (queue_len(b->q) > 0) run_batches(b);
+}
+
+bool batcher_healthy(const batcher *b) { return atomic_load(&b->healthy); }
+void batcher_set_healthy(batcher *b, bool healthy) { atomic_store(&b->healthy, healthy); }
+int batcher_running(const batcher *b) { return atomic_load(&b->running); }

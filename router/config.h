@@ -1,0 +1,40 @@
+// Router settings: TGI launcher flags with TGI's names and defaults, each also read from its
+// upper-case environment variable (--max-input-length / MAX_INPUT_LENGTH), so the model card's
+// start_falconlite.sh translates one to one. Flags win over the environment.
+#pragma once
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/status.h"
+
+typedef struct router_config {
+    char model_id[512]; // model directory (config.json, *.safetensors, tokenizer.json)
+    int num_shard;
+    char quantize[16]; // "" or "gptq" (informational: shards detect GPTQ from the checkpoint)
+    uint32_t max_input_length;         // 1024
+    uint32_t max_total_tokens;         // 2048
+    uint32_t max_batch_prefill_tokens; // 4096
+    uint32_t max_batch_total_tokens;   // 16000
+    uint32_t max_concurrent_requests;  // 128
+    float waiting_served_ratio;        // 1.2
+    uint32_t max_waiting_tokens;       // 20
+    uint32_t max_best_of;              // 2
+    uint32_t max_stop_sequences;       // 4
+    uint32_t validation_workers;       // 2 (reported in /info; validation runs on the API threads)
+    int port;                          // 3000
+    char hostname[256];                // 0.0.0.0
+    char shard_uds_path[400];          // /tmp/text-generation-server
+    int grpc_port;                     // 50051 (0: no public gRPC server)
+    char backend[16];                  // cpu | cuda | auto
+    int threads;                       // per shard (0: the shard's default)
+    char shard_bin[512];               // falconlite-shard (default: beside the router binary)
+    // --rope-* are passed to every shard as given (empty / 0: not given).
+    char rope_scaling[16];
+    char rope_alpha[32], rope_threshold[32], rope_factor[32];
+    int shutdown_grace_ms; // 90000 (TGI's launcher grace period)
+} router_config;
+
+// Parses argv and the environment; checks TGI's argument rules. Returns FL_EINVAL with a message
+// on bad input; *help is set when --help was given (usage already printed).
+fl_code router_config_parse(int argc, char **argv, router_config *cfg, bool *help, fl_error *err);
+void router_config_usage(const char *prog);

@@ -1,0 +1,70 @@
+// The batcher's view of the shards (proto/shard.proto in plain C): shard_client implements it
+// over gRPC with fan-out to every rank; unit tests implement it with a fake model.
+#pragma once
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/status.h"
+#include "router/request.h"
+
+// One request of a prefill batch. input_ids and params point into the queue entry's request.
+typedef struct shard_request {
+    uint64_t id;
+    const int32_t *input_ids; // [n_input]
+    int n_input;
+    const gen_params *params;
+} shard_request;
+
+typedef struct shard_batch {
+    uint64_t id;
+    shard_request *requests; // [n]
+    int n;
+    uint32_t max_tokens; // sum of input lengths + sum of max_new_tokens
+} shard_batch;
+
+// A batch cached in the shards.
+typedef struct cached_batch {
+    uint64_t id;
+    uint64_t *request_ids; // [n], owned
+    int n;
+    uint32_t max_tokens; // KV tokens reserved (blocks * block size)
+} cached_batch;
+
+void cached_batch_clear(cached_batch *b);
+
+// One request's output of one step.
+typedef struct shard_generation {
+    uint64_t request_id;
+    uint32_t *prefill_ids; // [n_prefill] prompt ids, when prefill logprobs were asked; owned
+    float *prefill_logprobs; // [n_prefill] (the first is NaN), owned
+    int n_prefill;
+    uint32_t token_id;
+    float token_logprob;
+    bool token_is_special;
+    bool finished; // the shard ended the request and dropped it from the cached batch
+    finish_reason finish;
+    uint32_t generated_tokens;
+    bool sampled;
+    uint64_t seed;
+} shard_generation;
+
+typedef struct shard_step {
+    shard_generation *gens; // [n_gens], owned
+    int n_gens;
+    bool has_batch; // false: every request of the step finished
+    cached_batch batch;
+} shard_step;
+
+void shard_step_clear(shard_step *s);
+
+typedef struct shard_api {
+    void *self;
+    fl_code (*prefill)(void *self, const shard_batch *batch, shard_step *out, fl_error *err);
+    fl_code (*decode)(void *self, const cached_batch *batches, int n, shard_step *out,
+                      fl_error *err);
+    // Keeps only keep[n_keep] (n_keep >= 1) of the cached batch; *out is the filtered batch.
+    fl_code (*filter)(void *self, uint64_t batch_id, const uint64_t *keep, int n_keep,
+                      cached_batch *out, fl_error *err);
+    // Drops one cached batch.
+    fl_code (*clear)(void *self, uint64_t batch_id, fl_error *err);
+} shard_api;

@@ -1,0 +1,173 @@
+#include "router/shard_client.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proto/rpc_client.h"
+
+// Per-step RPCs have no deadline: a long prefill may take minutes on the CPU backend.
+enum { CONTROL_TIMEOUT_MS = 60000 };
+
+struct shard_client {
+    char uds_path[400];
+    int n;
+    rpc_channel **chs; // [n]
+    shard_api api;
+};
+
+static fl_code channel_open(shard_client *c, int rank, fl_error *err) {
+    char target[512];
+    snprintf(target, sizeof target, "unix:%s-%d", c->uds_path, rank);
+    rpc_channel *ch = rpc_channel_create(target, err);
+    if (!ch) return err ? err->code : FL_EIO;
+    if (c->chs[rank]) rpc_channel_free(c->chs[rank]);
+    c->chs[rank] = ch;
+    return FL_OK;
+}
+
+// Sends m to every rank; *res gets one result per rank (free with results_free; res[0].resp is
+// rank 0's answer). Per-call results keep health checks and the batcher apart.
+static fl_code call_all(shard_client *c, pb_shard_method m, pb_built *req, int timeout_ms,
+                        rpc_result **res, fl_error *err) {
+    *res = calloc((size_t)c->n, sizeof **res);
+    if (!req || !*res) {
+        pb_built_free(req);
+        return fl_error_set(err, FL_ENOMEM, "%s: out of memory", pb_shard_path(m));
+    }
+    fl_code rc = rpc_unary_all(c->chs, c->n, pb_shard_path(m), pb_built_msg(req),
+                               pb_shard_response_desc(m), timeout_ms, *res, err);
+    pb_built_free(req);
+    return rc;
+}
+
+static void results_free(shard_client *c, rpc_result *res) {
+    for (int i = 0; res && i < c->n; i++) rpc_result_clear(&res[i]);
+    free(res);
+}
+
+static fl_code sc_prefill(void *self, const shard_batch *batch, shard_step *out, fl_error *err) {
+    shard_client *c = self;
+    rpc_result *res;
+    fl_code rc = call_all(c, PB_SHARD_PREFILL, pb_shard_prefill_request(batch), 0, &res, err);
+    if (rc == FL_OK) rc = pb_shard_step_from(res[0].resp, out, err);
+    results_free(c, res);
+    return rc;
+}
+
+static fl_code sc_decode(void *self, const cached_batch *batches, int n, shard_step *out,
+                         fl_error *err) {
+    shard_client *c = self;
+    rpc_result *res;
+    fl_code rc = call_all(c, PB_SHARD_DECODE, pb_shard_decode_request(batches, n), 0, &res, err);
+    if (rc == FL_OK) rc = pb_shard_step_from(res[0].resp, out, err);
+    results_free(c, res);
+    return rc;
+}
+
+static fl_code sc_filter(void *self, uint64_t batch_id, const uint64_t *keep, int n_keep,
+                         cached_batch *out, fl_error *err) {
+    shard_client *c = self;
+    rpc_result *res;
+    fl_code rc = call_all(c, PB_SHARD_FILTER_BATCH, pb_shard_filter_request(batch_id, keep, n_keep),
+                          CONTROL_TIMEOUT_MS, &res, err);
+    if (rc == FL_OK) rc = pb_shard_filtered_from(res[0].resp, out, err);
+    results_free(c, res);
+    return rc;
+}
+
+static fl_code sc_clear(void *self, uint64_t batch_id, fl_error *err) {
+    shard_client *c = self;
+    rpc_result *res;
+    fl_code rc = call_all(c, PB_SHARD_CLEAR_CACHE, pb_shard_clear_request(&batch_id, 1),
+                          CONTROL_TIMEOUT_MS, &res, err);
+    results_free(c, res);
+    return rc;
+}
+
+fl_code shard_client_create(const char *uds_path, int n_ranks, shard_client **out, fl_error *err) {
+    if (n_ranks < 1) return fl_error_set(err, FL_EINVAL, "shard client: need at least one rank");
+    shard_client *c = calloc(1, sizeof *c);
+    if (!c) return fl_error_set(err, FL_ENOMEM, "shard client: out of memory");
+    snprintf(c->uds_path, sizeof c->uds_path, "%s", uds_path);
+    c->n = n_ranks;
+    c->chs = calloc((size_t)n_ranks, sizeof *c->chs);
+    if (!c->chs) {
+        shard_client_free(c);
+        return fl_error_set(err, FL_ENOMEM, "shard client: out of memory");
+    }
+    for (int r = 0; r < n_ranks; r++) {
+        fl_code rc = channel_open(c, r, err);
+        if (rc != FL_OK) {
+            shard_client_free(c);
+            return rc;
+        }
+    }
+    c->api = (shard_api){c, sc_prefill, sc_decode, sc_filter, sc_clear};
+    *out = c;
+    return FL_OK;
+}
+
+void shard_client_free(shard_client *c) {
+    if (!c) return;
+    for (int i = 0; c->chs && i < c->n; i++)
+        if (c->chs[i]) rpc_channel_free(c->chs[i]);
+    free(c->chs);
+    free(c);
+}
+
+fl_code shard_client_wait_ready(shard_client *c, int timeout_ms, fl_error *err) {
+    for (int r = 0; r < c->n; r++) {
+        fl_code rc = rpc_channel_wait_ready(c->chs[r], timeout_ms, err);
+        if (rc != FL_OK) return rc;
+    }
+    return FL_OK;
+}
+
+fl_code shard_client_reconnect(shard_client *c, int rank, fl_error *err) {
+    return channel_open(c, rank, err);
+}
+
+fl_code shard_client_info(shard_client *c, shard_info *out, fl_error *err) {
+    rpc_result *res;
+    fl_code rc = call_all(c, PB_SHARD_INFO, pb_shard_empty_request(PB_SHARD_INFO),
+                          CONTROL_TIMEOUT_MS, &res, err);
+    if (rc == FL_OK) pb_shard_info_from(res[0].resp, out);
+    results_free(c, res);
+    return rc;
+}
+
+fl_code shard_client_health(shard_client *c, fl_error *err) {
+    rpc_result *res;
+    fl_code rc = call_all(c, PB_SHARD_HEALTH, pb_shard_empty_request(PB_SHARD_HEALTH), 10000,
+                          &res, err);
+    results_free(c, res);
+    return rc;
+}
+
+fl_code shard_client_clear_all(shard_client *c, fl_error *err) {
+    rpc_result *res;
+    fl_code rc = call_all(c, PB_SHARD_CLEAR_CACHE, pb_shard_clear_request(NULL, 0),
+                          CONTROL_TIMEOUT_MS, &res, err);
+    results_free(c, res);
+    return rc;
+}
+
+fl_code shard_client_warmup(shard_client *c, const shard_batch *batch, uint32_t max_total_tokens,
+                            uint32_t *capacity, fl_error *err) {
+    rpc_result *res;
+    fl_code rc = call_all(c, PB_SHARD_WARMUP, pb_shard_warmup_request(batch, max_total_tokens), 0,
+                          &res, err);
+    if (rc == FL_OK) {
+        uint32_t cap = UINT32_MAX;
+        for (int r = 0; r < c->n; r++) {
+            uint32_t v = pb_shard_warmup_capacity(res[r].resp);
+            if (v < cap) cap = v;
+        }
+        *capacity = cap;
+    }
+    results_free(c, res);
+    return rc;
+}
+
+const shard_api *shard_client_api(shard_client *c) { return &c->api; }

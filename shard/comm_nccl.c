@@ -1,0 +1,154 @@
+// NCCL communicator for CUDA-backend ranks. Rank 0 publishes an ncclUniqueId through a file in
+// the rendezvous directory; the others read it and every rank joins with ncclCommInitRank on its
+// current device (set by the CUDA backend).
+//
+// The backend's stream is not visible through kernels/backend.h, so collectives run on the
+// legacy default stream between a backend sync and a stream sync: correct whatever stream the
+// backend uses, at the price of a host round trip per collective.
+#ifdef FALCONLITE_HAVE_CUDA
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include "shard/comm_impl.h"
+
+typedef struct nccl_comm {
+    ncclComm_t nc;
+    float *dev; // [cap] scratch for host all-gathers: world * n floats
+    size_t cap;
+} nccl_comm;
+
+static fl_code nccl_check(ncclResult_t r, const char *what, fl_error *err) {
+    if (r == ncclSuccess) return FL_OK;
+    return fl_error_set(err, FL_EBACKEND, "comm: %s: %s", what, ncclGetErrorString(r));
+}
+
+static fl_code cuda_check(cudaError_t e, const char *what, fl_error *err) {
+    if (e == cudaSuccess) return FL_OK;
+    return fl_error_set(err, FL_EBACKEND, "comm: %s: %s", what, cudaGetErrorString(e));
+}
+
+static fl_code nccl_all_reduce_sum(comm *c, backend *be, void *buf, size_t n, fl_error *err) {
+    nccl_comm *nc = c->impl;
+    ncclDataType_t t;
+    switch (be->act_dtype) {
+    case DTYPE_F16:
+        t = ncclHalf;
+        break;
+    case DTYPE_BF16:
+        t = ncclBfloat16;
+        break;
+    case DTYPE_F32:
+        t = ncclFloat;
+        break;
+    default:
+        return fl_error_set(err, FL_EUNSUPPORTED, "comm: no NCCL type for act dtype");
+    }
+    fl_code rc = be->sync(be, err);
+    if (rc != FL_OK) return rc;
+    rc = nccl_check(ncclAllReduce(buf, buf, n, t, ncclSum, nc->nc, 0), "all-reduce", err);
+    if (rc != FL_OK) return rc;
+    return cuda_check(cudaStreamSynchronize(0), "all-reduce sync", err);
+}
+
+static fl_code nccl_all_gather_f32(comm *c, const float *in, float *out, size_t n, fl_error *err) {
+    nccl_comm *nc = c->impl;
+    size_t need = (size_t)c->world * n;
+    if (need > nc->cap) {
+        cudaFree(nc->dev);
+        nc->dev = NULL;
+        nc->cap = 0;
+        fl_code rc = cuda_check(cudaMalloc((void **)&nc->dev, need * sizeof(float)),
+                                "all-gather buffer", err);
+        if (rc != FL_OK) return rc;
+        nc->cap = need;
+    }
+    float *mine = nc->dev + (size_t)c->rank * n; // in place: each rank's part at its offset
+    fl_code rc = cuda_check(cudaMemcpy(mine, in, n * sizeof(float), cudaMemcpyHostToDevice),
+                            "all-gather upload", err);
+    if (rc == FL_OK)
+        rc = nccl_check(ncclAllGather(mine, nc->dev, n, ncclFloat, nc->nc, 0), "all-gather", err);
+    if (rc == FL_OK)
+        rc = cuda_check(cudaMemcpy(out, nc->dev, need * sizeof(float), cudaMemcpyDeviceToHost),
+                        "all-gather download", err);
+    return rc;
+}
+
+static void nccl_free(comm *c) {
+    nccl_comm *nc = c->impl;
+    if (!nc) return;
+    if (nc->nc) ncclCommDestroy(nc->nc);
+    cudaFree(nc->dev);
+    free(nc);
+    c->impl = NULL;
+}
+
+static const comm_ops nccl_ops = {nccl_all_reduce_sum, nccl_all_gather_f32, nccl_free};
+
+static fl_code id_publish(const char *path, const ncclUniqueId *id, fl_error *err) {
+    char tmp[4300];
+    snprintf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
+    unlink(path); // a stale id of an earlier launch with the same name
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    if (fd < 0)
+        return fl_error_set(err, FL_EIO, "comm: cannot create %s: %s", tmp, strerror(errno));
+    ssize_t w = write(fd, id, sizeof *id);
+    close(fd);
+    if (w != (ssize_t)sizeof *id || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return fl_error_set(err, FL_EIO, "comm: cannot publish %s", path);
+    }
+    return FL_OK;
+}
+
+static fl_code id_read(const char *path, int timeout_ms, ncclUniqueId *id, fl_error *err) {
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        int fd = open(path, O_RDONLY);
+        if (fd >= 0) {
+            ssize_t r = read(fd, id, sizeof *id);
+            close(fd);
+            if (r == (ssize_t)sizeof *id) return FL_OK;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        long ms = (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
+        if (ms > timeout_ms)
+            return fl_error_set(err, FL_EIO, "comm: %s did not appear within %d ms", path,
+                                timeout_ms);
+        usleep(10000);
+    }
+}
+
+fl_code comm_nccl_create(comm *c, backend *be, const char *path, int timeout_ms, fl_error *err) {
+    char id_path[4200];
+    snprintf(id_path, sizeof id_path, "%s.nccl", path);
+    ncclUniqueId id;
+    fl_code rc = FL_OK;
+    if (c->rank == 0) {
+        rc = nccl_check(ncclGetUniqueId(&id), "unique id", err);
+        if (rc == FL_OK) rc = id_publish(id_path, &id, err);
+    } else {
+        rc = id_read(id_path, timeout_ms, &id, err);
+    }
+    if (rc != FL_OK) return rc;
+    nccl_comm *nc = calloc(1, sizeof *nc);
+    if (!nc) return fl_error_set(err, FL_ENOMEM, "comm: out of memory");
+    rc = nccl_check(ncclCommInitRank(&nc->nc, c->world, id, c->rank), "init", err);
+    if (rc != FL_OK) {
+        free(nc);
+        return rc;
+    }
+    if (c->rank == 0) unlink(id_path); // every rank has joined: the id is no longer needed
+    c->impl = nc;
+    c->ops = &nccl_ops;
+    return FL_OK;
+}
+#endif

@@ -1,0 +1,141 @@
+#include "shard/generation.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+fl_code gen_request_create(const model *m, kv_cache *kv, uint64_t id, const int32_t *prompt,
+                           int n_prompt, const gen_params *p, gen_request **out, fl_error *err) {
+    int n_vocab = model_get_config(m)->n_vocab;
+    if (n_prompt < 1)
+        return fl_error_set(err, FL_EINVAL, "request %llu: empty prompt", (unsigned long long)id);
+    if (p->max_new_tokens < 1)
+        return fl_error_set(err, FL_EINVAL, "request %llu: max_new_tokens must be >= 1 (%d)",
+                            (unsigned long long)id, p->max_new_tokens);
+    if (p->n_stop_ids < 0 || (p->n_stop_ids > 0 && !p->stop_ids))
+        return fl_error_set(err, FL_EINVAL, "request %llu: bad stop token list",
+                            (unsigned long long)id);
+    for (int i = 0; i < n_prompt; i++)
+        if (prompt[i] < 0 || prompt[i] >= n_vocab)
+            return fl_error_set(
+                err, FL_EINVAL,
+                "request %llu: prompt token %d is %d, outside the vocabulary [0, %d)",
+                (unsigned long long)id, i, prompt[i], n_vocab);
+    gen_request *r = calloc(1, sizeof *r);
+    if (!r)
+        return fl_error_set(err, FL_ENOMEM, "request %llu: out of memory", (unsigned long long)id);
+    r->id = id;
+    r->params = *p;
+    r->n_prompt = n_prompt;
+    size_t n_tok = (size_t)n_prompt + p->max_new_tokens;
+    r->tokens = malloc(sizeof *r->tokens * n_tok);
+    r->logprobs = malloc(sizeof *r->logprobs * p->max_new_tokens);
+    int32_t *stops = p->n_stop_ids ? malloc(sizeof *stops * p->n_stop_ids) : NULL;
+    r->params.stop_ids = stops;
+    if (p->prompt_logprobs) r->prompt_logprobs = malloc(sizeof *r->prompt_logprobs * n_prompt);
+    if (!r->tokens || !r->logprobs || (p->n_stop_ids && !stops) ||
+        (p->prompt_logprobs && !r->prompt_logprobs)) {
+        gen_request_free(NULL, r);
+        return fl_error_set(err, FL_ENOMEM, "request %llu: out of memory for %zu tokens",
+                            (unsigned long long)id, n_tok);
+    }
+    memcpy(r->tokens, prompt, sizeof *prompt * n_prompt);
+    if (stops) memcpy(stops, p->stop_ids, sizeof *stops * p->n_stop_ids);
+    fl_code rc = sampler_create(&p->sampling, n_vocab, &r->sampler, err);
+    if (!rc) rc = kv_seq_reserve(kv, &r->kv, n_prompt + p->max_new_tokens - 1, err);
+    if (rc) {
+        gen_request_free(NULL, r);
+        fl_error_wrap(err, "request %llu", (unsigned long long)id);
+        return rc;
+    }
+    *out = r;
+    return FL_OK;
+}
+
+void gen_request_free(kv_cache *kv, gen_request *r) {
+    if (!r) return;
+    if (kv) kv_seq_release(kv, &r->kv);
+    sampler_free(r->sampler);
+    free(r->tokens);
+    free(r->logprobs);
+    free((void *)r->params.stop_ids);
+    free(r->prompt_logprobs);
+    free(r);
+}
+
+// log_softmax(row)[id] over n_vocab logits.
+static float row_logprob(const float *row, int n_vocab, int32_t id) {
+    float mx = -INFINITY;
+    for (int i = 0; i < n_vocab; i++)
+        if (row[i] > mx) mx = row[i];
+    double sum = 0.0;
+    for (int i = 0; i < n_vocab; i++)
+        sum += exp((double)row[i] - mx);
+    return (float)((double)row[id] - mx - log(sum));
+}
+
+// TGI's StoppingCriteria order: length first, then EOS, then stop tokens.
+static gen_finish gen_request_check_stop(const gen_request *r, int32_t tok) {
+    const gen_params *p = &r->params;
+    if (r->n_generated >= p->max_new_tokens) return GEN_FINISH_LENGTH;
+    if (!p->ignore_eos && p->eos_id >= 0 && tok == p->eos_id) return GEN_FINISH_EOS;
+    for (int i = 0; i < p->n_stop_ids; i++)
+        if (tok == p->stop_ids[i]) return GEN_FINISH_STOP;
+    return GEN_RUNNING;
+}
+
+fl_code gen_batch_step(model *m, kv_cache *kv, gen_request **reqs, int n, fl_error *err) {
+    if (n < 1) return FL_OK;
+    int n_vocab = model_get_config(m)->n_vocab;
+    fwd_seq *seqs = malloc(sizeof *seqs * n);
+    if (!seqs) return fl_error_set(err, FL_ENOMEM, "generation: out of memory");
+    size_t n_rows = 0;
+    for (int i = 0; i < n; i++) {
+        gen_request *r = reqs[i];
+        if (r->finish != GEN_RUNNING) {
+            free(seqs);
+            return fl_error_set(err, FL_EINVAL, "request %llu has already finished",
+                                (unsigned long long)r->id);
+        }
+        int prefill = r->n_generated == 0;
+        seqs[i] = (fwd_seq){
+            .tokens = prefill ? r->tokens : r->tokens + r->n_prompt + r->n_generated - 1,
+            .n_new = prefill ? r->n_prompt : 1,
+            .kv = &r->kv,
+            .all_logits = prefill && r->params.prompt_logprobs,
+        };
+        n_rows += seqs[i].all_logits ? (size_t)seqs[i].n_new : 1;
+    }
+    float *logits = malloc(sizeof *logits * n_rows * n_vocab); // [n_rows, n_vocab]
+    if (!logits) {
+        free(seqs);
+        return fl_error_set(err, FL_ENOMEM, "generation: out of memory for %zu logit rows", n_rows);
+    }
+    fl_code rc = model_forward(m, kv, seqs, n, logits, err);
+    size_t row = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        gen_request *r = reqs[i];
+        if (seqs[i].all_logits) { // row j predicts prompt token j + 1
+            r->prompt_logprobs[0] = NAN;
+            for (int j = 1; j < r->n_prompt; j++)
+                r->prompt_logprobs[j] =
+                    row_logprob(logits + (row + j - 1) * n_vocab, n_vocab, r->tokens[j]);
+            row += r->n_prompt - 1;
+        }
+        int32_t tok;
+        float lp;
+        rc = sampler_next(r->sampler, logits + row * n_vocab, r->tokens,
+                          r->n_prompt + r->n_generated, &tok, &lp, err);
+        if (rc) {
+            fl_error_wrap(err, "request %llu", (unsigned long long)r->id);
+            break;
+        }
+        row++;
+        r->tokens[r->n_prompt + r->n_generated] = tok;
+        r->logprobs[r->n_generated++] = lp;
+        r->finish = gen_request_check_stop(r, tok);
+    }
+    free(logits);
+    free(seqs);
+    return rc;
+}

@@ -1,0 +1,263 @@
+// Kernel micro-benchmark for the CUDA backend (not a test: it times things). Measures, through
+// the backend interface only, the GPTQ decode GEMV on every Falcon-40B shape (direct launches
+// and replayed from a CUDA graph), the GPTQ prefill path, the dense LM head, and paged
+// attention (flash-decoding and prefill), against the card's copy bandwidth measured here.
+// Built and run by tests/gpu/run_gpu.sh; prints one table.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kernels/backend.h"
+#include "kernels/cuda/cuda_info.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static uint64_t rng = 88172645463325252ull;
+static uint32_t rnd(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)(rng >> 16);
+}
+
+static void die_on_error(backend *b, const char *what) {
+    fl_error err = {0};
+    if (b->sync(b, &err) != FL_OK) {
+        fprintf(stderr, "kernel_bench: %s: %s\n", what, err.msg);
+        exit(1);
+    }
+}
+
+// Seconds per call of fn, median of `reps` timed batches of `inner` calls.
+typedef void (*op_fn)(backend *b, void *ctx);
+static double time_op(backend *b, op_fn fn, void *ctx, int inner, int reps) {
+    double t[16];
+    fn(b, ctx);
+    die_on_error(b, "warm-up");
+    for (int r = 0; r < reps; r++) {
+        double t0 = now_s();
+        for (int i = 0; i < inner; i++) fn(b, ctx);
+        die_on_error(b, "timed run");
+        t[r] = (now_s() - t0) / inner;
+    }
+    for (int i = 1; i < reps; i++) // insertion sort, reps is small
+        for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
+            double x = t[j];
+            t[j] = t[j - 1];
+            t[j - 1] = x;
+        }
+    return t[reps / 2];
+}
+
+// Matrices of one shape are cycled through so the timed reads come from HBM, not from L2.
+#define MM_COPIES 4
+typedef struct mm_ctx {
+    bk_matrix *w[MM_COPIES];
+    int n_w, next;
+    void *x, *y;
+    int n_tok;
+    uint64_t graph_key; // 0: direct launches
+    int graph_calls;
+} mm_ctx;
+
+static void mm_direct(backend *b, void *p) {
+    mm_ctx *c = p;
+    b->matmul(b, c->y, c->x, c->w[c->next++ % c->n_w], c->n_tok);
+}
+
+// One replay of a graph holding graph_calls matmuls (captured on first use).
+static void mm_graph(backend *b, void *p) {
+    mm_ctx *c = p;
+    if (b->graph_replay(b, c->graph_key)) return;
+    b->graph_capture_begin(b, c->graph_key);
+    for (int i = 0; i < c->graph_calls; i++) b->matmul(b, c->y, c->x, c->w[i % c->n_w], c->n_tok);
+    b->graph_capture_end(b, c->graph_key);
+}
+
+static bk_matrix *make_gptq(backend *b, int K, int N, int act_order, size_t *bytes) {
+    const int G = K / 128;
+    int32_t *qw = malloc((size_t)K / 8 * N * 4), *qz = malloc((size_t)G * N / 8 * 4);
+    uint16_t *sc = malloc((size_t)G * N * 2);
+    int32_t *gi = malloc((size_t)K * 4);
+    for (size_t i = 0; i < (size_t)K / 8 * N; i++) qw[i] = (int32_t)rnd();
+    for (size_t i = 0; i < (size_t)G * N / 8; i++) qz[i] = (int32_t)rnd();
+    for (size_t i = 0; i < (size_t)G * N; i++) sc[i] = f32_to_fp16(0.002f + (rnd() % 1000) * 1e-5f);
+    for (int k = 0; k < K; k++) gi[k] = k / 128;
+    if (act_order) // a random permutation of k / 128: every group keeps 128 members
+        for (int k = K - 1; k > 0; k--) {
+            int j = (int)(rnd() % (uint32_t)(k + 1)), t = gi[k];
+            gi[k] = gi[j];
+            gi[j] = t;
+        }
+    host_matrix hm = {.kind = MATRIX_GPTQ, .n_in = K, .n_out = N, .qweight = qw, .qzeros = qz,
+                      .scales = sc, .g_idx = gi, .bits = 4, .group_size = 128, .n_groups = G};
+    fl_error err = {0};
+    bk_matrix *w = b->matrix_create(b, &hm, &err);
+    if (!w) {
+        fprintf(stderr, "kernel_bench: %s\n", err.msg);
+        exit(1);
+    }
+    *bytes = (size_t)K / 8 * N * 4 + (size_t)G * N * 2 + (size_t)G * N; // + byte zero points
+    free(qw);
+    free(qz);
+    free(sc);
+    free(gi);
+    return w;
+}
+
+static void *rand_act(backend *b, size_t n) {
+    float *h = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) h[i] = (float)(rnd() % 2001) / 1000.0f - 1.0f;
+    void *p = b->buf_alloc(b, n * 2);
+    b->act_from_f32(b, p, h, n);
+    free(h);
+    return p;
+}
+
+typedef struct attn_ctx {
+    void *q, *out, *kc, *vc;
+    attn_batch ab;
+    int n_head, n_head_kv, head_dim;
+} attn_ctx;
+
+static void attn_run(backend *b, void *p) {
+    attn_ctx *c = p;
+    b->attention(b, c->out, c->q, c->kc, c->vc, &c->ab, c->n_head, c->n_head_kv, c->head_dim,
+                 0.125f);
+}
+
+// One sequence of n_q new tokens after n_past cached ones, Falcon-40B heads (128 / 8 x 64).
+static double bench_attention(backend *b, int n_past, int n_q, int reps) {
+    attn_ctx c = {0};
+    c.n_head = 128;
+    c.n_head_kv = 8;
+    c.head_dim = 64;
+    const int ctx = n_past + n_q, n_blocks = (ctx + KV_BLOCK_SIZE - 1) / KV_BLOCK_SIZE;
+    const size_t cache_n = (size_t)n_blocks * c.n_head_kv * KV_BLOCK_SIZE * c.head_dim;
+    c.kc = rand_act(b, cache_n);
+    c.vc = rand_act(b, cache_n);
+    c.q = rand_act(b, (size_t)n_q * c.n_head * c.head_dim);
+    c.out = b->buf_alloc(b, (size_t)n_q * c.n_head * c.head_dim * 2);
+    int32_t *table = malloc((size_t)n_blocks * 4);
+    for (int i = 0; i < n_blocks; i++) table[i] = n_blocks - 1 - i;
+    attn_seq s = {0, n_q, n_past, 0};
+    void *seq_dev = b->buf_alloc(b, sizeof s), *table_dev = b->buf_alloc(b, (size_t)n_blocks * 4);
+    b->copy_to_device(b, seq_dev, &s, sizeof s);
+    b->copy_to_device(b, table_dev, table, (size_t)n_blocks * 4);
+    c.ab = (attn_batch){1, n_q, n_q, ctx, seq_dev, table_dev, NULL};
+    double t = time_op(b, attn_run, &c, n_q > 1 ? 1 : 20, reps);
+    void *bufs[] = {c.kc, c.vc, c.q, c.out, seq_dev, table_dev};
+    for (int i = 0; i < 6; i++) b->buf_free(b, bufs[i]);
+    free(table);
+    return t;
+}
+
+int main(int argc, char **argv) {
+    const int gemv_only = argc > 1 && !strcmp(argv[1], "gemv"); // M=1 GEMV sweep rows only
+    fl_error err = {0};
+    backend *b = backend_cuda_create(0, &err);
+    if (!b) {
+        fprintf(stderr, "kernel_bench: %s\n", err.msg);
+        return 77;
+    }
+    cuda_device_info info;
+    char msg[256];
+    if (cuda_device_info_get(0, &info, msg, sizeof msg)) {
+        fprintf(stderr, "kernel_bench: %s\n", msg);
+        return 1;
+    }
+    const double copy = cuda_copy_bandwidth(0, (size_t)1 << 30, 10);
+    const char *bps = getenv("FALCONLITE_GEMV_BLOCKS_PER_SM");
+    printf("gemv blocks per SM: %s\n", bps ? bps : "default");
+    printf("device: %s, %d SMs; copy bandwidth (read+write, 1 GiB D2D): %.1f GB/s\n", info.name,
+           info.n_sm, copy / 1e9);
+    printf("%-34s %5s %10s %9s %8s\n", "kernel (N x K)", "rows", "us/call", "GB/s", "of_copy");
+
+    const int shapes[][2] = {{9216, 8192}, {8192, 8192}, {32768, 8192}, {8192, 32768}};
+    const int rows[] = {1, 4, 16};
+    for (int s = 0; s < 4; s++) {
+        const int N = shapes[s][0], K = shapes[s][1];
+        for (int act = 0; act < (gemv_only ? 1 : 2); act++) {
+            size_t bytes = 0;
+            mm_ctx c0 = {{0}, 0, 0, NULL, NULL, 1, 0, 0};
+            while (c0.n_w == 0 || (c0.n_w < MM_COPIES && (size_t)c0.n_w * bytes < ((size_t)120 << 20)))
+                c0.w[c0.n_w++] = make_gptq(b, K, N, act, &bytes);
+            void *x = rand_act(b, (size_t)64 * K);
+            void *y = b->buf_alloc(b, (size_t)4096 * N * 2);
+            c0.x = x;
+            c0.y = y;
+            for (int r = 0; r < (gemv_only ? 1 : 3); r++) {
+                mm_ctx c = c0;
+                c.n_tok = rows[r];
+                double t = time_op(b, mm_direct, &c, 50, 7);
+                printf("gptq gemv %-6s %5d x %-5d     %5d %10.1f %9.1f %7.1f%%\n",
+                       act ? "act" : "", N, K, rows[r], t * 1e6, bytes / t / 1e9,
+                       100.0 * bytes / t / copy);
+                if (r == 0 && !act) {
+                    c.graph_key = 1000 + s;
+                    c.graph_calls = 20;
+                    double tg = time_op(b, mm_graph, &c, 5, 7) / c.graph_calls;
+                    printf("gptq gemv graph %5d x %-5d     %5d %10.1f %9.1f %7.1f%%\n", N, K, 1,
+                           tg * 1e6, bytes / tg / 1e9, 100.0 * bytes / tg / copy);
+                }
+            }
+            if (!act && s >= 2 && !gemv_only) { // prefill path: dequantise + cuBLAS, 4096 rows
+                mm_ctx c = c0;
+                c.n_tok = 4096;
+                void *xl = rand_act(b, (size_t)4096 * K);
+                c.x = xl;
+                double t = time_op(b, mm_direct, &c, 3, 5);
+                printf("gptq prefill %5d x %-5d      %5d %10.1f %8.1f TFLOP/s\n", N, K, 4096,
+                       t * 1e6, 2.0 * 4096 * N * K / t / 1e12);
+                b->buf_free(b, xl);
+            }
+            b->buf_free(b, x);
+            b->buf_free(b, y);
+            for (int i = 0; i < c0.n_w; i++) b->matrix_free(b, c0.w[i]);
+            b->graph_reset(b);
+        }
+    }
+    if (gemv_only) {
+        b->free(b);
+        return 0;
+    }
+    { // dense LM head: vocab 65024 x d_model 8192, fp16
+        const int N = 65024, K = 8192;
+        uint16_t *wh = malloc((size_t)N * K * 2);
+        for (size_t i = 0; i < (size_t)N * K; i++) wh[i] = f32_to_fp16((float)(rnd() % 2001) / 1e5f);
+        host_matrix hm = {.kind = MATRIX_DENSE, .n_in = K, .n_out = N, .w = wh, .w_type = DTYPE_F16};
+        bk_matrix *w = b->matrix_create(b, &hm, &err);
+        free(wh);
+        void *x = rand_act(b, K), *y = b->buf_alloc(b, (size_t)N * 2);
+        mm_ctx c = {{w}, 1, 0, x, y, 1, 0, 0};
+        double t = time_op(b, mm_direct, &c, 20, 7);
+        const double bytes = (double)N * K * 2;
+        printf("dense lm_head %5d x %-5d      %5d %10.1f %9.1f %7.1f%%\n", N, K, 1, t * 1e6,
+               bytes / t / 1e9, 100.0 * bytes / t / copy);
+        b->buf_free(b, x);
+        b->buf_free(b, y);
+        b->matrix_free(b, w);
+    }
+    const int ctxs[] = {20, 3300, 10000};
+    for (int i = 0; i < 3; i++) { // decode: 1 query token, KV bytes of one layer
+        double t = bench_attention(b, ctxs[i], 1, 7);
+        const double bytes = (double)(ctxs[i] + 1) * 8 * 64 * 2 * 2;
+        printf("attention decode ctx %-6d          %5d %10.1f %9.1f %7.1f%%\n", ctxs[i] + 1, 1,
+               t * 1e6, bytes / t / 1e9, 100.0 * bytes / t / copy);
+    }
+    const int prompts[] = {3300, 10000};
+    for (int i = 0; i < 2; i++) { // prefill: causal FLOPs 4 * L^2/2 * heads * dim
+        double t = bench_attention(b, 0, prompts[i], 3);
+        const double flop = 2.0 * prompts[i] * (double)prompts[i] * 128 * 64;
+        printf("attention prefill len %-6d        %5d %10.1f %8.1f TFLOP/s\n", prompts[i],
+               prompts[i], t * 1e6, flop / t / 1e12);
+    }
+    b->free(b);
+    return 0;
+}

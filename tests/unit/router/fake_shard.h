@@ -1,0 +1,46 @@
+// A fake shard for router unit tests: an "echo model" whose k-th generated token is the prompt's
+// token k (cycling), so every request's output is known and independent of batching. It keeps
+// TGI's KV bookkeeping (blocks of 16 reserved at prefill, freed on finish / filter / clear) and
+// fails a prefill that would exceed its capacity, so budget bugs in the batcher show up.
+#pragma once
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "router/shard_api.h"
+
+#define FAKE_EOS 11
+
+typedef struct fake_req {
+    uint64_t id;
+    int32_t *ids;
+    int n_input;
+    uint32_t max_new;
+    uint32_t generated;
+    uint32_t reserved;
+    bool sampled;
+    uint64_t seed;
+} fake_req;
+
+typedef struct fake_batch {
+    uint64_t id;
+    fake_req *reqs;
+    int n;
+    bool live;
+} fake_batch;
+
+typedef struct fake_shard {
+    shard_api api;
+    fake_batch batches[64];
+    int n_batches;
+    uint32_t capacity;     // KV tokens
+    uint32_t reserved;     // KV tokens in use
+    uint32_t max_reserved; // high-water mark
+    int n_prefill, n_decode, n_filter, n_clear;
+    int max_prefill_size;  // largest prefill batch seen
+    int max_decode_batches;
+    int32_t fail_prefill_token; // a prompt containing this id fails its prefill (-1: never)
+    uint64_t filtered_out[256]; // request ids removed by FilterBatch
+    int n_filtered_out;
+} fake_shard;
+
+void fake_shard_init(fake_shard *f, uint32_t capacity);

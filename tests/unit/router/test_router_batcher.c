@@ -1,0 +1,281 @@
+// The continuous-batching loop against a fake echo shard: results, finish reasons, stop
+// sequences, token budgets, newcomers joining a running batch, client disconnects and failed
+// prefills, each request getting exactly one terminal event.
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fake_shard.h"
+#include "router/batcher.h"
+
+static tokenizer *tok;
+
+// What one request's sink received.
+typedef struct result {
+    char text[4096]; // concatenated token texts
+    int n_tokens;    // TOKEN + END events
+    int n_prefill;
+    int n_terminal;
+    bool ended, failed, released;
+    gen_error_kind error_kind;
+    char error[512];
+    char generated_text[4096];
+    finish_reason finish;
+    uint32_t generated_tokens;
+    bool has_seed;
+    int disconnect_after; // > 0: the client goes away after this many tokens
+} result;
+
+static bool res_send(void *user, gen_event *ev) {
+    result *r = user;
+    switch (ev->kind) {
+    case GEN_EVENT_PREFILL: r->n_prefill = ev->n_prefill; break;
+    case GEN_EVENT_TOKEN:
+    case GEN_EVENT_END:
+        r->n_tokens++;
+        strncat(r->text, ev->token.text, sizeof r->text - strlen(r->text) - 1);
+        if (ev->kind == GEN_EVENT_END) {
+            r->ended = true;
+            r->n_terminal++;
+            snprintf(r->generated_text, sizeof r->generated_text, "%s", ev->generated_text);
+            r->finish = ev->finish;
+            r->generated_tokens = ev->generated_tokens;
+            r->has_seed = ev->has_seed;
+        }
+        break;
+    case GEN_EVENT_ERROR:
+        r->failed = true;
+        r->n_terminal++;
+        r->error_kind = ev->error_kind;
+        snprintf(r->error, sizeof r->error, "%s", ev->error);
+        break;
+    }
+    gen_event_free(ev);
+    return !(r->disconnect_after > 0 && r->n_tokens >= r->disconnect_after);
+}
+
+static bool res_alive(void *user) {
+    result *r = user;
+    return !(r->disconnect_after > 0 && r->n_tokens >= r->disconnect_after);
+}
+
+static void res_release(void *user) { ((result *)user)->released = true; }
+
+static void submit_ex(queue *q, result *r, const char *prompt, uint32_t max_new, const char *stop,
+                      bool prefill_details) {
+    gen_request *req = calloc(1, sizeof *req);
+    req->inputs = strdup(prompt);
+    req->inputs_len = strlen(prompt);
+    assert_int_equal(tokenizer_encode(tok, prompt, strlen(prompt), &req->input_ids, &req->n_input, NULL),
+                     FL_OK);
+    req->params.temperature = req->params.repetition_penalty = 1.0f;
+    req->params.top_p = req->params.typical_p = 1.0f;
+    req->params.max_new_tokens = max_new;
+    req->params.truncate = 1024;
+    req->params.best_of = 1;
+    req->params.decoder_input_details = prefill_details;
+    if (stop) {
+        req->params.stop = calloc(1, sizeof(char *));
+        req->params.stop[0] = strdup(stop);
+        req->params.n_stop = 1;
+    }
+    gen_sink sink = {.send = res_send, .alive = res_alive, .release = res_release, .user = r};
+    assert_true(queue_append(q, queue_entry_create(req, sink)));
+}
+
+static void submit(queue *q, result *r, const char *prompt, uint32_t max_new, const char *stop) {
+    submit_ex(q, r, prompt, max_new, stop, false);
+}
+
+static batcher_config default_cfg(void) {
+    return (batcher_config){.max_batch_prefill_tokens = 4096,
+                            .max_batch_total_tokens = 16000,
+                            .waiting_served_ratio = 1.2f,
+                            .max_waiting_tokens = 20,
+                            .max_batch_requests = 128};
+}
+
+typedef struct fixture {
+    fake_shard shard;
+    queue *q;
+    batcher *b;
+} fixture;
+
+static void fixture_init(fixture *f, batcher_config cfg, uint32_t capacity) {
+    fake_shard_init(&f->shard, capacity);
+    f->q = queue_create();
+    assert_int_equal(batcher_create(&cfg, f->q, &f->shard.api, tok, &f->b, NULL), FL_OK);
+}
+
+static void fixture_free(fixture *f) {
+    batcher_free(f->b);
+    queue_free(f->q, "bye");
+    assert_int_equal(f->shard.reserved, 0); // every KV block came back
+}
+
+static void test_single_request(void **state) {
+    fixture f;
+    fixture_init(&f, default_cfg(), 16000);
+    result r = {0};
+    submit(f.q, &r, "Hello world", 6, NULL);
+    batcher_run_until_idle(f.b);
+    assert_true(r.ended && r.released);
+    assert_int_equal(r.n_terminal, 1);
+    assert_int_equal(r.finish, FINISH_LENGTH);
+    assert_int_equal(r.generated_tokens, 6);
+    assert_int_equal(r.n_tokens, 6);
+    // The echo model repeats the prompt, so the output starts with it.
+    assert_memory_equal(r.text, "Hello world", 11);
+    assert_string_equal(r.generated_text, r.text);
+    assert_false(r.has_seed);
+    assert_int_equal(f.shard.n_prefill, 1);
+    assert_int_equal(f.shard.n_decode, 5);
+    fixture_free(&f);
+}
+
+static void test_eos_and_stop_sequence(void **state) {
+    fixture f;
+    fixture_init(&f, default_cfg(), 16000);
+    result eos = {0}, stop = {0}, other = {0};
+    submit(f.q, &eos, "a b<|endoftext|>", 10, NULL);
+    submit(f.q, &stop, "one two three", 30, " two");
+    submit(f.q, &other, "keep going", 8, NULL);
+    batcher_run_until_idle(f.b);
+    assert_true(eos.ended && stop.ended && other.ended);
+    assert_int_equal(eos.finish, FINISH_EOS_TOKEN);
+    assert_string_equal(eos.generated_text, "a b"); // EOS is skipped in the final text
+    assert_string_equal(eos.text, "a b<|endoftext|>");
+    assert_int_equal(stop.finish, FINISH_STOP_SEQUENCE);
+    assert_string_equal(stop.generated_text, "one two"); // the stop sequence stays in the text
+    assert_int_equal(stop.generated_tokens, 2);
+    assert_int_equal(other.generated_tokens, 8);
+    // The router stopped "stop" itself, so it had to filter it out of the shards' batch.
+    assert_int_equal(f.shard.n_filter, 1);
+    fixture_free(&f);
+}
+
+// 16 mixed requests submitted together give the same results as each one alone.
+static void test_concurrent_equals_solo(void **state) {
+    const char *prompts[4] = {"The quick brown fox", "jumps", "over the lazy dog 12345", "!"};
+    result solo[16], together[16];
+    memset(solo, 0, sizeof solo);
+    memset(together, 0, sizeof together);
+    for (int i = 0; i < 16; i++) {
+        fixture f;
+        fixture_init(&f, default_cfg(), 16000);
+        submit(f.q, &solo[i], prompts[i % 4], 3 + (uint32_t)(i * 7) % 23, i % 5 == 0 ? "o" : NULL);
+        batcher_run_until_idle(f.b);
+        fixture_free(&f);
+    }
+    fixture f;
+    batcher_config cfg = default_cfg();
+    cfg.max_batch_total_tokens = 150; // forces several prefills and newcomers joining later
+    fixture_init(&f, cfg, 150 + 16 * 16); // slack for block rounding, as TGI's warmup adds
+    for (int i = 0; i < 16; i++)
+        submit(f.q, &together[i], prompts[i % 4], 3 + (uint32_t)(i * 7) % 23, i % 5 == 0 ? "o" : NULL);
+    batcher_run_until_idle(f.b);
+    for (int i = 0; i < 16; i++) {
+        assert_true(together[i].ended);
+        assert_int_equal(together[i].n_terminal, 1);
+        assert_string_equal(together[i].generated_text, solo[i].generated_text);
+        assert_int_equal(together[i].finish, solo[i].finish);
+        assert_int_equal(together[i].generated_tokens, solo[i].generated_tokens);
+    }
+    assert_true(f.shard.n_prefill > 1);
+    assert_true(f.shard.max_decode_batches == 2); // newcomers were decoded with the running batch
+    assert_true(f.shard.max_reserved <= 150 + 16 * 16);
+    fixture_free(&f);
+}
+
+static void test_disconnect_frees_blocks(void **state) {
+    fixture f;
+    fixture_init(&f, default_cfg(), 16000);
+    result gone = {.disconnect_after = 2}, stays = {0};
+    submit(f.q, &gone, "some long prompt here", 50, NULL);
+    submit(f.q, &stays, "short", 10, NULL);
+    batcher_run_until_idle(f.b);
+    assert_false(gone.ended);
+    assert_false(gone.failed);
+    assert_true(gone.released);
+    assert_int_equal(gone.n_tokens, 2);
+    assert_true(stays.ended);
+    assert_int_equal(stays.generated_tokens, 10);
+    assert_int_equal(f.shard.n_filtered_out, 1);
+    assert_int_equal(f.shard.filtered_out[0], 0); // the first request's id
+    fixture_free(&f);
+}
+
+static void test_failed_prefill_spares_running_batch(void **state) {
+    fixture f;
+    fixture_init(&f, default_cfg(), 16000);
+    int32_t *ids = NULL;
+    int n = 0;
+    assert_int_equal(tokenizer_encode(tok, "!", 1, &ids, &n, NULL), FL_OK);
+    f.shard.fail_prefill_token = ids[0];
+    free(ids);
+    result ok = {0}, bad = {0};
+    submit(f.q, &ok, "fine", 5, NULL);
+    batcher_run_until_idle(f.b);
+    submit(f.q, &bad, "bad!", 5, NULL);
+    batcher_run_until_idle(f.b);
+    assert_true(ok.ended);
+    assert_true(bad.failed);
+    assert_int_equal(bad.error_kind, GEN_ERR_GENERATION);
+    assert_string_equal(bad.error, "Request failed during generation: injected failure");
+    assert_false(batcher_healthy(f.b));
+    result again = {0};
+    submit(f.q, &again, "fine", 5, NULL);
+    batcher_run_until_idle(f.b);
+    assert_true(again.ended);
+    assert_true(batcher_healthy(f.b));
+    fixture_free(&f);
+}
+
+static void test_prefill_logprobs(void **state) {
+    fixture f;
+    fixture_init(&f, default_cfg(), 16000);
+    result plain = {0}, with = {0};
+    submit(f.q, &plain, "Hello world", 2, NULL);
+    submit_ex(f.q, &with, "Hello world", 2, NULL, true);
+    batcher_run_until_idle(f.b);
+    assert_int_equal(plain.n_prefill, 0);
+    assert_int_equal(with.n_prefill, 4);
+    assert_string_equal(with.generated_text, plain.generated_text);
+    fixture_free(&f);
+}
+
+static int setup(void **state) {
+    char path[1024];
+    const char *dir = getenv("FL_TEST_DATA");
+    snprintf(path, sizeof path, "%s/golden/data/tokenizer/tokenizer.json", dir ? dir : "tests");
+    fl_error err;
+    if (tokenizer_load(path, &tok, &err) != FL_OK) {
+        fprintf(stderr, "cannot load %s: %s\n", path, err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+static int teardown(void **state) {
+    tokenizer_free(tok);
+    return 0;
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_single_request),
+        cmocka_unit_test(test_eos_and_stop_sequence),
+        cmocka_unit_test(test_concurrent_equals_solo),
+        cmocka_unit_test(test_disconnect_frees_blocks),
+        cmocka_unit_test(test_failed_prefill_spares_running_batch),
+        cmocka_unit_test(test_prefill_logprobs),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

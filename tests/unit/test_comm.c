@@ -1,0 +1,262 @@
+// Shared-memory communicator (shard/comm.h) across two real processes: the test is rank 0 and
+// forks rank 1. Checks all-reduce and all-gather results for odd sizes (including ones that span
+// several chunks), many repetitions to shake out barrier races, and that a dead peer or a missing
+// peer gives an error instead of a hang.
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "shard/comm.h"
+#ifdef FALCONLITE_HAVE_CUDA
+#include <cuda_runtime.h>
+#endif
+
+// comm only needs the backend's name and activation type; the shared-memory path works on host
+// f32 buffers, which is what the CPU backend's activations are.
+static backend cpu_like = {.name = "cpu", .act_dtype = DTYPE_F32};
+
+static const size_t sizes[] = {1, 3, 17, 1023, 4097, 65537, 1048576 + 7}; // last: 2 chunks
+
+static float value(int rank, int iter, size_t i) {
+    // Small integers and halves: sums are exact in f32, so results compare with ==.
+    return (float)((i * 7 + (size_t)iter * 13 + (size_t)rank * 101) % 1000) * 0.5f;
+}
+
+static void make_id(char *id, size_t cap, const char *what) {
+    snprintf(id, cap, "test-%d-%s", (int)getpid(), what);
+}
+
+// Runs body(rank) in this process as rank 0 and in a forked child as rank 1; returns the child's
+// exit status (0 = its checks passed) and the parent's body result through *parent_ok.
+static int run_two(int (*body)(int rank, const char *id), const char *id, int *parent_ok) {
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) _exit(body(1, id) ? 0 : 1);
+    *parent_ok = body(0, id);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+static int reduce_and_gather(int rank, const char *id) {
+    comm *c = NULL;
+    fl_error err;
+    if (comm_create(&cpu_like, rank, 2, id, NULL, 10000, &c, &err) != FL_OK) {
+        fprintf(stderr, "rank %d: %s\n", rank, err.msg);
+        return 0;
+    }
+    int ok = comm_rank(c) == rank && comm_world(c) == 2;
+    size_t max_n = sizes[sizeof sizes / sizeof sizes[0] - 1];
+    float *buf = malloc(max_n * sizeof(float));
+    float *out = malloc(2 * max_n * sizeof(float));
+    for (size_t si = 0; ok && si < sizeof sizes / sizeof sizes[0]; si++) {
+        size_t n = sizes[si];
+        int iters = n > 100000 ? 3 : 300;
+        for (int it = 0; ok && it < iters; it++) {
+            for (size_t i = 0; i < n; i++)
+                buf[i] = value(rank, it, i);
+            if (comm_all_reduce_sum(c, &cpu_like, buf, n, &err) != FL_OK) {
+                fprintf(stderr, "rank %d: %s\n", rank, err.msg);
+                ok = 0;
+                break;
+            }
+            for (size_t i = 0; i < n && ok; i++)
+                if (buf[i] != value(0, it, i) + value(1, it, i)) {
+                    fprintf(stderr, "rank %d: all-reduce n=%zu iter %d [%zu] = %g\n", rank, n, it,
+                            i, buf[i]);
+                    ok = 0;
+                }
+            for (size_t i = 0; i < n; i++)
+                buf[i] = value(rank, it + 1, i);
+            if (comm_all_gather_f32(c, buf, out, n, &err) != FL_OK) {
+                fprintf(stderr, "rank %d: %s\n", rank, err.msg);
+                ok = 0;
+                break;
+            }
+            for (int r = 0; r < 2 && ok; r++)
+                for (size_t i = 0; i < n && ok; i++)
+                    if (out[(size_t)r * n + i] != value(r, it + 1, i)) {
+                        fprintf(stderr, "rank %d: all-gather n=%zu iter %d rank %d [%zu]\n", rank,
+                                n, it, r, i);
+                        ok = 0;
+                    }
+        }
+    }
+    free(buf);
+    free(out);
+    comm_free(c);
+    return ok;
+}
+
+static void test_all_reduce_all_gather(void **state) {
+    char id[64];
+    make_id(id, sizeof id, "ops");
+    int parent_ok = 0;
+    int child = run_two(reduce_and_gather, id, &parent_ok);
+    assert_int_equal(child, 0);
+    assert_true(parent_ok);
+}
+
+// Rank 1 joins and exits at once; rank 0's next collective must fail, not hang.
+static int join_then_leave(int rank, const char *id) {
+    comm *c = NULL;
+    fl_error err;
+    if (comm_create(&cpu_like, rank, 2, id, NULL, 10000, &c, &err) != FL_OK) return 0;
+    if (rank == 1) _exit(0); // dies without comm_free, as a crashed shard would
+    int status;
+    wait(&status); // reaped: the peer's pid is gone
+    float x = 1;
+    fl_code rc = comm_all_reduce_sum(c, &cpu_like, &x, 1, &err);
+    int ok = rc == FL_EBACKEND && strstr(err.msg, "rank 1") != NULL;
+    // Once broken, the communicator keeps failing.
+    ok = ok && comm_all_gather_f32(c, &x, &x, 0, &err) == FL_EBACKEND;
+    comm_free(c);
+    return ok;
+}
+
+static void test_dead_peer_fails(void **state) {
+    char id[64];
+    make_id(id, sizeof id, "dead");
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) _exit(join_then_leave(1, id) ? 0 : 1);
+    assert_true(join_then_leave(0, id));
+}
+
+static void test_missing_peer_times_out(void **state) {
+    char id[64];
+    make_id(id, sizeof id, "alone");
+    comm *c = NULL;
+    fl_error err;
+    assert_int_not_equal(comm_create(&cpu_like, 0, 2, id, NULL, 300, &c, &err), FL_OK);
+    assert_null(c);
+    assert_non_null(strstr(err.msg, "300 ms"));
+}
+
+static void test_bad_arguments(void **state) {
+    comm *c = NULL;
+    fl_error err;
+    assert_int_equal(comm_create(&cpu_like, 2, 2, "x", NULL, 100, &c, &err), FL_EINVAL);
+    assert_int_equal(comm_create(&cpu_like, 0, 2, "a/b", NULL, 100, &c, &err), FL_EINVAL);
+    assert_null(c);
+}
+
+static void test_world_one(void **state) {
+    // A single rank needs no peer: ops are identities.
+    comm *c = NULL;
+    fl_error err;
+    char id[64];
+    make_id(id, sizeof id, "one");
+    assert_int_equal(comm_create(&cpu_like, 0, 1, id, NULL, 1000, &c, &err), FL_OK);
+    float x[3] = {1, 2, 3}, y[3];
+    assert_int_equal(comm_all_reduce_sum(c, &cpu_like, x, 3, &err), FL_OK);
+    assert_int_equal(comm_all_gather_f32(c, x, y, 3, &err), FL_OK);
+    assert_true(x[0] == 1 && x[2] == 3 && y[1] == 2);
+    comm_free(c);
+}
+
+#ifdef FALCONLITE_HAVE_CUDA
+// NCCL between two GPUs: f16 all-reduce on device buffers (the CUDA backend's activations) and
+// the host f32 all-gather. Each process picks GPU <rank>.
+static fl_code cuda_sync(backend *b, fl_error *err) {
+    cudaError_t e = cudaDeviceSynchronize();
+    return e == cudaSuccess ? FL_OK : fl_error_set(err, FL_EBACKEND, "%s", cudaGetErrorString(e));
+}
+
+static int nccl_body(int rank, const char *id) {
+    if (cudaSetDevice(rank) != cudaSuccess) return 0;
+    backend be = {.name = "cuda", .act_dtype = DTYPE_F16, .sync = cuda_sync};
+    comm *c = NULL;
+    fl_error err;
+    if (comm_create(&be, rank, 2, id, NULL, 60000, &c, &err) != FL_OK) {
+        fprintf(stderr, "rank %d: %s\n", rank, err.msg);
+        return 0;
+    }
+    static const size_t ns[] = {1, 4097, (1u << 20) + 3};
+    int ok = 1;
+    for (size_t si = 0; ok && si < 3; si++) {
+        size_t n = ns[si];
+        _Float16 *h = malloc(n * sizeof *h);
+        float *in = malloc(n * sizeof *in), *out = malloc(2 * n * sizeof *out);
+        void *d = NULL;
+        ok = h && in && out && cudaMalloc(&d, n * sizeof *h) == cudaSuccess;
+        for (int it = 0; ok && it < 20; it++) {
+            // values up to 63.5 in halves: sums stay exact in f16
+            for (size_t i = 0; i < n; i++)
+                h[i] = (_Float16)(value(rank, it, i) / 16.0f);
+            cudaMemcpy(d, h, n * sizeof *h, cudaMemcpyHostToDevice);
+            if (comm_all_reduce_sum(c, &be, d, n, &err) != FL_OK) {
+                fprintf(stderr, "rank %d: %s\n", rank, err.msg);
+                ok = 0;
+                break;
+            }
+            cudaMemcpy(h, d, n * sizeof *h, cudaMemcpyDeviceToHost);
+            for (size_t i = 0; i < n && ok; i++)
+                ok = (float)h[i] == value(0, it, i) / 16.0f + value(1, it, i) / 16.0f;
+            for (size_t i = 0; i < n; i++)
+                in[i] = value(rank, it, i);
+            ok = ok && comm_all_gather_f32(c, in, out, n, &err) == FL_OK;
+            for (int r = 0; r < 2 && ok; r++)
+                for (size_t i = 0; i < n && ok; i++)
+                    ok = out[(size_t)r * n + i] == value(r, it, i);
+            if (!ok) fprintf(stderr, "rank %d: NCCL mismatch n=%zu iter %d\n", rank, n, it);
+        }
+        cudaFree(d);
+        free(h);
+        free(in);
+        free(out);
+    }
+    comm_free(c);
+    return ok;
+}
+
+static void test_nccl_two_gpus(void **state) {
+    // Count GPUs in a child: CUDA must not be initialised in a process before it forks ranks.
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int n = 0;
+        _exit(cudaGetDeviceCount(&n) == cudaSuccess && n >= 2 ? 0 : 1);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        fprintf(stderr, "skip: NCCL test needs 2 GPUs\n");
+        skip();
+    }
+    char id[64];
+    make_id(id, sizeof id, "nccl");
+    // Both ranks in children, so this process never initialises CUDA.
+    pid_t r1 = fork();
+    if (r1 == 0) _exit(nccl_body(1, id) ? 0 : 1);
+    pid_t r0 = fork();
+    if (r0 == 0) _exit(nccl_body(0, id) ? 0 : 1);
+    int s0 = 0, s1 = 0;
+    waitpid(r0, &s0, 0);
+    waitpid(r1, &s1, 0);
+    assert_true(WIFEXITED(s0) && WEXITSTATUS(s0) == 0);
+    assert_true(WIFEXITED(s1) && WEXITSTATUS(s1) == 0);
+}
+#endif
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_all_reduce_all_gather),
+        cmocka_unit_test(test_dead_peer_fails),
+        cmocka_unit_test(test_missing_peer_times_out),
+        cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_world_one),
+#ifdef FALCONLITE_HAVE_CUDA
+        cmocka_unit_test(test_nccl_two_gpus),
+#endif
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

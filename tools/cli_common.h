@@ -1,0 +1,17 @@
+// Helpers the falconlite subcommands share: loading a model directory's tokenizer, printing
+// JSON, parsing id lists.
+#pragma once
+#include <cjson/cJSON.h>
+#include <stdint.h>
+
+#include "common/status.h"
+#include "common/tokenizer.h"
+
+// Loads <dir>/tokenizer.json.
+fl_code cli_tokenizer_load(const char *model_dir, tokenizer **out, fl_error *err);
+// Prints root unformatted on one line to stdout and deletes it.
+void cli_json_print(cJSON *root);
+// A JSON array of ints.
+cJSON *cli_json_ids(const int32_t *ids, int n);
+// Parses "1,2,3" (spaces allowed) into a malloc'd array.
+fl_code cli_ids_parse(const char *text, int32_t **ids, int *n_ids, fl_error *err);

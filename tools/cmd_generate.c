@@ -1,0 +1,297 @@
+// falconlite generate: one request through the local engine (no server): tokenize, prefill,
+// decode with TGI's sampling and stopping, stream the text (or print JSON), and with --stats
+// report speed against the machine's memory bandwidth measured in the same run.
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/model_config.h"
+#include "shard/generation.h"
+#include "shard/model.h"
+#include "tools/cli_args.h"
+#include "tools/cli_common.h"
+#include "tools/commands.h"
+
+#define COPY_BYTES   (256u << 20) // >> any L3, so the copy runs from memory
+#define COPY_REPEATS 3
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+typedef struct copy_job {
+    char *dst;
+    const char *src;
+    size_t n;
+} copy_job;
+
+static void *copy_run(void *arg) {
+    copy_job *j = arg;
+    memcpy(j->dst, j->src, j->n);
+    return NULL;
+}
+
+// The machine's copy bandwidth in bytes/s (read + write) with n_threads threads splitting one
+// large memcpy, best of a few repeats; 0 when the buffers cannot be had.
+static double copy_bandwidth(int n_threads) {
+    char *src = malloc(COPY_BYTES), *dst = malloc(COPY_BYTES);
+    copy_job jobs[64];
+    pthread_t th[64];
+    double best = 0;
+    if (n_threads > 64) n_threads = 64;
+    if (src && dst) {
+        memset(src, 1, COPY_BYTES); // fault the pages in before timing
+        memset(dst, 2, COPY_BYTES);
+        size_t per = COPY_BYTES / n_threads;
+        for (int r = 0; r < COPY_REPEATS; r++) {
+            double t0 = now_s();
+            for (int i = 0; i < n_threads; i++) {
+                jobs[i] = (copy_job){dst + i * per, src + i * per,
+                                     i == n_threads - 1 ? COPY_BYTES - i * per : per};
+                if (i > 0) pthread_create(&th[i], NULL, copy_run, &jobs[i]);
+            }
+            copy_run(&jobs[0]);
+            for (int i = 1; i < n_threads; i++)
+                pthread_join(th[i], NULL);
+            double bw = 2.0 * COPY_BYTES / (now_s() - t0);
+            if (bw > best) best = bw;
+        }
+    }
+    free(src);
+    free(dst);
+    return best;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static const char *finish_name(gen_finish f) {
+    switch (f) {
+    case GEN_FINISH_LENGTH:
+        return "length";
+    case GEN_FINISH_EOS:
+        return "eos_token";
+    case GEN_FINISH_STOP:
+        return "stop_sequence";
+    default:
+        return "running";
+    }
+}
+
+typedef struct gen_args {
+    const char *dir, *prompt, *backend, *rope_scaling;
+    int max_new, greedy, threads, ignore_eos, json, stats, kv_blocks, rope_threshold;
+    float rope_alpha, rope_factor;
+    sampling_params sampling;
+} gen_args;
+
+// The rotary override from --rope-* flags on top of config.json (+ environment); 0 when no flag
+// was given, 1 when *out was filled, -1 after printing an error.
+static int rope_from_flags(const gen_args *a, rope_config *out) {
+    if (!a->rope_scaling && isnan(a->rope_alpha) && isnan(a->rope_factor) && !a->rope_threshold)
+        return 0;
+    model_config cfg;
+    fl_error err = {0};
+    if (model_config_load(a->dir, &cfg, &err)) return -cli_fail("%s", err.msg);
+    *out = cfg.rope;
+    if (a->rope_scaling && rope_mode_parse(a->rope_scaling, &out->mode, &err))
+        return -cli_fail("generate: --rope-scaling: %s", err.msg);
+    if (a->rope_threshold < 0) return -cli_fail("generate: --rope-threshold must be positive");
+    if (!isnan(a->rope_alpha)) out->alpha = a->rope_alpha;
+    if (!isnan(a->rope_factor)) out->factor = a->rope_factor;
+    if (a->rope_threshold) out->threshold = a->rope_threshold;
+    if (out->mode != ROPE_NONE && out->threshold <= 0)
+        out->threshold = out->mode == ROPE_FALCONLITE ? 2048 : cfg.max_position_embeddings;
+    if (out->mode == ROPE_FALCONLITE && !(out->alpha > 0))
+        return -cli_fail("generate: --rope-scaling falconlite needs --rope-alpha > 0");
+    if ((out->mode == ROPE_DYNAMIC || out->mode == ROPE_LINEAR) && !(out->factor > 0))
+        return -cli_fail("generate: --rope-scaling %s needs --rope-factor > 0",
+                         rope_mode_name(out->mode));
+    return 1;
+}
+
+typedef struct gen_run {
+    backend *be;
+    model *m;
+    kv_cache *kv;
+    tokenizer *tok;
+    gen_request *req;
+    int32_t *prompt;
+    double *step_s; // [max_new] seconds per step (step 0: prefill)
+    detok_stream *ds;
+} gen_run;
+
+static void gen_run_free(gen_run *g) {
+    detok_stream_free(g->ds);
+    if (g->req) gen_request_free(g->kv, g->req);
+    kv_cache_free(g->kv);
+    model_free(g->m);
+    if (g->be) g->be->free(g->be);
+    tokenizer_free(g->tok);
+    free(g->prompt);
+    free(g->step_s);
+}
+
+static void print_stats(const gen_args *a, gen_run *g) {
+    gen_request *r = g->req;
+    int n_dec = r->n_generated - 1;
+    double prefill = g->step_s[0];
+    fprintf(stderr, "prompt tokens: %d\n", r->n_prompt);
+    fprintf(stderr, "prefill: %.1f ms (%.1f tokens/s)\n", prefill * 1e3, r->n_prompt / prefill);
+    if (n_dec < 1) {
+        fprintf(stderr, "decode: no decode steps (one token generated)\n");
+        return;
+    }
+    double *d = malloc(sizeof *d * n_dec);
+    if (!d) return;
+    memcpy(d, g->step_s + 1, sizeof *d * n_dec);
+    qsort(d, n_dec, sizeof *d, cmp_double);
+    double med = n_dec % 2 ? d[n_dec / 2] : 0.5 * (d[n_dec / 2 - 1] + d[n_dec / 2]);
+    free(d);
+    double wbytes = (double)model_weight_bytes(g->m), achieved = wbytes / med;
+    int threads = a->threads > 0 ? a->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    double copy = copy_bandwidth(threads > 0 ? threads : 1);
+    fprintf(stderr, "decode: %d tokens, median %.2f ms/token (%.2f tokens/s)\n", n_dec, med * 1e3,
+            1.0 / med);
+    fprintf(stderr, "weight bytes per decode token: %.0f (%.3f GiB)\n", wbytes, wbytes / (1 << 30));
+    fprintf(stderr, "achieved weight bandwidth: %.2f GB/s\n", achieved / 1e9);
+    fprintf(stderr, "machine copy bandwidth (memcpy %u MiB, %d threads, read+write): %.2f GB/s\n",
+            COPY_BYTES >> 20, threads, copy / 1e9);
+    if (copy > 0) fprintf(stderr, "fraction of copy bandwidth: %.2f\n", achieved / copy);
+}
+
+static void print_json(gen_run *g, const char *text) {
+    gen_request *r = g->req;
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddItemToObject(root, "input_ids", cli_json_ids(r->tokens, r->n_prompt));
+    cJSON_AddItemToObject(root, "tokens", cli_json_ids(r->tokens + r->n_prompt, r->n_generated));
+    cJSON *lp = cJSON_AddArrayToObject(root, "logprobs");
+    for (int i = 0; i < r->n_generated; i++)
+        cJSON_AddItemToArray(lp, cJSON_CreateNumber(r->logprobs[i]));
+    cJSON_AddStringToObject(root, "text", text);
+    cJSON_AddStringToObject(root, "finish_reason", finish_name(r->finish));
+    cli_json_print(root);
+}
+
+// Loads everything, runs the request to its end; returns 0 or prints an error and returns 1.
+static int generate_run(const gen_args *a, const rope_config *rope, gen_run *g) {
+    fl_error err = {0};
+    char threads[16];
+    if (a->threads > 0) { // the CPU backend reads its worker count from here under "auto" too
+        snprintf(threads, sizeof threads, "%d", a->threads);
+        setenv("FALCONLITE_THREADS", threads, 1);
+    }
+    if (!(g->be = backend_create(a->backend, &err))) return cli_fail("%s", err.msg);
+    model_options mo = {.rank = 0, .world = 1, .rope_override = rope};
+    if (model_load(a->dir, &mo, g->be, &g->m, &err)) return cli_fail("%s", err.msg);
+    if (cli_tokenizer_load(a->dir, &g->tok, &err)) return cli_fail("%s", err.msg);
+    int n_prompt = 0;
+    if (tokenizer_encode(g->tok, a->prompt, strlen(a->prompt), &g->prompt, &n_prompt, &err))
+        return cli_fail("%s", err.msg);
+    if (n_prompt == 0) return cli_fail("generate: the prompt encodes to no tokens");
+    int blocks = a->kv_blocks > 0 ? a->kv_blocks
+                                  : (n_prompt + a->max_new - 1 + KV_BLOCK_SIZE - 1) / KV_BLOCK_SIZE;
+    if (model_kv_cache_create(g->m, blocks, &g->kv, &err)) return cli_fail("%s", err.msg);
+
+    gen_params gp = {.sampling = a->sampling,
+                     .max_new_tokens = a->max_new,
+                     .eos_id = model_get_config(g->m)->eos_token_id,
+                     .ignore_eos = a->ignore_eos};
+    if (gen_request_create(g->m, g->kv, 0, g->prompt, n_prompt, &gp, &g->req, &err))
+        return cli_fail("%s", err.msg);
+    if (!(g->step_s = malloc(sizeof *g->step_s * a->max_new)))
+        return cli_fail("generate: out of memory");
+    if (!a->json && !(g->ds = detok_stream_create(g->tok, 1)))
+        return cli_fail("generate: out of memory");
+
+    gen_request *r = g->req;
+    while (r->finish == GEN_RUNNING) {
+        double t0 = now_s();
+        if (gen_batch_step(g->m, g->kv, &r, 1, &err)) return cli_fail("%s", err.msg);
+        g->step_s[r->n_generated - 1] = now_s() - t0;
+        if (g->ds) {
+            char *piece = NULL;
+            size_t len = 0;
+            if (detok_stream_push(g->ds, gen_request_last_token(r), &piece, &len, &err))
+                return cli_fail("%s", err.msg);
+            fwrite(piece, 1, len, stdout);
+            fflush(stdout);
+            free(piece);
+        }
+    }
+    char *text = NULL;
+    size_t len = 0;
+    if (g->ds) {
+        if (detok_stream_flush(g->ds, &text, &len, &err)) return cli_fail("%s", err.msg);
+        fwrite(text, 1, len, stdout);
+        putchar('\n');
+    } else {
+        if (tokenizer_decode(g->tok, r->tokens + r->n_prompt, r->n_generated, 1, &text, &len, &err))
+            return cli_fail("%s", err.msg);
+        print_json(g, text);
+    }
+    free(text);
+    if (a->stats) print_stats(a, g);
+    return 0;
+}
+
+int cmd_generate(int argc, char **argv) {
+    gen_args a = {.backend = "auto", .max_new = 32, .rope_alpha = NAN, .rope_factor = NAN};
+    sampling_params *sp = &a.sampling;
+    sampling_params_default(sp);
+    sp->seed = UINT64_MAX; // sentinel: not given
+    cli_opt opts[] = {
+        {"model", CLI_STR, &a.dir, "model directory"},
+        {"prompt", CLI_STR, &a.prompt, "prompt text"},
+        {"max-new-tokens", CLI_INT, &a.max_new, "tokens to generate at most (default 32)"},
+        {"greedy", CLI_FLAG, &a.greedy, "argmax decoding (the default without sampling flags)"},
+        {"do-sample", CLI_FLAG, &sp->do_sample, "multinomial sampling"},
+        {"temperature", CLI_FLOAT, &sp->temperature, "temperature (turns sampling on, as TGI)"},
+        {"top-k", CLI_INT, &sp->top_k, "top-k (turns sampling on)"},
+        {"top-p", CLI_FLOAT, &sp->top_p, "top-p (turns sampling on)"},
+        {"typical-p", CLI_FLOAT, &sp->typical_p, "typical-p (turns sampling on; FalconLite: 0.2)"},
+        {"repetition-penalty", CLI_FLOAT, &sp->repetition_penalty, "repetition penalty"},
+        {"seed", CLI_U64, &sp->seed, "sampling seed (default: random)"},
+        {"rope-scaling", CLI_STR, &a.rope_scaling, "none | falconlite | dynamic | linear"},
+        {"rope-alpha", CLI_FLOAT, &a.rope_alpha, "falconlite alpha (DNTK_ALPHA_SCALER)"},
+        {"rope-threshold", CLI_INT, &a.rope_threshold, "trained length (PRETRAINED_MAX_TOKENS)"},
+        {"rope-factor", CLI_FLOAT, &a.rope_factor, "dynamic / linear scaling factor"},
+        {"backend", CLI_STR, &a.backend, "cpu | cuda | auto (default)"},
+        {"threads", CLI_INT, &a.threads, "CPU worker threads (default: all cores)"},
+        {"kv-blocks", CLI_INT, &a.kv_blocks, "KV-cache blocks (default: what the request needs)"},
+        {"ignore-eos", CLI_FLAG, &a.ignore_eos, "do not stop at the EOS token"},
+        {"json", CLI_FLAG, &a.json, "print one JSON object instead of streaming text"},
+        {"stats", CLI_FLAG, &a.stats, "print timing and bandwidth to stderr"},
+    };
+    int rc = cli_args_parse("generate", "Generates text from --prompt with the local engine.", argc,
+                            argv, opts, sizeof opts / sizeof opts[0]);
+    if (rc) return rc < 0 ? 2 : 0;
+    if (!a.dir) return cli_fail("generate: --model is required");
+    if (!a.prompt) return cli_fail("generate: --prompt is required");
+    if (a.max_new < 1) return cli_fail("generate: --max-new-tokens must be >= 1");
+    if (a.threads < 0 || a.kv_blocks < 0)
+        return cli_fail("generate: --threads and --kv-blocks must not be negative");
+    if (a.greedy && sampling_params_is_sampling(sp))
+        return cli_fail("generate: --greedy conflicts with --do-sample, --temperature, --top-k, "
+                        "--top-p and --typical-p");
+    if (sp->seed == UINT64_MAX) { // TGI's router draws a random seed when none is given
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        sp->seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^ (uint64_t)getpid();
+    }
+    rope_config rope;
+    int has_rope = rope_from_flags(&a, &rope);
+    if (has_rope < 0) return 1;
+    gen_run g = {0};
+    rc = generate_run(&a, has_rope ? &rope : NULL, &g);
+    gen_run_free(&g);
+    return rc;
+}
