@@ -22,7 +22,6 @@ struct batcher {
     bool started;
     atomic_bool healthy;
     atomic_bool abort; // grace period over: fail everything still running
-    atomic_int running;
     uint64_t next_batch_id;
     queue_entry **scratch; // [cfg.max_batch_requests]
 };
@@ -358,7 +357,6 @@ static void run_batches(batcher *b) {
         bool has = prefill(b, b->scratch, n, max_tokens, &set, &batches[0]);
         uint32_t waiting_tokens = 1;
         while (has) {
-            atomic_store(&b->running, set.n);
             metrics_set_batch(batches[0].n, batches[0].max_tokens);
             if (atomic_load(&b->abort)) {
                 b->api->clear(b->api->self, batches[0].id, NULL);
@@ -384,7 +382,6 @@ static void run_batches(batcher *b) {
             has = decode(b, batches, n_batches, &set, &batches[0]);
             waiting_tokens++;
         }
-        atomic_store(&b->running, 0);
         metrics_set_batch(0, 0);
     }
     set_fail_all(&set, GEN_ERR_INCOMPLETE, "Incomplete generation");
@@ -409,7 +406,6 @@ fl_code batcher_create(const batcher_config *cfg, queue *q, const shard_api *sha
     }
     atomic_init(&b->healthy, true);
     atomic_init(&b->abort, false);
-    atomic_init(&b->running, 0);
     *out = b;
     return FL_OK;
 }
@@ -457,4 +453,3 @@ void batcher_run_until_idle(batcher *b) {
 
 bool batcher_healthy(const batcher *b) { return atomic_load(&b->healthy); }
 void batcher_set_healthy(batcher *b, bool healthy) { atomic_store(&b->healthy, healthy); }
-int batcher_running(const batcher *b) { return atomic_load(&b->running); }

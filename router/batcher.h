@@ -41,5 +41,3 @@ void batcher_run_until_idle(batcher *b);
 bool batcher_healthy(const batcher *b);
 // Records the outcome of a liveness check made outside the loop (health.c).
 void batcher_set_healthy(batcher *b, bool healthy);
-// Requests currently in the shards' batch.
-int batcher_running(const batcher *b);

@@ -27,8 +27,6 @@ infer *infer_create(const infer_config *cfg, queue *q, const tokenizer *tok) {
 }
 
 void infer_free(infer *inf) { free(inf); }
-const infer_config *infer_get_config(const infer *inf) { return &inf->cfg; }
-int infer_in_flight(const infer *inf) { return atomic_load(&((infer *)inf)->in_flight); }
 const tokenizer *infer_tokenizer(const infer *inf) { return inf->tok; }
 
 fl_code infer_tokenize(infer *inf, const char *text, size_t len, int32_t **ids, int *n,

@@ -18,9 +18,6 @@ typedef struct infer infer;
 
 infer *infer_create(const infer_config *cfg, queue *q, const tokenizer *tok);
 void infer_free(infer *inf);
-const infer_config *infer_get_config(const infer *inf);
-// Permits in use (requests validated and not yet finished).
-int infer_in_flight(const infer *inf);
 
 // A gathered generation.
 typedef struct gen_result {

@@ -4,8 +4,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/log.h"
 #include "proto/rpc_client.h"
 
+// Channels reconnect by themselves when a restarted shard listens on the same socket again.
 // Per-step RPCs have no deadline: a long prefill may take minutes on the CPU backend.
 enum { CONTROL_TIMEOUT_MS = 60000 };
 
@@ -38,6 +40,17 @@ static fl_code call_all(shard_client *c, pb_shard_method m, pb_built *req, int t
     fl_code rc = rpc_unary_all(c->chs, c->n, pb_shard_path(m), pb_built_msg(req),
                                pb_shard_response_desc(m), timeout_ms, *res, err);
     pb_built_free(req);
+    if (rc != FL_OK) {
+        // Clients see the shard's own message (TGI: "Request failed during generation: <msg>");
+        // the log keeps which rank and method failed.
+        log_warn("%s", err ? err->msg : pb_shard_path(m));
+        for (int i = 0; i < c->n; i++) {
+            if ((*res)[i].status != GRPC_STATUS_OK && (*res)[i].msg[0]) {
+                fl_error_set(err, FL_EBACKEND, "%s", (*res)[i].msg);
+                break;
+            }
+        }
+    }
     return rc;
 }
 
@@ -122,10 +135,6 @@ fl_code shard_client_wait_ready(shard_client *c, int timeout_ms, fl_error *err) 
         if (rc != FL_OK) return rc;
     }
     return FL_OK;
-}
-
-fl_code shard_client_reconnect(shard_client *c, int rank, fl_error *err) {
-    return channel_open(c, rank, err);
 }
 
 fl_code shard_client_info(shard_client *c, shard_info *out, fl_error *err) {

@@ -17,8 +17,6 @@ void shard_client_free(shard_client *c);
 
 // Waits until every rank's channel connects (timeout_ms in total).
 fl_code shard_client_wait_ready(shard_client *c, int timeout_ms, fl_error *err);
-// Reconnects rank r after its shard process was restarted.
-fl_code shard_client_reconnect(shard_client *c, int rank, fl_error *err);
 
 fl_code shard_client_info(shard_client *c, shard_info *out, fl_error *err); // rank 0's answer
 fl_code shard_client_health(shard_client *c, fl_error *err);

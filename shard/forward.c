@@ -28,8 +28,9 @@ struct fwd_scratch {
 #define SCRATCH_DEV_FIELDS(X)                                                                      \
     X(ids)                                                                                         \
     X(pos)                                                                                         \
-    X(slots) X(bt) X(rows) X(base) X(seqs) X(x) X(h_attn) X(h_mlp) X(qkv) X(q) X(k) X(v) X(attn)   \
-        X(o) X(mlp_out) X(up) X(act) X(gathered) X(logits)
+    X(slots)                                                                                       \
+    X(bt) X(rows) X(base) X(seqs) X(x) X(h_attn) X(h_mlp) X(qkv) X(q) X(k) X(v) X(attn) X(o)       \
+        X(mlp_out) X(up) X(act) X(gathered) X(logits)
 
 static void scratch_release(fwd_scratch *s, backend *be) {
 #define FREE_DEV(f)                                                                                \
@@ -211,6 +212,13 @@ static fl_code forward_ops(model *m, kv_cache *kv, const attn_batch *ab, int n_t
 
 static fl_code seqs_check(const model *m, const kv_cache *kv, const fwd_seq *seqs, int n_seq,
                           fl_error *err) {
+    if (kv->n_layer != m->cfg.n_layer || kv->n_head_kv != m->w.n_head_kv ||
+        kv->head_dim != m->cfg.head_dim || kv->be != m->be)
+        return fl_error_set(err, FL_EINVAL,
+                            "forward: the KV cache (%d layers, %d KV heads of %d) was not made "
+                            "for this model (%d layers, %d KV heads of %d)",
+                            kv->n_layer, kv->n_head_kv, kv->head_dim, m->cfg.n_layer,
+                            m->w.n_head_kv, m->cfg.head_dim);
     for (int i = 0; i < n_seq; i++) {
         const fwd_seq *q = &seqs[i];
         if (q->n_new < 1 || !q->kv)

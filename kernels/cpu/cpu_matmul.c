@@ -134,9 +134,9 @@ static fl_code gptq_repack(bk_matrix *bm, const host_matrix *m, fl_error *err) {
         if (k < 0) continue; // padding: nibble 0, multiplied by x = 0
         const int32_t *src = m->qweight + (size_t)(k / 8) * n_out;
         int32_t *dst = bm->qweight + (size_t)(kp / 8) * n_out;
-        int shift_in = 4 * (k % 8), shift_out = 4 * (kp % 8);
-        for (int o = 0; o < n_out; o++)
-            dst[o] |= (int32_t)((((uint32_t)src[o] >> shift_in) & 0xFu) << shift_out);
+        unsigned shift_in = 4 * (k % 8), shift_out = 4 * (kp % 8);
+        for (int o = 0; o < n_out; o += 8) // n_out is a multiple of 8
+            *(v8u_mem *)(dst + o) |= ((v8u_load(src + o) >> shift_in) & 0xFu) << shift_out;
     }
 done:
     free(count);

@@ -7,9 +7,10 @@
 //
 // Decode (n_tok <= GPTQ_GEMV_MAX_ROWS): a GEMV that streams qweight once with 16-byte loads; each
 // thread owns 4 output columns, blocks split K by whole groups so every Falcon shape fills the
-// SMs, partial sums go to an f32 accumulator by atomicAdd, and a finalize kernel writes f16 (+bias)
-// and re-zeroes the accumulator. Dequant uses the fp16 exponent trick: (q | 0x6400) is 1024 + q,
-// and one hfma2 turns it into (q - z)/16, exact in fp16; the 16 is folded into the group scale.
+// SMs, partial sums go to an f32 accumulator by atomicAdd, and the last K slice of each column
+// block to arrive writes f16 (+bias) and re-zeroes the accumulator (one launch per matmul).
+// Dequant uses the fp16 exponent trick: (q | 0x6400) is 1024 + q, and one hfma2 turns it into
+// (q - z)/16, exact in fp16; the 16 is folded into the group scale.
 // Prefill (larger n_tok): dequantise into an f16 scratch [n_in, n_out] and call cuBLAS.
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 
 #define GEMV_THREADS 128
 #define GEMV_COLS_PER_THREAD 4
+#define GEMV_ARRIVAL_SLOTS 1024 // column blocks (of 512 outputs) a GEMV may have
 
 // ---- decode GEMV
 __device__ __forceinline__ __half2 u32_as_half2(uint32_t u) {
@@ -57,7 +59,9 @@ __global__ void __launch_bounds__(GEMV_THREADS)
     k_gptq_gemv(float *__restrict__ acc, const __half *__restrict__ x,
                 const uint32_t *__restrict__ qw, const __half *__restrict__ scales,
                 const uint32_t *__restrict__ zeros, const int32_t *__restrict__ group_row,
-                const int32_t *__restrict__ perm, int K, int N, int G, int groups_per_slice) {
+                const int32_t *__restrict__ perm, int K, int N, int G, int groups_per_slice,
+                unsigned *__restrict__ arrivals, __half *__restrict__ y,
+                const float *__restrict__ bias_out) {
     extern __shared__ __half xs[]; // [M][n_rows*8], each 8 reordered (x0 x4 x1 x5 x2 x6 x3 x7)
     const int g0 = blockIdx.y * groups_per_slice;
     const int g1 = min(G, g0 + groups_per_slice);
@@ -73,7 +77,7 @@ __global__ void __launch_bounds__(GEMV_THREADS)
     }
     __syncthreads();
     const int n4 = blockIdx.x * blockDim.x + threadIdx.x;
-    if (n4 * GEMV_COLS_PER_THREAD >= N) return;
+    const bool active = n4 * GEMV_COLS_PER_THREAD < N;
 
     float out[M][4];
 #pragma unroll
@@ -81,7 +85,7 @@ __global__ void __launch_bounds__(GEMV_THREADS)
 #pragma unroll
         for (int c = 0; c < 4; c++) out[m][c] = 0.0f;
 
-    for (int g = g0; g < g1; g++) {
+    for (int g = g0; g < (active ? g1 : g0); g++) {
         const uint2 s_raw = *reinterpret_cast<const uint2 *>(&scales[(size_t)g * N + 4 * n4]);
         const uint32_t z_raw = zeros[(size_t)g * (N / 4) + n4];
         __half2 bias[4]; // -(1024 + z) / 16 per column, so hfma2(1024 + q, 1/16, bias) = (q - z)/16
@@ -117,20 +121,30 @@ __global__ void __launch_bounds__(GEMV_THREADS)
 #pragma unroll
             for (int c = 0; c < 4; c++) out[m][c] += gacc[m][c] * s[c];
     }
+    if (active)
 #pragma unroll
-    for (int m = 0; m < M; m++)
+        for (int m = 0; m < M; m++)
 #pragma unroll
-        for (int c = 0; c < 4; c++) atomicAdd(&acc[(size_t)m * N + 4 * n4 + c], out[m][c]);
-}
-
-// out = f16(acc + bias); acc = 0 again for the next call.
-__global__ void k_gemv_finalize(__half *out, float *acc, const float *bias, int M, int N) {
-    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (size_t)M * N) return;
-    float v = acc[i];
-    acc[i] = 0.0f;
-    if (bias) v += bias[i % N];
-    out[i] = __float2half_rn(v);
+            for (int c = 0; c < 4; c++) atomicAdd(&acc[(size_t)m * N + 4 * n4 + c], out[m][c]);
+    // The last K slice to finish a column block writes y = f16(acc + bias) for it and leaves the
+    // accumulator and its arrival counter at zero for the next call (no finalize launch).
+    __shared__ bool last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(&arrivals[blockIdx.x], 1u) == gridDim.y - 1;
+    __syncthreads();
+    if (!last) return;
+    if (active)
+#pragma unroll
+        for (int m = 0; m < M; m++)
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                const size_t i = (size_t)m * N + 4 * n4 + c;
+                const float v = __ldcg(&acc[i]) + (bias_out ? bias_out[4 * n4 + c] : 0.0f);
+                acc[i] = 0.0f;
+                y[i] = __float2half_rn(v);
+            }
+    if (threadIdx.x == 0) arrivals[blockIdx.x] = 0;
 }
 
 // ---- prefill: dequantise to [n_in(sorted), n_out] f16, permute activations, cuBLAS
@@ -160,7 +174,7 @@ __global__ void k_permute_cols(__half *dst, const __half *x, const int32_t *perm
 }
 
 template <int M>
-static void launch_gemv(cuda_ctx *c, float *acc, const __half *x, const bk_matrix *w) {
+static void launch_gemv(cuda_ctx *c, float *acc, __half *y, const __half *x, const bk_matrix *w) {
     const int N = w->n_out, G = w->n_groups;
     const int blocks_n = (int)cuda_blocks((size_t)N / GEMV_COLS_PER_THREAD, GEMV_THREADS);
     // About gemv_blocks_per_sm blocks per SM; each K slice holds whole groups and its
@@ -173,7 +187,8 @@ static void launch_gemv(cuda_ctx *c, float *acc, const __half *x, const bk_matri
     const size_t smem = (size_t)M * gps * w->max_group_rows * 8 * sizeof(__half);
     dim3 grid(blocks_n, (G + gps - 1) / gps);
     k_gptq_gemv<M><<<grid, GEMV_THREADS, smem, c->stream>>>(
-        acc, x, w->qweight, w->scales, w->zeros, w->group_row, w->perm, w->n_in, N, G, gps);
+        acc, x, w->qweight, w->scales, w->zeros, w->group_row, w->perm, w->n_in, N, G, gps,
+        (unsigned *)c->gemv_acc.p, y, w->bias);
     CUDA_LAUNCHED(c, "gptq gemv");
 }
 
@@ -203,26 +218,26 @@ void cuda_gptq_matmul(cuda_ctx *c, __half *out, const __half *x, const bk_matrix
         if (w->bias) cuda_bias_add(c, out, w->bias, n_tok, N);
         return;
     }
-    float *acc = (float *)c->gemv_acc.p; // sized and zeroed by cuda_gptq_create
+    // [GEMV_ARRIVAL_SLOTS] counters, then [GPTQ_GEMV_MAX_ROWS, n_out] f32; sized and zeroed by
+    // cuda_gptq_create, and left zeroed by every GEMV.
+    float *acc = (float *)c->gemv_acc.p + GEMV_ARRIVAL_SLOTS;
     // Rows go through the kernel in chunks of up to 8 (the unrolled accumulator count).
     for (int t0 = 0; t0 < n_tok; t0 += 8) {
         const int m = n_tok - t0 < 8 ? n_tok - t0 : 8;
         const __half *xt = x + (size_t)t0 * K;
         float *at = acc + (size_t)t0 * N;
+        __half *yt = out + (size_t)t0 * N;
         switch (m) {
-        case 1: launch_gemv<1>(c, at, xt, w); break;
-        case 2: launch_gemv<2>(c, at, xt, w); break;
-        case 3: launch_gemv<3>(c, at, xt, w); break;
-        case 4: launch_gemv<4>(c, at, xt, w); break;
-        case 5: launch_gemv<5>(c, at, xt, w); break;
-        case 6: launch_gemv<6>(c, at, xt, w); break;
-        case 7: launch_gemv<7>(c, at, xt, w); break;
-        default: launch_gemv<8>(c, at, xt, w); break;
+        case 1: launch_gemv<1>(c, at, yt, xt, w); break;
+        case 2: launch_gemv<2>(c, at, yt, xt, w); break;
+        case 3: launch_gemv<3>(c, at, yt, xt, w); break;
+        case 4: launch_gemv<4>(c, at, yt, xt, w); break;
+        case 5: launch_gemv<5>(c, at, yt, xt, w); break;
+        case 6: launch_gemv<6>(c, at, yt, xt, w); break;
+        case 7: launch_gemv<7>(c, at, yt, xt, w); break;
+        default: launch_gemv<8>(c, at, yt, xt, w); break;
         }
     }
-    size_t n = (size_t)n_tok * N;
-    k_gemv_finalize<<<cuda_blocks(n, 256), 256, 0, c->stream>>>(out, acc, w->bias, n_tok, N);
-    CUDA_LAUNCHED(c, "gptq gemv finalize");
 }
 
 // ---- repack at load
@@ -235,10 +250,11 @@ static int upload(cuda_ctx *c, T **dst, const void *src, size_t count, const cha
 bk_matrix *cuda_gptq_create(backend *b, const host_matrix *h, fl_error *err) {
     cuda_ctx *c = cuda_ctx_of(b);
     const int K = h->n_in, N = h->n_out, G = h->n_groups;
-    if (h->bits != 4 || K % 8 || N % 8 || G <= 0) {
+    if (h->bits != 4 || K % 8 || N % 8 || G <= 0 ||
+        N / (GEMV_THREADS * GEMV_COLS_PER_THREAD) >= GEMV_ARRIVAL_SLOTS) {
         fl_error_set(err, FL_EUNSUPPORTED,
                      "kernels/cuda: GPTQ matrix %d x %d: needs 4 bits, n_in and n_out multiples "
-                     "of 8 and n_groups > 0 (bits %d, n_groups %d)", K, N, h->bits, G);
+                     "of 8, n_out < 512K and n_groups > 0 (bits %d, n_groups %d)", K, N, h->bits, G);
         return NULL;
     }
     bk_matrix *m = (bk_matrix *)calloc(1, sizeof *m);
@@ -309,7 +325,7 @@ bk_matrix *cuda_gptq_create(backend *b, const host_matrix *h, fl_error *err) {
         upload(c, &m->group_row, row, (size_t)G + 1, "gptq groups"))
         goto cuda_fail;
     {   // the decode accumulator must exist (zeroed) before any graph captures a GEMV
-        const size_t need = (size_t)GPTQ_GEMV_MAX_ROWS * N * sizeof(float);
+        const size_t need = (GEMV_ARRIVAL_SLOTS + (size_t)GPTQ_GEMV_MAX_ROWS * N) * sizeof(float);
         if (c->gemv_acc.bytes < need) {
             float *acc = (float *)cuda_scratch_get(c, &c->gemv_acc, need, "gptq gemv accumulator");
             if (!acc || cuda_check(c, cudaMemset(acc, 0, c->gemv_acc.bytes), "gemv accumulator"))

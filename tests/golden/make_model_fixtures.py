@@ -211,6 +211,7 @@ def write_case(name, config_json, state, model, tok, prompts, rope=None, quantiz
         (d / "quantize_config.json").write_text(json.dumps(quantize_config, indent=2) + "\n")
     save_file({k: v.contiguous() for k, v in state.items()}, str(d / "model.safetensors"),
               metadata={"format": "pt"})
+    os.chmod(d / "model.safetensors", 0o644)
     os.symlink(os.path.relpath(TOKENIZER, d), d / "tokenizer.json")
     ref = {"case": name, "rope": rope, "n_new": N_NEW, "prompts": []}
     min_margin = float("inf")

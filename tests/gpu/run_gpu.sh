@@ -7,7 +7,8 @@
 # Usage: tests/gpu/run_gpu.sh [BUILD_DIR]      (default build-gpu)
 # Env: OUT (log folder, default /tmp/falconlite-gpu), STEPS ("test kernels e2e"),
 #      BENCH_LENGTHS, BENCH_NEW_TOKENS, BENCH_BATCH, MODEL_DIR (reuse a checkpoint),
-#      T_TEST, T_KERNELS, T_MKMODEL, T_BENCH (per-step time limits in seconds).
+#      T_TEST, T_KERNELS, T_MKMODEL, T_BENCH (per-step time limits in seconds),
+#      GEMV_SWEEP (e.g. "2 8 16": also time the M=1 GEMV at these blocks-per-SM targets).
 # A machine without cJSON / Oniguruma / cmocka packages can run a build made elsewhere: build
 # with -DCMAKE_CUDA_ARCHITECTURES=90a, copy libcjson/libonig/libcmocka .so files into
 # BUILD_DIR/lib (the binaries' rpath is $ORIGIN/../lib), and carry BUILD_DIR/{bin,lib}.
@@ -60,6 +61,10 @@ if [[ " $STEPS " == *" kernels "* ]]; then
     echo "== kernel_bench"
     timeout "${T_KERNELS:-240}" "$BUILD/bin/kernel_bench" 2>&1 | tee "$OUT/kernel_bench.txt"
     summary+=("kernel_bench: rc=${PIPESTATUS[0]}")
+    for bps in ${GEMV_SWEEP:-}; do # GEMV grid sizes to compare (blocks per SM)
+        FALCONLITE_GEMV_BLOCKS_PER_SM=$bps timeout 120 "$BUILD/bin/kernel_bench" gemv 2>&1 |
+            tee -a "$OUT/gemv_sweep.txt"
+    done
 fi
 
 if [[ " $STEPS " == *" e2e "* ]]; then

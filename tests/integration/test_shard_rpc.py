@@ -231,8 +231,9 @@ def test_single(tmp, model_dir, ref):
         bad.parameters.watermark = True
         expect_error(lambda: sh.call("Prefill", PB.PrefillRequest(batch=batch(8, [bad]))),
                      "watermark")
+        too_long = info.max_total_tokens + 1  # more KV than the whole pool
         expect_error(lambda: sh.call("Prefill", PB.PrefillRequest(batch=batch(9, [
-            request(90, p0["ids"], 100000)]))), "batch 9")
+            request(90, p0["ids"], too_long)]))), "batch 9")
         expect_error(lambda: sh.call("Prefill", PB.PrefillRequest(batch=batch(10, [
             request(91, [], 4)]))), "empty")
         info = sh.call("Info", PB.InfoRequest())

@@ -444,10 +444,14 @@ static void run_attention_case(backend *b, ref_rng *r, const attn_case *ac) {
     size_t nq = (size_t)n_tok * n_head * head_dim;
     float *q = random_floats(r, nq, -1.0f, 1.0f);
     void *q_dev = dev_act(b, q, nq), *out = dev_act_nan(b, nq);
-    int32_t *store_slots = slots_dev; // unused by attention beyond the batch description
+    int32_t *new_slots = malloc((size_t)n_tok * sizeof(int32_t)); // the batch's own tokens
+    for (int s = 0, i = 0, t = 0; s < ac->n_seq; s++)
+        for (int p = 0; p < ac->n_past[s] + ac->n_q[s]; p++, i++)
+            if (p >= ac->n_past[s]) new_slots[t++] = slots[i];
+    int32_t *new_slots_dev = dev_upload(b, new_slots, (size_t)n_tok * sizeof(int32_t));
     attn_seq *seqs_dev = dev_upload(b, seqs, (size_t)ac->n_seq * sizeof(attn_seq));
     int32_t *tables_dev = dev_upload(b, tables, (size_t)n_blocks * sizeof(int32_t));
-    attn_batch ab = {ac->n_seq, n_tok, max_n_q, max_ctx, seqs_dev, tables_dev, store_slots};
+    attn_batch ab = {ac->n_seq, n_tok, max_n_q, max_ctx, seqs_dev, tables_dev, new_slots_dev};
     float scale = 1.0f / sqrtf((float)head_dim);
     b->attention(b, out, q_dev, kc_dev, vc_dev, &ab, n_head, n_head_kv, head_dim, scale);
     double *ref = malloc(nq * sizeof(double));
@@ -458,11 +462,13 @@ static void run_attention_case(backend *b, ref_rng *r, const attn_case *ac) {
              ac->n_seq);
     check_act(b, what, out, ref, nq, 1e-10); // f32 softmax sums over up to 12K terms
 
-    void *bufs[] = {kc_dev, vc_dev, kn_dev, vn_dev, slots_dev, q_dev, out, seqs_dev, tables_dev};
+    void *bufs[] = {kc_dev, vc_dev, kn_dev,   vn_dev,     slots_dev,
+                    q_dev,  out,    seqs_dev, tables_dev, new_slots_dev};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         b->buf_free(b, bufs[i]);
     free(ref);
     free(q);
+    free(new_slots);
     free(slots);
     free(k_new);
     free(v_new);

@@ -292,6 +292,42 @@ static void test_tp_needs_comm_and_kv_groups(void **state) {
     assert_non_null(strstr(err.msg, "KV heads"));
 }
 
+// model_forward refuses bad steps with FL_EINVAL and leaves the sequence untouched.
+static void test_forward_rejects_bad_input(void **state) {
+    skip_without(FP32_CASE);
+    char dir[512];
+    golden_dir(FP32_CASE, dir, sizeof dir);
+    fl_error err = {0};
+    model *m = NULL;
+    assert_int_equal(model_load(dir, NULL, be, &m, &err), FL_OK);
+    int n_vocab = model_get_config(m)->n_vocab;
+    kv_cache *kv = NULL, *other = NULL;
+    assert_int_equal(model_kv_cache_create(m, 4, &kv, &err), FL_OK);
+    kv_seq seq = {0};
+    assert_int_equal(kv_seq_reserve(kv, &seq, KV_BLOCK_SIZE, &err), FL_OK);
+    int32_t tokens[KV_BLOCK_SIZE + 1] = {0};
+    float *logits = malloc((size_t)n_vocab * sizeof(float));
+    fwd_seq fs = {.tokens = tokens, .n_new = KV_BLOCK_SIZE + 1, .kv = &seq};
+    assert_int_equal(model_forward(m, kv, &fs, 1, logits, &err), FL_EINVAL); // not reserved
+    assert_non_null(strstr(err.msg, "reserved"));
+    fs.n_new = 2;
+    tokens[1] = n_vocab;
+    assert_int_equal(model_forward(m, kv, &fs, 1, logits, &err), FL_EINVAL); // outside vocab
+    assert_non_null(strstr(err.msg, "vocabulary"));
+    tokens[1] = 5;
+    assert_int_equal(kv_cache_create(be, 1, 2, 8, 4, &other, &err), FL_OK);
+    assert_int_equal(model_forward(m, other, &fs, 1, logits, &err), FL_EINVAL); // wrong cache
+    assert_non_null(strstr(err.msg, "KV cache"));
+    assert_int_equal(seq.n_tokens, 0);
+    assert_int_equal(model_forward(m, kv, &fs, 1, logits, &err), FL_OK);
+    assert_int_equal(seq.n_tokens, 2);
+    kv_seq_release(kv, &seq);
+    kv_cache_free(other);
+    kv_cache_free(kv);
+    free(logits);
+    model_free(m);
+}
+
 // ---- tensor-parallel slices against the world-1 math
 
 // y[n_tok, n_out] = x[n_tok, n_in] @ m on the backend, through host buffers.
@@ -420,6 +456,7 @@ int main(void) {
         cmocka_unit_test(test_gptq_bits),
         cmocka_unit_test(test_gptq_bad_g_idx),
         cmocka_unit_test(test_gptq_missing_scales),
+        cmocka_unit_test(test_forward_rejects_bad_input),
         cmocka_unit_test(test_tp_needs_comm_and_kv_groups),
         cmocka_unit_test(test_tp_slices_fp32),
         cmocka_unit_test(test_tp_slices_gptq),
