@@ -70,7 +70,7 @@ static float row_logprob(const float *row, int n_vocab, int32_t id) {
         if (row[i] > mx) mx = row[i];
     double sum = 0.0;
     for (int i = 0; i < n_vocab; i++)
-        sum += exp((double)row[i] - mx);
+        sum += expf(row[i] - mx); // float exp: this runs over every prompt token
     return (float)((double)row[id] - mx - log(sum));
 }
 

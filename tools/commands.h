@@ -8,3 +8,5 @@ int cmd_detokenize(int argc, char **argv);
 int cmd_mkmodel(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_bench(int argc, char **argv); // tools/cmd_bench.c (local engine benchmark)
+int cmd_import_gguf(int argc, char **argv); // tools/cmd_import_gguf.c (GGUF -> HF model dir)
+int cmd_eval(int argc, char **argv);        // tools/cmd_eval.c (passkey, lines, ppl)

@@ -18,6 +18,8 @@ static const struct {
     {"mkmodel", cmd_mkmodel, "write a checkpoint with RANDOM weights in the real formats"},
     {"inspect", cmd_inspect, "summarise a model directory: config, tensors, memory needs"},
     {"bench", cmd_bench, "benchmark prefill and decode on the local engine"},
+    {"import-gguf", cmd_import_gguf, "convert a llama.cpp GGUF file into a model directory"},
+    {"eval", cmd_eval, "quality evals: pass-key, line retrieval, perplexity"},
 };
 
 static void usage(FILE *f) {

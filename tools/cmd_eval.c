@@ -1,0 +1,243 @@
+// falconlite eval: quality evaluations on the local engine. Suites: passkey (landmark-attention's
+// pass-key retrieval at chosen token lengths), lines (LongChat LongEval line retrieval, JSONL
+// files as released), ppl (perplexity of a text file in fixed windows). One model load per run;
+// the rotary scaling comes from config.json unless --rope-* flags override it.
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "shard/generation.h"
+#include "tools/cli_args.h"
+#include "tools/cli_common.h"
+#include "tools/commands.h"
+#include "tools/eval.h"
+
+#define SMOLLM2_SYSTEM "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+
+uint64_t eval_rng_next(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+fl_code eval_engine_open(const eval_opts *o, eval_engine *e, fl_error *err) {
+    char threads[16];
+    memset(e, 0, sizeof *e);
+    if (o->threads > 0) { // the CPU backend reads its worker count from here
+        snprintf(threads, sizeof threads, "%d", o->threads);
+        setenv("FALCONLITE_THREADS", threads, 1);
+    }
+    if (!(e->be = backend_create(o->backend, err))) return err ? err->code : FL_EBACKEND;
+    model_options mo = {.rank = 0, .world = 1, .rope_override = o->has_rope ? &o->rope : NULL};
+    fl_code rc = model_load(o->dir, &mo, e->be, &e->m, err);
+    if (!rc) rc = cli_tokenizer_load(o->dir, &e->tok, err);
+    if (rc) return rc;
+    e->eos = model_get_config(e->m)->eos_token_id;
+    return FL_OK;
+}
+
+void eval_engine_close(eval_engine *e) {
+    kv_cache_free(e->kv);
+    model_free(e->m);
+    if (e->be) e->be->free(e->be);
+    tokenizer_free(e->tok);
+    memset(e, 0, sizeof *e);
+}
+
+// A KV cache holding at least n tokens (one sequence at a time).
+static fl_code kv_ensure(eval_engine *e, int n, fl_error *err) {
+    if (e->kv && e->kv_tokens >= n) return FL_OK;
+    kv_cache_free(e->kv);
+    e->kv = NULL;
+    int blocks = (n + KV_BLOCK_SIZE - 1) / KV_BLOCK_SIZE;
+    fl_code rc = model_kv_cache_create(e->m, blocks, &e->kv, err);
+    e->kv_tokens = rc ? 0 : blocks * KV_BLOCK_SIZE;
+    return rc;
+}
+
+// Runs one request to its end.
+static fl_code run_request(eval_engine *e, const int32_t *ids, int n_ids, const gen_params *gp,
+                           gen_request **out, fl_error *err) {
+    fl_code rc = kv_ensure(e, n_ids + gp->max_new_tokens, err);
+    if (!rc) rc = gen_request_create(e->m, e->kv, 0, ids, n_ids, gp, out, err);
+    while (!rc && (*out)->finish == GEN_RUNNING)
+        rc = gen_batch_step(e->m, e->kv, out, 1, err);
+    return rc;
+}
+
+fl_code eval_generate(eval_engine *e, const int32_t *ids, int n_ids, int max_new, char **text,
+                      fl_error *err) {
+    gen_params gp = {.max_new_tokens = max_new, .eos_id = e->eos};
+    sampling_params_default(&gp.sampling);
+    gen_request *r = NULL;
+    size_t len;
+    *text = NULL;
+    fl_code rc = run_request(e, ids, n_ids, &gp, &r, err);
+    if (!rc)
+        rc = tokenizer_decode(e->tok, r->tokens + r->n_prompt, r->n_generated, 1, text, &len, err);
+    if (r) gen_request_free(e->kv, r);
+    return rc;
+}
+
+fl_code eval_prompt_nll(eval_engine *e, const int32_t *ids, int n, double *nll, fl_error *err) {
+    gen_params gp = {.max_new_tokens = 1, .eos_id = -1, .prompt_logprobs = 1};
+    sampling_params_default(&gp.sampling);
+    gen_request *r = NULL;
+    fl_code rc = run_request(e, ids, n, &gp, &r, err);
+    *nll = 0;
+    for (int i = 1; !rc && i < n; i++)
+        *nll -= r->prompt_logprobs[i];
+    if (r) gen_request_free(e->kv, r);
+    return rc;
+}
+
+char *eval_template_apply(eval_template t, const char *prompt) {
+    static const char *const fmt[] = {
+        [EVAL_TEMPLATE_NONE] = "%s",
+        [EVAL_TEMPLATE_CHATML] = "<|im_start|>user\n%s<|im_end|>\n<|im_start|>assistant\n",
+        [EVAL_TEMPLATE_SMOLLM2] = "<|im_start|>system\n" SMOLLM2_SYSTEM "<|im_end|>\n"
+                                  "<|im_start|>user\n%s<|im_end|>\n<|im_start|>assistant\n",
+    };
+    size_t n = strlen(prompt) + strlen(fmt[t]) + 1;
+    char *s = malloc(n);
+    if (s) snprintf(s, n, fmt[t], prompt);
+    return s;
+}
+
+long eval_find_number(const char *text, int last) {
+    long found = -1;
+    for (const char *p = text; *p;) {
+        if (!isdigit((unsigned char)*p)) {
+            p++;
+            continue;
+        }
+        long v = 0;
+        for (; isdigit((unsigned char)*p); p++)
+            v = v < 100000000 ? v * 10 + (*p - '0') : v; // answers are < 50001: no overflow
+        if (!last) return v;
+        found = v;
+    }
+    return found;
+}
+
+static const char *template_name(eval_template t) {
+    return t == EVAL_TEMPLATE_CHATML ? "chatml" : t == EVAL_TEMPLATE_SMOLLM2 ? "smollm2" : "none";
+}
+
+cJSON *eval_summary_create(const eval_opts *o, const char *suite) {
+    cJSON *s = cJSON_CreateObject();
+    cJSON_AddStringToObject(s, "suite", suite);
+    cJSON_AddStringToObject(s, "model", o->dir);
+    cJSON *r = cJSON_AddObjectToObject(s, "rope");
+    cJSON_AddStringToObject(r, "mode", rope_mode_name(o->rope.mode));
+    cJSON_AddNumberToObject(r, "theta", o->rope.theta);
+    if (o->rope.mode != ROPE_NONE) cJSON_AddNumberToObject(r, "threshold", o->rope.threshold);
+    if (o->rope.mode == ROPE_FALCONLITE) cJSON_AddNumberToObject(r, "alpha", o->rope.alpha);
+    if (o->rope.mode == ROPE_DYNAMIC || o->rope.mode == ROPE_LINEAR)
+        cJSON_AddNumberToObject(r, "factor", o->rope.factor);
+    cJSON_AddStringToObject(s, "template", template_name(o->tmpl));
+    cJSON_AddNumberToObject(s, "samples", o->samples);
+    cJSON_AddNumberToObject(s, "seed", (double)o->seed);
+    return s;
+}
+
+typedef struct eval_args {
+    const char *dir, *backend, *rope_scaling, *tmpl, *lengths, *file;
+    int threads, samples, rope_threshold, max_new, ctx, max_tokens, verbose;
+    float rope_alpha, rope_factor;
+    uint64_t seed;
+} eval_args;
+
+// Rotary scaling: config.json's, or --rope-scaling with its parameters; the threshold of
+// falconlite and dynamic defaults to the model's trained context (max_position_embeddings).
+static int rope_resolve(const eval_args *a, eval_opts *o) {
+    model_config cfg;
+    fl_error err = {0};
+    if (model_config_load(a->dir, &cfg, &err)) return cli_fail("%s", err.msg);
+    o->rope = cfg.rope;
+    o->has_rope = a->rope_scaling || !isnan(a->rope_alpha) || !isnan(a->rope_factor) ||
+                  a->rope_threshold;
+    if (!o->has_rope) return 0;
+    rope_config *r = &o->rope;
+    if (a->rope_scaling && rope_mode_parse(a->rope_scaling, &r->mode, &err))
+        return cli_fail("eval: --rope-scaling: %s", err.msg);
+    if (a->rope_threshold < 0) return cli_fail("eval: --rope-threshold must be positive");
+    r->threshold = a->rope_threshold ? a->rope_threshold : cfg.max_position_embeddings;
+    if (!isnan(a->rope_alpha)) r->alpha = a->rope_alpha;
+    if (!isnan(a->rope_factor)) r->factor = a->rope_factor;
+    if (r->mode == ROPE_FALCONLITE && !(r->alpha > 0))
+        return cli_fail("eval: --rope-scaling falconlite needs --rope-alpha > 0");
+    if ((r->mode == ROPE_DYNAMIC || r->mode == ROPE_LINEAR) && !(r->factor > 0))
+        return cli_fail("eval: --rope-scaling %s needs --rope-factor > 0", rope_mode_name(r->mode));
+    return 0;
+}
+
+int cmd_eval(int argc, char **argv) {
+    const char *usage = "usage: falconlite eval passkey|lines|ppl --model DIR [options]";
+    if (argc < 1 || argv[0][0] == '-') {
+        if (argc >= 1 && (!strcmp(argv[0], "--help") || !strcmp(argv[0], "-h"))) {
+            printf("%s\n", usage);
+            return 0;
+        }
+        return cli_fail("%s", usage);
+    }
+    const char *suite = argv[0];
+    if (strcmp(suite, "passkey") && strcmp(suite, "lines") && strcmp(suite, "ppl"))
+        return cli_fail("eval: unknown suite '%s' (passkey, lines, ppl)", suite);
+    eval_args a = {.backend = "auto", .samples = 5, .seed = 1, .max_new = -1, .ctx = 1024,
+                   .rope_alpha = NAN, .rope_factor = NAN,
+                   .lengths = "1024,2048,4096,8192"};
+    cli_opt opts[] = {
+        {"model", CLI_STR, &a.dir, "model directory"},
+        {"samples", CLI_INT, &a.samples, "passkey: prompts per length; lines: records (default 5)"},
+        {"seed", CLI_U64, &a.seed, "passkey: seed of keys and positions (default 1)"},
+        {"lengths", CLI_STR, &a.lengths, "passkey: prompt lengths in tokens (1024,2048,4096,8192)"},
+        {"file", CLI_STR, &a.file, "lines: a LongEval *_lines.jsonl file; ppl: a text file"},
+        {"template", CLI_STR, &a.tmpl, "none | chatml | smollm2 (passkey: none; lines: chatml)"},
+        {"max-new-tokens", CLI_INT, &a.max_new, "tokens to generate (passkey 10, lines 100)"},
+        {"ctx", CLI_INT, &a.ctx, "ppl: window length in tokens (default 1024)"},
+        {"max-tokens", CLI_INT, &a.max_tokens, "ppl: score at most this many tokens (0: all)"},
+        {"rope-scaling", CLI_STR, &a.rope_scaling, "none | falconlite | dynamic | linear"},
+        {"rope-alpha", CLI_FLOAT, &a.rope_alpha, "falconlite alpha (DNTK_ALPHA_SCALER)"},
+        {"rope-threshold", CLI_INT, &a.rope_threshold,
+         "trained length (default: max_position_embeddings)"},
+        {"rope-factor", CLI_FLOAT, &a.rope_factor, "dynamic / linear scaling factor"},
+        {"backend", CLI_STR, &a.backend, "cpu | cuda | auto (default)"},
+        {"threads", CLI_INT, &a.threads, "CPU worker threads (default: all cores)"},
+        {"verbose", CLI_FLAG, &a.verbose, "one stderr line per sample"},
+    };
+    char cmd[32];
+    snprintf(cmd, sizeof cmd, "eval %s", suite);
+    int rc = cli_args_parse(cmd,
+                            "Quality evaluation on the local engine; prints one JSON summary line.",
+                            argc - 1, argv + 1, opts, sizeof opts / sizeof opts[0]);
+    if (rc) return rc < 0 ? 2 : 0;
+    if (!a.dir) return cli_fail("eval: --model is required");
+    if (a.samples < 1 || a.threads < 0 || a.ctx < 2 || a.max_tokens < 0)
+        return cli_fail("eval: --samples and --ctx must be positive, --threads and --max-tokens "
+                        "not negative");
+    if (strcmp(suite, "passkey") && !a.file)
+        return cli_fail("eval %s: --file is required", suite);
+    eval_opts o = {.dir = a.dir, .backend = a.backend, .threads = a.threads, .samples = a.samples,
+                   .seed = a.seed, .verbose = a.verbose};
+    const char *tmpl = a.tmpl ? a.tmpl : !strcmp(suite, "lines") ? "chatml" : "none";
+    if (!strcmp(tmpl, "none")) o.tmpl = EVAL_TEMPLATE_NONE;
+    else if (!strcmp(tmpl, "chatml")) o.tmpl = EVAL_TEMPLATE_CHATML;
+    else if (!strcmp(tmpl, "smollm2")) o.tmpl = EVAL_TEMPLATE_SMOLLM2;
+    else return cli_fail("eval: --template must be none, chatml or smollm2");
+    o.max_new = a.max_new > 0 ? a.max_new : !strcmp(suite, "passkey") ? 10 : 100;
+    if (rope_resolve(&a, &o)) return 1;
+    eval_engine e;
+    fl_error err = {0};
+    fl_code fc = eval_engine_open(&o, &e, &err);
+    if (!fc) {
+        if (!strcmp(suite, "passkey")) fc = eval_passkey(&o, &e, a.lengths, &err);
+        else if (!strcmp(suite, "lines")) fc = eval_lines(&o, &e, a.file, &err);
+        else fc = eval_ppl(&o, &e, a.file, a.ctx, a.max_tokens, &err);
+    }
+    eval_engine_close(&e);
+    return fc ? cli_fail("%s", err.msg) : 0;
+}
