@@ -74,8 +74,8 @@ static bool parse_params(const cJSON *p, gen_params_in *o, char *msg, size_t cap
     if (!get_int(p, "best_of", 0, 1.8e19, true, &o->has_best_of, &o->best_of, "usize", msg, cap))
         return false;
     if (!get_float(p, "temperature", &o->has_temperature, &o->temperature, msg, cap)) return false;
-    if (!get_float(p, "repetition_penalty", &o->has_repetition_penalty, &o->repetition_penalty,
-                   msg, cap))
+    if (!get_float(p, "repetition_penalty", &o->has_repetition_penalty, &o->repetition_penalty, msg,
+                   cap))
         return false;
     if (!get_int(p, "top_k", -2147483648.0, 2147483647.0, true, &o->has_top_k, &o->top_k, "i32",
                  msg, cap))
@@ -90,7 +90,8 @@ static bool parse_params(const cJSON *p, gen_params_in *o, char *msg, size_t cap
         return false;
     const cJSON *stop = cJSON_GetObjectItemCaseSensitive(p, "stop");
     if (stop && !cJSON_IsNull(stop)) {
-        if (!cJSON_IsArray(stop)) return type_error(msg, cap, "parameters.stop", stop, "a sequence");
+        if (!cJSON_IsArray(stop))
+            return type_error(msg, cap, "parameters.stop", stop, "a sequence");
         int n = cJSON_GetArraySize(stop);
         o->stop = calloc((size_t)n + 1, sizeof(char *));
         if (!o->stop) return false;
@@ -115,8 +116,8 @@ static bool parse_params(const cJSON *p, gen_params_in *o, char *msg, size_t cap
             floor(seed->valuedouble) != seed->valuedouble)
             return type_error(msg, cap, "parameters.seed", seed, "u64");
         o->has_seed = true;
-        o->seed = seed->valuedouble >= 18446744073709551615.0 ? UINT64_MAX
-                                                              : (uint64_t)seed->valuedouble;
+        o->seed =
+            seed->valuedouble >= 18446744073709551615.0 ? UINT64_MAX : (uint64_t)seed->valuedouble;
     }
     return true;
 }
@@ -170,8 +171,10 @@ char *api_json_error(const char *error, const char *error_type) {
 }
 
 static void add_logprob(cJSON *o, float lp) {
-    if (isnan(lp)) cJSON_AddNullToObject(o, "logprob");
-    else cJSON_AddNumberToObject(o, "logprob", lp);
+    if (isnan(lp))
+        cJSON_AddNullToObject(o, "logprob");
+    else
+        cJSON_AddNumberToObject(o, "logprob", lp);
 }
 
 static cJSON *token_json(const gen_token *t, bool with_special) {
@@ -185,7 +188,8 @@ static cJSON *token_json(const gen_token *t, bool with_special) {
 
 static cJSON *tokens_json(const gen_token *t, int n, bool with_special) {
     cJSON *a = cJSON_CreateArray();
-    for (int i = 0; i < n; i++) cJSON_AddItemToArray(a, token_json(&t[i], with_special));
+    for (int i = 0; i < n; i++)
+        cJSON_AddItemToArray(a, token_json(&t[i], with_special));
     return a;
 }
 
@@ -220,7 +224,8 @@ char *api_json_generate(const gen_outcome *o, bool details) {
             for (int i = 1; i < o->n_results; i++) {
                 cJSON *s = cJSON_CreateObject();
                 const gen_result *c = &o->results[i];
-                cJSON_AddStringToObject(s, "generated_text", c->generated_text ? c->generated_text : "");
+                cJSON_AddStringToObject(s, "generated_text",
+                                        c->generated_text ? c->generated_text : "");
                 add_result_fields(s, c);
                 cJSON_AddItemToArray(seqs, s);
             }
@@ -235,7 +240,8 @@ char *api_json_stream_event(const gen_event *ev, bool details) {
     cJSON *root = cJSON_CreateObject();
     cJSON_AddItemToObject(root, "token", token_json(&ev->token, true));
     if (ev->kind == GEN_EVENT_END) {
-        cJSON_AddStringToObject(root, "generated_text", ev->generated_text ? ev->generated_text : "");
+        cJSON_AddStringToObject(root, "generated_text",
+                                ev->generated_text ? ev->generated_text : "");
         if (details) {
             cJSON *d = cJSON_CreateObject();
             cJSON_AddStringToObject(d, "finish_reason", finish_reason_name(ev->finish));
@@ -253,8 +259,10 @@ char *api_json_stream_event(const gen_event *ev, bool details) {
 }
 
 static void add_str_or_null(cJSON *o, const char *name, const char *v) {
-    if (v && *v) cJSON_AddStringToObject(o, name, v);
-    else cJSON_AddNullToObject(o, name);
+    if (v && *v)
+        cJSON_AddStringToObject(o, name, v);
+    else
+        cJSON_AddNullToObject(o, name);
 }
 
 char *api_json_info(const server_info *in) {

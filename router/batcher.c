@@ -77,7 +77,8 @@ static void set_merge(entry_set *dst, entry_set *src) {
 static bool text_append(queue_entry *e, const char *s, size_t n) {
     if (e->text_len + n + 1 > e->text_cap) {
         size_t cap = e->text_cap ? e->text_cap * 2 : 256;
-        while (cap < e->text_len + n + 1) cap *= 2;
+        while (cap < e->text_len + n + 1)
+            cap *= 2;
         char *p = realloc(e->text, cap);
         if (!p) return false;
         e->text = p;
@@ -166,8 +167,8 @@ static bool handle_generation(batcher *b, queue_entry *e, const shard_generation
     if (!e->detok) e->detok = detok_stream_create(b->tok, 0);
     char *piece = NULL;
     size_t piece_len = 0;
-    if (!e->detok || detok_stream_push(e->detok, (int32_t)g->token_id, &piece, &piece_len, NULL) !=
-                         FL_OK) {
+    if (!e->detok ||
+        detok_stream_push(e->detok, (int32_t)g->token_id, &piece, &piece_len, NULL) != FL_OK) {
         free(piece);
         piece = strdup("");
         piece_len = 0;
@@ -252,7 +253,8 @@ static bool filter_batch(batcher *b, cached_batch *batch, entry_set *set) {
         rc = b->api->clear(b->api->self, batch->id, &err);
         free(keep);
         cached_batch_clear(batch);
-        if (rc != FL_OK) log_error("ClearCache batch=%llu failed: %s", (unsigned long long)batch->id, err.msg);
+        if (rc != FL_OK)
+            log_error("ClearCache batch=%llu failed: %s", (unsigned long long)batch->id, err.msg);
         return false;
     }
     cached_batch filtered = {0};
@@ -281,7 +283,8 @@ static bool step_done(batcher *b, fl_code rc, const fl_error *err, shard_step *s
     metrics_batch_inference(method, rc == FL_OK, time_now() - t0);
     if (rc != FL_OK) {
         log_error("%s failed: %s", method == METRIC_PREFILL ? "Prefill" : "Decode", err->msg);
-        for (int i = 0; i < n_batches; i++) b->api->clear(b->api->self, batch_ids[i], NULL);
+        for (int i = 0; i < n_batches; i++)
+            b->api->clear(b->api->self, batch_ids[i], NULL);
         char msg[600];
         snprintf(msg, sizeof msg, "Request failed during generation: %s", err->msg);
         set_fail_all(set, GEN_ERR_GENERATION, msg);
@@ -314,7 +317,8 @@ static bool prefill(batcher *b, queue_entry **entries, int n, uint32_t max_token
         }
         set_push(set, entries[i]);
     }
-    shard_batch batch = {.id = b->next_batch_id++, .requests = reqs, .n = n, .max_tokens = max_tokens};
+    shard_batch batch = {
+        .id = b->next_batch_id++, .requests = reqs, .n = n, .max_tokens = max_tokens};
     metrics_observe(METRIC_BATCH_NEXT_SIZE, n);
     shard_step step = {0};
     fl_error err = {0};
@@ -329,10 +333,12 @@ static bool decode(batcher *b, cached_batch *batches, int n, entry_set *set, cac
     shard_step step = {0};
     fl_error err = {0};
     uint64_t ids[2];
-    for (int i = 0; i < n; i++) ids[i] = batches[i].id;
+    for (int i = 0; i < n; i++)
+        ids[i] = batches[i].id;
     double t0 = time_now();
     fl_code rc = b->api->decode(b->api->self, batches, n, &step, &err);
-    for (int i = 0; i < n; i++) cached_batch_clear(&batches[i]);
+    for (int i = 0; i < n; i++)
+        cached_batch_clear(&batches[i]);
     return step_done(b, rc, &err, &step, ids, n, set, out, METRIC_DECODE, t0);
 }
 
@@ -340,7 +346,8 @@ static int next_batch(batcher *b, int min_size, uint32_t token_budget, uint32_t 
     int dropped = 0;
     int n = queue_next_batch(b->q, min_size, b->cfg.max_batch_prefill_tokens, token_budget,
                              b->scratch, b->cfg.max_batch_requests, max_tokens, &dropped);
-    for (int i = 0; i < dropped; i++) metrics_request_failure(METRIC_ERR_DROPPED);
+    for (int i = 0; i < dropped; i++)
+        metrics_request_failure(METRIC_ERR_DROPPED);
     metrics_set_queue_size(queue_len(b->q));
     return n;
 }
@@ -361,20 +368,23 @@ static void run_batches(batcher *b) {
             if (atomic_load(&b->abort)) {
                 b->api->clear(b->api->self, batches[0].id, NULL);
                 cached_batch_clear(&batches[0]);
-                set_fail_all(&set, GEN_ERR_UNHEALTHY, "Request failed during generation: shutting down");
+                set_fail_all(&set, GEN_ERR_GENERATION,
+                             "Request failed during generation: the server is shutting down");
                 has = false;
                 break;
             }
             int n_batches = 1;
-            int min_size = 0;
-            if (waiting_tokens < b->cfg.max_waiting_tokens)
-                min_size = (int)floorf((float)batches[0].n * b->cfg.waiting_served_ratio);
+            // Newcomers must be numerous enough to be worth pausing the batch for, unless
+            // they have waited max_waiting_tokens steps already.
+            bool wait_exceeded = waiting_tokens >= b->cfg.max_waiting_tokens;
+            int min_size =
+                wait_exceeded ? 0 : (int)floorf((float)batches[0].n * b->cfg.waiting_served_ratio);
             uint32_t budget = b->cfg.max_batch_total_tokens > batches[0].max_tokens
                                   ? b->cfg.max_batch_total_tokens - batches[0].max_tokens
                                   : 0;
             int m = next_batch(b, min_size, budget, &max_tokens);
             if (m > 0) {
-                metrics_batch_concat(min_size == 0);
+                metrics_batch_concat(wait_exceeded);
                 if (prefill(b, b->scratch, m, max_tokens, &fresh, &batches[1])) n_batches = 2;
                 set_merge(&set, &fresh);
                 waiting_tokens = 1;
@@ -419,7 +429,8 @@ void batcher_free(batcher *b) {
 static void *batcher_main(void *arg) {
     batcher *b = arg;
     log_info("batcher started");
-    while (queue_wait(b->q) && !atomic_load(&b->abort)) run_batches(b);
+    while (queue_wait(b->q) && !atomic_load(&b->abort))
+        run_batches(b);
     log_info("batcher stopped");
     return NULL;
 }
@@ -448,8 +459,13 @@ void batcher_stop(batcher *b, int grace_ms) {
 }
 
 void batcher_run_until_idle(batcher *b) {
-    while (queue_len(b->q) > 0) run_batches(b);
+    while (queue_len(b->q) > 0)
+        run_batches(b);
 }
 
-bool batcher_healthy(const batcher *b) { return atomic_load(&b->healthy); }
-void batcher_set_healthy(batcher *b, bool healthy) { atomic_store(&b->healthy, healthy); }
+bool batcher_healthy(const batcher *b) {
+    return atomic_load(&b->healthy);
+}
+void batcher_set_healthy(batcher *b, bool healthy) {
+    atomic_store(&b->healthy, healthy);
+}

@@ -10,10 +10,34 @@
 #include <unistd.h>
 
 enum {
-    O_MODEL = 1000, O_NUM_SHARD, O_QUANTIZE, O_MAX_INPUT, O_MAX_TOTAL, O_PREFILL, O_BATCH_TOTAL,
-    O_CONCURRENT, O_RATIO, O_WAITING, O_BEST_OF, O_STOP, O_VALIDATION, O_PORT, O_HOSTNAME, O_UDS,
-    O_GRPC_PORT, O_BACKEND, O_THREADS, O_SHARD_BIN, O_ROPE_SCALING, O_ROPE_ALPHA, O_ROPE_THRESHOLD,
-    O_ROPE_FACTOR, O_GRACE, O_IGNORED_FLAG, O_IGNORED_VALUE, O_HELP,
+    O_MODEL = 1000,
+    O_NUM_SHARD,
+    O_QUANTIZE,
+    O_MAX_INPUT,
+    O_MAX_TOTAL,
+    O_PREFILL,
+    O_BATCH_TOTAL,
+    O_CONCURRENT,
+    O_RATIO,
+    O_WAITING,
+    O_BEST_OF,
+    O_STOP,
+    O_VALIDATION,
+    O_PORT,
+    O_HOSTNAME,
+    O_UDS,
+    O_GRPC_PORT,
+    O_BACKEND,
+    O_THREADS,
+    O_SHARD_BIN,
+    O_ROPE_SCALING,
+    O_ROPE_ALPHA,
+    O_ROPE_THRESHOLD,
+    O_ROPE_FACTOR,
+    O_GRACE,
+    O_IGNORED_FLAG,
+    O_IGNORED_VALUE,
+    O_HELP,
 };
 
 typedef struct flag {
@@ -69,7 +93,8 @@ void router_config_usage(const char *prog) {
            "  --max-batch-total-tokens N (16000)   --max-concurrent-requests N (128)\n"
            "  --waiting-served-ratio F (1.2)       --max-waiting-tokens N (20)\n"
            "  --max-best-of N (2)                  --max-stop-sequences N (4)\n"
-           "  --port N (3000)  --hostname H (0.0.0.0)  --shard-uds-path P (/tmp/text-generation-server)\n"
+           "  --port N (3000)  --hostname H (0.0.0.0)  --shard-uds-path P "
+           "(/tmp/text-generation-server)\n"
            "falconlite:\n"
            "  --grpc-port N (50051; 0 = off)       --backend cpu|cuda|auto (auto)\n"
            "  --threads N (per shard)              --shard-bin PATH (beside this binary)\n"
@@ -84,7 +109,8 @@ static fl_code parse_u32(const char *name, const char *v, uint32_t lo, uint32_t 
     errno = 0;
     unsigned long long x = strtoull(v, &end, 10);
     if (errno || !end || *end || end == v || x > UINT32_MAX || x < lo || v[0] == '-')
-        return fl_error_set(err, FL_EINVAL, "--%s: expected an integer >= %u, got '%s'", name, lo, v);
+        return fl_error_set(err, FL_EINVAL, "--%s: expected an integer >= %u, got '%s'", name, lo,
+                            v);
     *out = (uint32_t)x;
     return FL_OK;
 }
@@ -99,7 +125,8 @@ static fl_code apply(router_config *c, const flag *f, const char *v, bool from_e
     uint32_t u = 0;
     fl_code rc = FL_OK;
     switch (f->id) {
-    case O_MODEL: return copy_str(f->name, v, c->model_id, sizeof c->model_id, err);
+    case O_MODEL:
+        return copy_str(f->name, v, c->model_id, sizeof c->model_id, err);
     case O_NUM_SHARD:
         if ((rc = parse_u32(f->name, v, 1, &u, err)) == FL_OK) c->num_shard = (int)u;
         return rc;
@@ -109,23 +136,33 @@ static fl_code apply(router_config *c, const flag *f, const char *v, bool from_e
         if (!strcmp(v, "bitsandbytes"))
             return fl_error_set(err, FL_EUNSUPPORTED, "--quantize bitsandbytes is not supported");
         return copy_str(f->name, v, c->quantize, sizeof c->quantize, err);
-    case O_MAX_INPUT: return parse_u32(f->name, v, 1, &c->max_input_length, err);
-    case O_MAX_TOTAL: return parse_u32(f->name, v, 1, &c->max_total_tokens, err);
-    case O_PREFILL: return parse_u32(f->name, v, 1, &c->max_batch_prefill_tokens, err);
-    case O_BATCH_TOTAL: return parse_u32(f->name, v, 1, &c->max_batch_total_tokens, err);
-    case O_CONCURRENT: return parse_u32(f->name, v, 1, &c->max_concurrent_requests, err);
+    case O_MAX_INPUT:
+        return parse_u32(f->name, v, 1, &c->max_input_length, err);
+    case O_MAX_TOTAL:
+        return parse_u32(f->name, v, 1, &c->max_total_tokens, err);
+    case O_PREFILL:
+        return parse_u32(f->name, v, 1, &c->max_batch_prefill_tokens, err);
+    case O_BATCH_TOTAL:
+        return parse_u32(f->name, v, 1, &c->max_batch_total_tokens, err);
+    case O_CONCURRENT:
+        return parse_u32(f->name, v, 1, &c->max_concurrent_requests, err);
     case O_RATIO: {
         char *end = NULL;
         double x = strtod(v, &end);
         if (!end || *end || end == v || !(x >= 0))
-            return fl_error_set(err, FL_EINVAL, "--%s: expected a number >= 0, got '%s'", f->name, v);
+            return fl_error_set(err, FL_EINVAL, "--%s: expected a number >= 0, got '%s'", f->name,
+                                v);
         c->waiting_served_ratio = (float)x;
         return FL_OK;
     }
-    case O_WAITING: return parse_u32(f->name, v, 0, &c->max_waiting_tokens, err);
-    case O_BEST_OF: return parse_u32(f->name, v, 1, &c->max_best_of, err);
-    case O_STOP: return parse_u32(f->name, v, 0, &c->max_stop_sequences, err);
-    case O_VALIDATION: return parse_u32(f->name, v, 1, &c->validation_workers, err);
+    case O_WAITING:
+        return parse_u32(f->name, v, 0, &c->max_waiting_tokens, err);
+    case O_BEST_OF:
+        return parse_u32(f->name, v, 1, &c->max_best_of, err);
+    case O_STOP:
+        return parse_u32(f->name, v, 0, &c->max_stop_sequences, err);
+    case O_VALIDATION:
+        return parse_u32(f->name, v, 1, &c->validation_workers, err);
     case O_PORT:
         if ((rc = parse_u32(f->name, v, 0, &u, err)) == FL_OK && u > 65535)
             rc = fl_error_set(err, FL_EINVAL, "--port: %u is not a port", u);
@@ -144,24 +181,31 @@ static fl_code apply(router_config *c, const flag *f, const char *v, bool from_e
             return FL_OK;
         return copy_str(f->name, v, c->hostname, sizeof c->hostname, err);
     }
-    case O_UDS: return copy_str(f->name, v, c->shard_uds_path, sizeof c->shard_uds_path, err);
+    case O_UDS:
+        return copy_str(f->name, v, c->shard_uds_path, sizeof c->shard_uds_path, err);
     case O_BACKEND:
         if (strcmp(v, "cpu") && strcmp(v, "cuda") && strcmp(v, "auto"))
-            return fl_error_set(err, FL_EINVAL, "--backend: expected cpu, cuda or auto, got '%s'", v);
+            return fl_error_set(err, FL_EINVAL, "--backend: expected cpu, cuda or auto, got '%s'",
+                                v);
         return copy_str(f->name, v, c->backend, sizeof c->backend, err);
     case O_THREADS:
         if ((rc = parse_u32(f->name, v, 0, &u, err)) == FL_OK) c->threads = (int)u;
         return rc;
-    case O_SHARD_BIN: return copy_str(f->name, v, c->shard_bin, sizeof c->shard_bin, err);
-    case O_ROPE_SCALING: return copy_str(f->name, v, c->rope_scaling, sizeof c->rope_scaling, err);
-    case O_ROPE_ALPHA: return copy_str(f->name, v, c->rope_alpha, sizeof c->rope_alpha, err);
+    case O_SHARD_BIN:
+        return copy_str(f->name, v, c->shard_bin, sizeof c->shard_bin, err);
+    case O_ROPE_SCALING:
+        return copy_str(f->name, v, c->rope_scaling, sizeof c->rope_scaling, err);
+    case O_ROPE_ALPHA:
+        return copy_str(f->name, v, c->rope_alpha, sizeof c->rope_alpha, err);
     case O_ROPE_THRESHOLD:
         return copy_str(f->name, v, c->rope_threshold, sizeof c->rope_threshold, err);
-    case O_ROPE_FACTOR: return copy_str(f->name, v, c->rope_factor, sizeof c->rope_factor, err);
+    case O_ROPE_FACTOR:
+        return copy_str(f->name, v, c->rope_factor, sizeof c->rope_factor, err);
     case O_GRACE:
         if ((rc = parse_u32(f->name, v, 0, &u, err)) == FL_OK) c->shutdown_grace_ms = (int)u;
         return rc;
-    default: return FL_OK;
+    default:
+        return FL_OK;
     }
 }
 
@@ -171,7 +215,8 @@ static int visible_devices(void) {
     if (!v) v = getenv("NVIDIA_VISIBLE_DEVICES");
     if (!v || !*v || !strcmp(v, "all") || !strcmp(v, "none") || !strcmp(v, "void")) return 1;
     int n = 1;
-    for (const char *p = v; *p; p++) n += *p == ',';
+    for (const char *p = v; *p; p++)
+        n += *p == ',';
     return n;
 }
 
@@ -221,11 +266,11 @@ fl_code router_config_parse(int argc, char **argv, router_config *c, bool *help,
     }
     struct option longopts[N_FLAGS + 1];
     for (int i = 0; i < N_FLAGS; i++)
-        longopts[i] = (struct option){flags[i].name, flags[i].has_arg ? required_argument : no_argument,
-                                      NULL, 1000 + i};
+        longopts[i] = (struct option){
+            flags[i].name, flags[i].has_arg ? required_argument : no_argument, NULL, 1000 + i};
     longopts[N_FLAGS] = (struct option){0, 0, 0, 0};
     bool num_shard_given = getenv("NUM_SHARD") != NULL;
-    optind = 1;
+    optind = 0; // glibc: 0 also resets getopt's internal state (the tests parse several times)
     opterr = 0;
     int ch;
     while ((ch = getopt_long(argc, argv, "p:", longopts, NULL)) != -1) {
@@ -245,23 +290,28 @@ fl_code router_config_parse(int argc, char **argv, router_config *c, bool *help,
         if (f->id == O_NUM_SHARD) num_shard_given = true;
         if ((rc = apply(c, f, optarg ? optarg : "", false, err)) != FL_OK) return rc;
     }
-    if (optind < argc) return fl_error_set(err, FL_EINVAL, "unexpected argument '%s'", argv[optind]);
+    if (optind < argc)
+        return fl_error_set(err, FL_EINVAL, "unexpected argument '%s'", argv[optind]);
     if (!num_shard_given) c->num_shard = !strcmp(c->backend, "cpu") ? 1 : visible_devices();
-    if (!c->model_id[0]) return fl_error_set(err, FL_EINVAL, "--model-id is required (a model directory)");
+    if (!c->model_id[0])
+        return fl_error_set(err, FL_EINVAL, "--model-id is required (a model directory)");
     // TGI's argument rules (router main.rs and launcher).
     if (c->max_input_length >= c->max_total_tokens)
         return fl_error_set(err, FL_EINVAL, "`max_input_length` must be < `max_total_tokens`");
     if (c->max_batch_prefill_tokens < c->max_input_length)
-        return fl_error_set(err, FL_EINVAL,
-                            "`max_batch_prefill_tokens` must be >= `max_input_length`. Given: %u and %u",
-                            c->max_batch_prefill_tokens, c->max_input_length);
+        return fl_error_set(
+            err, FL_EINVAL,
+            "`max_batch_prefill_tokens` must be >= `max_input_length`. Given: %u and %u",
+            c->max_batch_prefill_tokens, c->max_input_length);
     if (c->max_batch_prefill_tokens > c->max_batch_total_tokens)
-        return fl_error_set(err, FL_EINVAL,
-                            "`max_batch_prefill_tokens` must be <= `max_batch_total_tokens`. Given: %u and %u",
-                            c->max_batch_prefill_tokens, c->max_batch_total_tokens);
+        return fl_error_set(
+            err, FL_EINVAL,
+            "`max_batch_prefill_tokens` must be <= `max_batch_total_tokens`. Given: %u and %u",
+            c->max_batch_prefill_tokens, c->max_batch_total_tokens);
     if (c->max_total_tokens > c->max_batch_total_tokens)
-        return fl_error_set(err, FL_EINVAL,
-                            "`max_total_tokens` must be <= `max_batch_total_tokens`. Given: %u and %u",
-                            c->max_total_tokens, c->max_batch_total_tokens);
+        return fl_error_set(
+            err, FL_EINVAL,
+            "`max_total_tokens` must be <= `max_batch_total_tokens`. Given: %u and %u",
+            c->max_total_tokens, c->max_batch_total_tokens);
     return FL_OK;
 }

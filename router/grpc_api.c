@@ -13,16 +13,22 @@ struct grpc_api {
 
 static grpc_status_code status_for(gen_error_kind k) {
     switch (k) {
-    case GEN_ERR_VALIDATION: return GRPC_STATUS_INVALID_ARGUMENT;
-    case GEN_ERR_OVERLOADED: return GRPC_STATUS_RESOURCE_EXHAUSTED;
-    case GEN_ERR_GENERATION: return GRPC_STATUS_INTERNAL;
-    default: return GRPC_STATUS_UNAVAILABLE;
+    case GEN_ERR_VALIDATION:
+        return GRPC_STATUS_INVALID_ARGUMENT;
+    case GEN_ERR_OVERLOADED:
+        return GRPC_STATUS_RESOURCE_EXHAUSTED;
+    case GEN_ERR_GENERATION:
+        return GRPC_STATUS_INTERNAL;
+    default:
+        return GRPC_STATUS_UNAVAILABLE;
     }
 }
 
 static void finish_built(rpc_call *call, pb_built *b) {
-    if (b) rpc_call_finish(call, pb_built_msg(b));
-    else rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    if (b)
+        rpc_call_finish(call, pb_built_msg(b));
+    else
+        rpc_call_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
     pb_built_free(b);
 }
 
@@ -35,13 +41,17 @@ typedef struct unary_ctx {
 
 static void unary_done(void *user, gen_outcome *o) {
     unary_ctx *u = user;
-    if (o->failed) rpc_call_fail(u->call, status_for(o->error_kind), o->error);
-    else finish_built(u->call, pb_api_generate_response(o, u->details));
+    if (o->failed)
+        rpc_call_fail(u->call, status_for(o->error_kind), o->error);
+    else
+        finish_built(u->call, pb_api_generate_response(o, u->details));
     gen_outcome_clear(o);
     free(u);
 }
 
-static bool unary_alive(void *user) { return !rpc_call_cancelled(((unary_ctx *)user)->call); }
+static bool unary_alive(void *user) {
+    return !rpc_call_cancelled(((unary_ctx *)user)->call);
+}
 
 static void on_generate(rpc_call *call, const ProtobufCMessage *req, void *user) {
     grpc_api *api = user;
@@ -164,8 +174,8 @@ fl_code grpc_api_start(const char *addr, const grpc_api_deps *deps, grpc_api **o
         pb_public_method m;
         rpc_handler_fn fn;
     } methods[] = {
-        {PB_API_GENERATE, on_generate}, {PB_API_GENERATE_STREAM, on_generate_stream},
-        {PB_API_TOKENIZE, on_tokenize}, {PB_API_INFO, on_info},
+        {PB_API_GENERATE, on_generate},         {PB_API_GENERATE_STREAM, on_generate_stream},
+        {PB_API_TOKENIZE, on_tokenize},         {PB_API_INFO, on_info},
         {PB_API_HEALTH_CHECK, on_health_check},
     };
     fl_code rc = FL_OK;
@@ -182,7 +192,9 @@ fl_code grpc_api_start(const char *addr, const grpc_api_deps *deps, grpc_api **o
     return FL_OK;
 }
 
-void grpc_api_stop(grpc_api *api, int grace_ms) { rpc_server_shutdown(api->srv, grace_ms); }
+void grpc_api_stop(grpc_api *api, int grace_ms) {
+    rpc_server_shutdown(api->srv, grace_ms);
+}
 
 void grpc_api_free(grpc_api *api) {
     if (!api) return;

@@ -23,9 +23,13 @@ health *health_create(shard_client *shards, batcher *b, const tokenizer *tok) {
     return h;
 }
 
-void health_free(health *h) { free(h); }
+void health_free(health *h) {
+    free(h);
+}
 
-void health_set_shards_up(health *h, bool up) { atomic_store(&h->shards_up, up); }
+void health_set_shards_up(health *h, bool up) {
+    atomic_store(&h->shards_up, up);
+}
 
 // TGI's liveness request: "liveness", one greedy token, ids u64::MAX.
 static bool liveness_prefill(health *h) {
@@ -35,8 +39,13 @@ static bool liveness_prefill(health *h) {
         free(ids);
         return false;
     }
-    gen_params p = {.temperature = 1.0f, .repetition_penalty = 1.0f, .top_p = 1.0f,
-                    .typical_p = 1.0f, .max_new_tokens = 1, .truncate = 10, .best_of = 1};
+    gen_params p = {.temperature = 1.0f,
+                    .repetition_penalty = 1.0f,
+                    .top_p = 1.0f,
+                    .typical_p = 1.0f,
+                    .max_new_tokens = 1,
+                    .truncate = 10,
+                    .best_of = 1};
     shard_request r = {.id = UINT64_MAX, .input_ids = ids, .n_input = n, .params = &p};
     shard_batch batch = {.id = UINT64_MAX, .requests = &r, .n = 1, .max_tokens = (uint32_t)n + 1};
     const shard_api *api = shard_client_api(h->shards);

@@ -7,14 +7,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/log.h"
 #include "router/api_json.h"
 #include "router/metrics.h"
 
 enum {
-    MAX_BODY = 8 << 20,         // larger bodies get 413
-    SSE_KEEPALIVE_MS = 15000,   // axum KeepAlive::default()
+    MAX_BODY = 8 << 20,       // larger bodies get 413
+    SSE_KEEPALIVE_MS = 15000, // axum KeepAlive::default()
 };
 
 typedef struct http_conn http_conn;
@@ -39,7 +40,8 @@ typedef struct http_job {
     http_conn *conn;
     job_kind kind;
     bool details;
-    bool in_ready; // guarded by srv->ready_mu
+    size_t input_chars; // x-compute-characters
+    bool in_ready;      // guarded by srv->ready_mu
 } http_job;
 
 struct http_conn {
@@ -52,14 +54,16 @@ struct http_conn {
     char *body;
     size_t body_len, body_cap;
     bool too_large;
-    char *pending; // received, not yet parsed (held while a request is answered)
+    bool header_is_expect; // the header being parsed is Expect
+    bool expect_continue;  // the client waits for "100 Continue" before its body
+    char *pending;         // received, not yet parsed (held while a request is answered)
     size_t pending_len;
-    bool busy;        // a request is being answered
-    bool in_parser;   // inside http_parser_execute (no re-entry)
-    bool keep_alive;  // of the request being answered
+    bool busy;       // a request is being answered
+    bool in_parser;  // inside http_parser_execute (no re-entry)
+    bool keep_alive; // of the request being answered
     bool closing;
     bool close_after_write;
-    int writes; // uv_write requests in flight
+    int writes;  // uv_write requests in flight
     int handles; // open uv handles (tcp, timer)
     int work;    // health checks in flight
     uint64_t last_event_ms;
@@ -136,8 +140,10 @@ static bool job_sink_send(void *user, gen_event *ev) {
     if (!closed && n) {
         n->ev = ev;
         n->next = NULL;
-        if (j->tail) j->tail->next = n;
-        else j->head = n;
+        if (j->tail)
+            j->tail->next = n;
+        else
+            j->head = n;
         j->tail = n;
     }
     pthread_mutex_unlock(&j->mu);
@@ -158,7 +164,9 @@ static bool job_alive(void *user) {
     return alive;
 }
 
-static void job_release(void *user) { job_unref(user); }
+static void job_release(void *user) {
+    job_unref(user);
+}
 
 static void job_done(void *user, gen_outcome *o) {
     http_job *j = user;
@@ -181,14 +189,17 @@ typedef struct write_req {
 
 static void conn_maybe_free(http_conn *c);
 static void conn_close(http_conn *c);
+static void server_maybe_free(http_server *s);
 
 static void on_write(uv_write_t *req, int status) {
     write_req *w = (write_req *)req;
     http_conn *c = w->conn;
     free(w);
     c->writes--;
-    if (status < 0 && !c->closing) conn_close(c);
-    else if (c->close_after_write && c->writes == 0) conn_close(c);
+    if (status < 0 && !c->closing)
+        conn_close(c);
+    else if (c->close_after_write && c->writes == 0)
+        conn_close(c);
     conn_maybe_free(c);
 }
 
@@ -222,25 +233,35 @@ static void conn_writef(http_conn *c, const char *fmt, ...) {
 
 static const char *status_text(int status) {
     switch (status) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 413: return "Payload Too Large";
-    case 422: return "Unprocessable Entity";
-    case 424: return "Failed Dependency";
-    case 429: return "Too Many Requests";
-    case 500: return "Internal Server Error";
-    default: return "Service Unavailable";
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 413:
+        return "Payload Too Large";
+    case 422:
+        return "Unprocessable Entity";
+    case 424:
+        return "Failed Dependency";
+    case 429:
+        return "Too Many Requests";
+    case 500:
+        return "Internal Server Error";
+    default:
+        return "Service Unavailable";
     }
 }
 
 static void write_head(http_conn *c, int status, const char *content_type, long content_length,
                        const char *extra) {
     char len_hdr[64] = "transfer-encoding: chunked\r\n";
-    if (content_length >= 0) snprintf(len_hdr, sizeof len_hdr, "content-length: %ld\r\n", content_length);
-    conn_writef(c,
-                "HTTP/1.1 %d %s\r\n%s%s%s%saccess-control-allow-origin: *\r\n%s%s\r\n", status,
+    if (content_length >= 0)
+        snprintf(len_hdr, sizeof len_hdr, "content-length: %ld\r\n", content_length);
+    conn_writef(c, "HTTP/1.1 %d %s\r\n%s%s%s%saccess-control-allow-origin: *\r\n%s%s\r\n", status,
                 status_text(status), content_type ? "content-type: " : "",
                 content_type ? content_type : "", content_type ? "\r\n" : "", len_hdr,
                 c->keep_alive ? "" : "connection: close\r\n", extra ? extra : "");
@@ -334,7 +355,8 @@ static void job_progress(http_job *j) {
     if (!ready) return;
     gen_outcome *o = &j->outcome;
     if (o->failed) {
-        respond_error(c, gen_error_http_status(o->error_kind), o->error, gen_error_type(o->error_kind));
+        respond_error(c, gen_error_http_status(o->error_kind), o->error,
+                      gen_error_type(o->error_kind));
         return;
     }
     char *body = api_json_generate(o, j->details);
@@ -348,9 +370,10 @@ static void job_progress(http_job *j) {
     double total = r->t_end - o->t_start, infer_s = r->t_end - r->t_batched;
     char extra[512];
     snprintf(extra, sizeof extra,
-             "x-compute-type: %s\r\nx-compute-time: %.0f\r\nx-total-time: %.0f\r\n"
-             "x-queue-time: %.0f\r\nx-inference-time: %.0f\r\nx-time-per-token: %.0f\r\n",
-             c->srv->deps.info->model_device_type, total * 1000, total * 1000,
+             "x-compute-type: %s\r\nx-compute-characters: %zu\r\nx-compute-time: %.0f\r\n"
+             "x-total-time: %.0f\r\nx-queue-time: %.0f\r\nx-inference-time: %.0f\r\n"
+             "x-time-per-token: %.0f\r\n",
+             c->srv->deps.info->model_device_type, j->input_chars, total * 1000, total * 1000,
              (r->t_batched - r->t_queued) * 1000, infer_s * 1000,
              r->generated_tokens ? infer_s * 1000 / r->generated_tokens : 0.0);
     respond_json(c, 200, body, extra);
@@ -363,7 +386,8 @@ static void on_async(uv_async_t *a) {
     http_job **jobs = s->ready;
     s->ready = NULL;
     s->n_ready = s->cap_ready = 0;
-    for (int i = 0; i < n; i++) jobs[i]->in_ready = false;
+    for (int i = 0; i < n; i++)
+        jobs[i]->in_ready = false;
     pthread_mutex_unlock(&s->ready_mu);
     for (int i = 0; i < n; i++) {
         job_progress(jobs[i]);
@@ -383,10 +407,22 @@ static void on_keepalive(uv_timer_t *t) {
 
 // ---- request dispatch -------------------------------------------------------------------------
 
+// Unicode characters of the prompt (TGI's x-compute-characters).
+static size_t utf8_chars(const char *s, size_t len) {
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++)
+        n += ((unsigned char)s[i] & 0xC0) != 0x80;
+    return n;
+}
+
 static void start_stream(http_conn *c, gen_request_in *in) {
     http_server *s = c->srv;
-    write_head(c, 200, "text/event-stream", -1,
-               "cache-control: no-cache\r\nx-accel-buffering: no\r\n");
+    char extra[256];
+    snprintf(extra, sizeof extra,
+             "cache-control: no-cache\r\nx-accel-buffering: no\r\nx-compute-type: %s\r\n"
+             "x-compute-characters: %zu\r\n",
+             s->deps.info->model_device_type, utf8_chars(in->inputs, in->inputs_len));
+    write_head(c, 200, "text/event-stream", -1, extra);
     http_job *j = job_create(s, c, JOB_STREAM, in->params.details);
     if (!j) {
         write_sse(c, api_json_error("out of memory", "generation"));
@@ -415,6 +451,7 @@ static void start_generate(http_conn *c, gen_request_in *in, job_kind kind) {
         respond_error(c, 500, "out of memory", "generation");
         return;
     }
+    j->input_chars = utf8_chars(in->inputs, in->inputs_len);
     c->job = j;
     s->busy++;
     atomic_fetch_add(&j->refs, 1); // the waiter's reference
@@ -438,8 +475,10 @@ static void health_after(uv_work_t *req, int status) {
     http_conn *c = w->conn;
     c->work--;
     if (!c->closing) {
-        if (w->ok) respond(c, 200, NULL, "", 0, NULL);
-        else respond_error(c, 503, "unhealthy", "healthcheck");
+        if (w->ok)
+            respond(c, 200, NULL, "", 0, NULL);
+        else
+            respond_error(c, 503, "unhealthy", "healthcheck");
     }
     free(w);
     conn_maybe_free(c);
@@ -459,7 +498,8 @@ static void dispatch(http_conn *c) {
 
     if (m == HTTP_OPTIONS) {
         respond(c, 200, NULL, "", 0,
-                "access-control-allow-methods: GET, POST\r\naccess-control-allow-headers: content-type\r\n");
+                "access-control-allow-methods: GET, POST\r\naccess-control-allow-headers: "
+                "content-type\r\n");
         return;
     }
     bool is_get = m == HTTP_GET || m == HTTP_HEAD;
@@ -514,16 +554,17 @@ static void dispatch(http_conn *c) {
     gen_request_in in;
     bool stream = false;
     char msg[512];
-    json_parse_status st =
-        api_json_parse_request(c->body ? c->body : "", c->body_len, &in, compat ? &stream : NULL,
-                               msg, sizeof msg);
+    json_parse_status st = api_json_parse_request(c->body ? c->body : "", c->body_len, &in,
+                                                  compat ? &stream : NULL, msg, sizeof msg);
     if (st != JSON_PARSE_OK) {
-        metrics_request_failure(METRIC_ERR_VALIDATION);
+        // Rejected before TGI's handler runs (axum's Json extractor): no request metrics.
         respond_error(c, st == JSON_PARSE_SYNTAX ? 400 : 422, msg, "validation");
         return;
     }
-    if (gen_stream || (compat && stream)) start_stream(c, &in);
-    else start_generate(c, &in, compat ? JOB_COMPAT_GENERATE : JOB_GENERATE);
+    if (gen_stream || (compat && stream))
+        start_stream(c, &in);
+    else
+        start_generate(c, &in, compat ? JOB_COMPAT_GENERATE : JOB_GENERATE);
     gen_request_in_clear(&in);
 }
 
@@ -532,14 +573,15 @@ static void dispatch(http_conn *c) {
 static int on_message_begin(http_parser *p) {
     http_conn *c = p->data;
     c->url_len = c->body_len = 0;
-    c->too_large = false;
+    c->too_large = c->header_is_expect = c->expect_continue = false;
     return 0;
 }
 
 static bool buf_append(char **buf, size_t *len, size_t *cap, const char *at, size_t n) {
     if (*len + n + 1 > *cap) {
         size_t nc = *cap ? *cap * 2 : 1024;
-        while (nc < *len + n + 1) nc *= 2;
+        while (nc < *len + n + 1)
+            nc *= 2;
         char *b = realloc(*buf, nc);
         if (!b) return false;
         *buf = b;
@@ -559,6 +601,26 @@ static int on_url(http_parser *p, const char *at, size_t n) {
     memcpy(c->url + c->url_len, at, n);
     c->url_len += n;
     c->url[c->url_len] = 0;
+    return 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t n) {
+    http_conn *c = p->data;
+    c->header_is_expect = n == 6 && !strncasecmp(at, "expect", 6);
+    return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t n) {
+    http_conn *c = p->data;
+    if (c->header_is_expect && n == 12 && !strncasecmp(at, "100-continue", 12))
+        c->expect_continue = true;
+    return 0;
+}
+
+// curl sends "Expect: 100-continue" with larger bodies and waits a second unless answered.
+static int on_headers_complete(http_parser *p) {
+    http_conn *c = p->data;
+    if (c->expect_continue) conn_writef(c, "HTTP/1.1 100 Continue\r\n\r\n");
     return 0;
 }
 
@@ -645,13 +707,16 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
 static void conn_maybe_free(http_conn *c) {
     if (!c->closing || c->handles > 0 || c->writes > 0 || c->work > 0) return;
     http_server *s = c->srv;
-    if (c->prev) c->prev->next = c->next;
-    else s->conns = c->next;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     free(c->url);
     free(c->body);
     free(c->pending);
     free(c);
+    server_maybe_free(s);
 }
 
 static void on_conn_handle_closed(uv_handle_t *h) {
@@ -702,13 +767,20 @@ static void on_connection(uv_stream_t *server, int status) {
 
 // ---- server ---------------------------------------------------------------------------------
 
-static void on_server_handle_closed(uv_handle_t *h) {
-    http_server *s = h->data;
-    if (--s->handles > 0) return;
-    for (int i = 0; i < s->n_ready; i++) job_unref(s->ready[i]);
+// The server is freed once its own handles are closed and its last connection is gone.
+static void server_maybe_free(http_server *s) {
+    if (!s->closing || s->handles > 0 || s->conns) return;
+    for (int i = 0; i < s->n_ready; i++)
+        job_unref(s->ready[i]);
     free(s->ready);
     pthread_mutex_destroy(&s->ready_mu);
     free(s);
+}
+
+static void on_server_handle_closed(uv_handle_t *h) {
+    http_server *s = h->data;
+    s->handles--;
+    server_maybe_free(s);
 }
 
 fl_code http_server_create(uv_loop_t *loop, const char *host, int port,
@@ -721,6 +793,9 @@ fl_code http_server_create(uv_loop_t *loop, const char *host, int port,
     pthread_mutex_init(&s->ready_mu, NULL);
     s->settings.on_message_begin = on_message_begin;
     s->settings.on_url = on_url;
+    s->settings.on_header_field = on_header_field;
+    s->settings.on_header_value = on_header_value;
+    s->settings.on_headers_complete = on_headers_complete;
     s->settings.on_body = on_body;
     s->settings.on_message_complete = on_message_complete;
     struct sockaddr_storage addr;
@@ -754,7 +829,9 @@ void http_server_stop_accepting(http_server *s) {
     uv_close((uv_handle_t *)&s->listener, on_server_handle_closed);
 }
 
-int http_server_busy(const http_server *s) { return s->busy; }
+int http_server_busy(const http_server *s) {
+    return s->busy;
+}
 
 void http_server_close(http_server *s) {
     s->closing = true;
@@ -764,6 +841,7 @@ void http_server_close(http_server *s) {
     } else if (!uv_is_closing((uv_handle_t *)&s->listener)) {
         uv_close((uv_handle_t *)&s->listener, on_server_handle_closed);
     }
-    for (http_conn *c = s->conns; c; c = c->next) conn_close(c);
+    for (http_conn *c = s->conns; c; c = c->next)
+        conn_close(c);
     uv_close((uv_handle_t *)&s->async, on_server_handle_closed);
 }

@@ -26,8 +26,12 @@ infer *infer_create(const infer_config *cfg, queue *q, const tokenizer *tok) {
     return inf;
 }
 
-void infer_free(infer *inf) { free(inf); }
-const tokenizer *infer_tokenizer(const infer *inf) { return inf->tok; }
+void infer_free(infer *inf) {
+    free(inf);
+}
+const tokenizer *infer_tokenizer(const infer *inf) {
+    return inf->tok;
+}
 
 fl_code infer_tokenize(infer *inf, const char *text, size_t len, int32_t **ids, int *n,
                        fl_error *err) {
@@ -43,19 +47,24 @@ static bool permits_acquire(infer *inf, int n) {
     return true;
 }
 
-static void permits_release(infer *inf, int n) { atomic_fetch_sub(&inf->in_flight, n); }
+static void permits_release(infer *inf, int n) {
+    atomic_fetch_sub(&inf->in_flight, n);
+}
 
 static void result_clear(gen_result *r) {
     free(r->generated_text);
-    for (int i = 0; i < r->n_prefill; i++) free(r->prefill[i].text);
+    for (int i = 0; i < r->n_prefill; i++)
+        free(r->prefill[i].text);
     free(r->prefill);
-    for (int i = 0; i < r->n_tokens; i++) free(r->tokens[i].text);
+    for (int i = 0; i < r->n_tokens; i++)
+        free(r->tokens[i].text);
     free(r->tokens);
     memset(r, 0, sizeof *r);
 }
 
 void gen_outcome_clear(gen_outcome *o) {
-    for (int i = 0; i < o->n_results; i++) result_clear(&o->results[i]);
+    for (int i = 0; i < o->n_results; i++)
+        result_clear(&o->results[i]);
     free(o->results);
     o->results = NULL;
     o->n_results = 0;
@@ -168,8 +177,8 @@ typedef struct gather {
     infer_waiter w;
     pthread_mutex_t mu;
     int n_cand, n_done;
-    gen_result *results; // [n_cand]
-    bool *ended;         // [n_cand]
+    gen_result *results;     // [n_cand]
+    bool *ended;             // [n_cand]
     struct candidate *cands; // [n_cand]
     bool failed;
     gen_error_kind kind;
@@ -205,7 +214,9 @@ static bool cand_send(void *user, gen_event *ev) {
         ev->prefill = NULL;
         ev->n_prefill = 0;
         break;
-    case GEN_EVENT_TOKEN: token_push(r, &ev->token); break;
+    case GEN_EVENT_TOKEN:
+        token_push(r, &ev->token);
+        break;
     case GEN_EVENT_END:
         token_push(r, &ev->token);
         r->generated_text = ev->generated_text;
@@ -239,7 +250,8 @@ static bool cand_alive(void *user) {
 
 static double mean_logprob(const gen_result *r) {
     double s = 0;
-    for (int i = 0; i < r->n_tokens; i++) s += r->tokens[i].logprob;
+    for (int i = 0; i < r->n_tokens; i++)
+        s += r->tokens[i].logprob;
     return r->n_tokens ? s / r->n_tokens : -INFINITY;
 }
 
@@ -247,7 +259,8 @@ static void gather_finish(gather *g) {
     gen_outcome o = {0};
     o.t_start = g->t_start;
     bool complete = true;
-    for (int i = 0; i < g->n_cand; i++) complete = complete && g->ended[i];
+    for (int i = 0; i < g->n_cand; i++)
+        complete = complete && g->ended[i];
     if (g->failed) {
         outcome_error(&o, g->kind, "%s", g->error);
     } else if (!complete) {
@@ -265,7 +278,8 @@ static void gather_finish(gather *g) {
         g->results = NULL;
     }
     if (g->results) {
-        for (int i = 0; i < g->n_cand; i++) result_clear(&g->results[i]);
+        for (int i = 0; i < g->n_cand; i++)
+            result_clear(&g->results[i]);
         free(g->results);
     }
     g->w.done(g->w.user, &o);
@@ -288,7 +302,8 @@ static void cand_release(void *user) {
 void infer_generate(infer *inf, gen_request_in *in, infer_waiter w) {
     metrics_request_count();
     gen_outcome o = {.t_start = time_now()};
-    uint32_t best_of = in->params.has_best_of && in->params.best_of > 1 ? (uint32_t)in->params.best_of : 1;
+    uint32_t best_of =
+        in->params.has_best_of && in->params.best_of > 1 ? (uint32_t)in->params.best_of : 1;
     gen_request *req = NULL;
     fl_error err = {0};
     if (best_of > 1 && validate_best_of(&inf->cfg.limits, best_of, &err) != FL_OK) {

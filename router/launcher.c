@@ -31,6 +31,7 @@ struct launcher {
     int generation; // spawn round (part of the rendezvous id)
     int restarts;   // consecutive restarts without a successful start
     bool start_failed;
+    bool start_aborted;
     uv_timer_t timer; // socket polling and the stop grace period
     void (*stop_done)(void *);
     void *stop_user;
@@ -42,7 +43,8 @@ static void socket_path(const launcher *l, int rank, char *out, size_t cap) {
 
 static int alive_count(const launcher *l) {
     int n = 0;
-    for (int i = 0; i < l->n; i++) n += l->procs[i].alive;
+    for (int i = 0; i < l->n; i++)
+        n += l->procs[i].alive;
     return n;
 }
 
@@ -108,7 +110,8 @@ static void on_exit_cb(uv_process_t *proc, int64_t status, int term_signal) {
     p->alive = false;
     uv_close((uv_handle_t *)proc, on_proc_closed);
     if (l->state == L_STOPPING) {
-        log_info("shard exited rank=%d status=%lld signal=%d", p->rank, (long long)status, term_signal);
+        log_info("shard exited rank=%d status=%lld signal=%d", p->rank, (long long)status,
+                 term_signal);
         return;
     }
     log_error("shard died rank=%d status=%lld signal=%d", p->rank, (long long)status, term_signal);
@@ -156,6 +159,9 @@ static int spawn_rank(launcher *l, int rank) {
         {.flags = UV_INHERIT_FD, .data.fd = 2},
     };
     uv_process_options_t opt = {
+        // Its own session, as TGI's process_group(0): a terminal's Ctrl-C reaches the router only,
+        // which then drains requests before it stops the shards itself.
+        .flags = UV_PROCESS_DETACHED,
         .exit_cb = on_exit_cb,
         .file = c->shard_bin,
         .args = args,
@@ -195,7 +201,8 @@ fl_code launcher_create(uv_loop_t *loop, const router_config *cfg, launcher_hook
     l->cfg = *cfg;
     l->hooks = hooks;
     l->n = cfg->num_shard;
-    for (int i = 0; i < l->n; i++) l->procs[i].l = l, l->procs[i].rank = i;
+    for (int i = 0; i < l->n; i++)
+        l->procs[i].l = l, l->procs[i].rank = i;
     uv_timer_init(loop, &l->timer);
     l->timer.data = l;
     *out = l;
@@ -206,18 +213,24 @@ fl_code launcher_start(launcher *l, int timeout_ms, fl_error *err) {
     l->state = L_STARTING;
     spawn_all(l);
     uint64_t deadline = uv_now(l->loop) + (uint64_t)timeout_ms;
-    while (!l->start_failed && !sockets_ready(l)) {
+    while (!l->start_failed && !l->start_aborted && !sockets_ready(l)) {
         if (uv_now(l->loop) > deadline)
-            return fl_error_set(err, FL_EIO, "shards did not open their sockets (%s-<rank>) within %d ms",
+            return fl_error_set(err, FL_EIO,
+                                "shards did not open their sockets (%s-<rank>) within %d ms",
                                 l->cfg.shard_uds_path, timeout_ms);
         uv_run(l->loop, UV_RUN_NOWAIT);
         usleep(POLL_MS * 1000);
         uv_update_time(l->loop);
     }
+    if (l->start_aborted) return fl_error_set(err, FL_EIO, "interrupted during startup");
     if (l->start_failed)
-        return fl_error_set(err, FL_EIO, "a shard exited during startup (see its log above)");
+        return fl_error_set(err, FL_EIO, "a shard exited or could not start (see the log above)");
     l->state = L_RUNNING;
     return FL_OK;
+}
+
+void launcher_abort_start(launcher *l) {
+    l->start_aborted = true;
 }
 
 static void on_timer_closed(uv_handle_t *h) {

@@ -21,6 +21,8 @@ fl_code launcher_create(uv_loop_t *loop, const router_config *cfg, launcher_hook
 // Spawns every rank and blocks (running the loop) until each has its socket, a rank exits, or
 // timeout_ms passes.
 fl_code launcher_start(launcher *l, int timeout_ms, fl_error *err);
+// Makes a launcher_start in progress give up (a signal arrived during startup).
+void launcher_abort_start(launcher *l);
 // SIGTERM to every rank, SIGKILL after grace_ms; done(user) once all have exited. The launcher
 // then frees itself.
 void launcher_stop(launcher *l, int grace_ms, void (*done)(void *user), void *user);

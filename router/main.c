@@ -41,6 +41,7 @@ typedef struct router {
     uv_timer_t drain_timer;
     uv_work_t work; // re-warm after a respawn, or the shutdown drain
     bool working;
+    bool ready; // startup finished: serving
     bool shutting_down;
     bool drained;
 } router;
@@ -53,7 +54,8 @@ static fl_code warmup(router *r, fl_error *err) {
     size_t text_len = (size_t)c->max_input_length * 6;
     char *text = malloc(text_len + 1);
     if (!text) return fl_error_set(err, FL_ENOMEM, "warmup: out of memory");
-    for (uint32_t i = 0; i < c->max_input_length; i++) memcpy(text + i * 6, "_test ", 6);
+    for (uint32_t i = 0; i < c->max_input_length; i++)
+        memcpy(text + i * 6, "_test ", 6);
     text[text_len] = 0;
     int32_t *ids = NULL;
     int n_ids = 0;
@@ -62,18 +64,26 @@ static fl_code warmup(router *r, fl_error *err) {
     if (rc != FL_OK) return rc;
     int max_req = (int)(c->max_batch_prefill_tokens / c->max_input_length) + 2;
     shard_request *reqs = calloc((size_t)max_req, sizeof *reqs);
-    gen_params p = {.temperature = 0.9f, .repetition_penalty = 1.2f, .top_k = 10, .top_p = 0.9f,
-                    .typical_p = 0.9f, .max_new_tokens = 2, .best_of = 1,
+    gen_params p = {.temperature = 0.9f,
+                    .repetition_penalty = 1.2f,
+                    .top_k = 10,
+                    .top_p = 0.9f,
+                    .typical_p = 0.9f,
+                    .max_new_tokens = 2,
+                    .best_of = 1,
                     .decoder_input_details = true};
     int n = 0;
     uint32_t tokens = 0;
     while (reqs && tokens < c->max_batch_prefill_tokens && n < max_req) {
         uint32_t want = c->max_input_length;
-        if (want > c->max_batch_prefill_tokens - tokens) want = c->max_batch_prefill_tokens - tokens;
+        if (want > c->max_batch_prefill_tokens - tokens)
+            want = c->max_batch_prefill_tokens - tokens;
         if (want > (uint32_t)n_ids) want = (uint32_t)n_ids;
         if (want == 0) break;
-        reqs[n] = (shard_request){.id = (uint64_t)n, .input_ids = ids + (n_ids - (int)want),
-                                  .n_input = (int)want, .params = &p};
+        reqs[n] = (shard_request){.id = (uint64_t)n,
+                                  .input_ids = ids + (n_ids - (int)want),
+                                  .n_input = (int)want,
+                                  .params = &p};
         tokens += want;
         n++;
     }
@@ -142,6 +152,8 @@ static void drain_run(uv_work_t *w) {
     router *r = w->data;
     // Requests in flight (queued or running) finish; new ones are refused.
     batcher_stop(r->b, r->cfg.shutdown_grace_ms);
+    // Past the grace period the batcher gave up: whatever still waits gets its error now.
+    queue_fail_all(r->q, "the server is shutting down");
     if (r->grpc) grpc_api_stop(r->grpc, 1000);
 }
 
@@ -182,6 +194,12 @@ static void on_signal(uv_signal_t *s, int signum) {
         return;
     }
     r->shutting_down = true;
+    if (!r->ready) {
+        // Startup is still running on this thread: make it give up; main stops the shards.
+        log_info("signal %d during startup: stopping", signum);
+        if (r->launch) launcher_abort_start(r->launch);
+        return;
+    }
     log_info("signal %d: shutting down gracefully", signum);
     if (r->http) http_server_stop_accepting(r->http);
     queue_close(r->q);
@@ -194,7 +212,8 @@ static void info_fill(router *r, const shard_info *si) {
     server_info *in = &r->info;
     const router_config *c = &r->cfg;
     snprintf(in->model_id, sizeof in->model_id, "%s", c->model_id);
-    snprintf(in->model_dtype, sizeof in->model_dtype, "torch.%.24s", si->dtype[0] ? si->dtype : "float16");
+    snprintf(in->model_dtype, sizeof in->model_dtype, "torch.%.24s",
+             si->dtype[0] ? si->dtype : "float16");
     snprintf(in->model_device_type, sizeof in->model_device_type, "%s",
              si->device_type[0] ? si->device_type : "cpu");
     snprintf(in->model_pipeline_tag, sizeof in->model_pipeline_tag, "text-generation");
@@ -223,6 +242,8 @@ static fl_code router_start(router *r, fl_error *err) {
     if (rc == FL_OK) rc = launcher_start(r->launch, SHARD_START_TIMEOUT_MS, err);
     if (rc == FL_OK) rc = shard_client_create(c->shard_uds_path, c->num_shard, &r->shards, err);
     if (rc == FL_OK) rc = shards_prepare(r, err);
+    if (rc == FL_OK && r->shutting_down)
+        rc = fl_error_set(err, FL_EIO, "interrupted during startup");
     shard_info si = {0};
     if (rc == FL_OK) rc = shard_client_info(r->shards, &si, err);
     if (rc != FL_OK) return rc;
@@ -259,6 +280,7 @@ static fl_code router_start(router *r, fl_error *err) {
         if (rc != FL_OK) return rc;
         log_info("grpc listening addr=%s", addr);
     }
+    r->ready = true;
     log_info("router ready model=%s shards=%d port=%d grpc_port=%d", c->model_id, c->num_shard,
              c->port, c->grpc_port);
     return FL_OK;
@@ -307,8 +329,10 @@ int main(int argc, char **argv) {
         if (r.q) queue_close(r.q);
         if (r.http) http_server_close(r.http);
         r.http = NULL;
-        if (r.launch) launcher_stop(r.launch, 5000, on_shards_stopped, &r);
-        else on_shards_stopped(&r);
+        if (r.launch)
+            launcher_stop(r.launch, 5000, on_shards_stopped, &r);
+        else
+            on_shards_stopped(&r);
         r.launch = NULL;
     }
     uv_run(r.loop, UV_RUN_DEFAULT);

@@ -41,14 +41,16 @@ static void hist_duration(histogram *h, const char *name, const char *labels) {
     h->name = name;
     h->labels = labels;
     h->n_bounds = DURATION_BUCKETS;
-    for (int k = 1; k <= DURATION_BUCKETS; k++) h->bounds[k - 1] = 0.0001 * pow(1.5, k);
+    for (int k = 1; k <= DURATION_BUCKETS; k++)
+        h->bounds[k - 1] = 0.0001 * pow(1.5, k);
 }
 
 static void hist_linear(histogram *h, const char *name, double max, int n) {
     h->name = name;
     h->labels = "";
     h->n_bounds = n;
-    for (int i = 0; i < n; i++) h->bounds[i] = max / n * (i + 1);
+    for (int i = 0; i < n; i++)
+        h->bounds[i] = max / n * (i + 1);
 }
 
 static void init_locked(uint32_t max_input_length, uint32_t max_total_tokens) {
@@ -84,20 +86,31 @@ static void lock(void) {
     if (!reg.ready) init_locked(1024, 2048);
 }
 
-static void unlock(void) { pthread_mutex_unlock(&reg.mu); }
+static void unlock(void) {
+    pthread_mutex_unlock(&reg.mu);
+}
 
 static void hist_add(histogram *h, double v) {
     int i = 0;
-    while (i < h->n_bounds && v > h->bounds[i]) i++;
+    while (i < h->n_bounds && v > h->bounds[i])
+        i++;
     if (i < h->n_bounds) h->counts[i]++;
     h->count++;
     h->sum += v;
 }
 
-void metrics_request_count(void) { lock(), reg.request_count++, unlock(); }
-void metrics_request_success(void) { lock(), reg.request_success++, unlock(); }
-void metrics_request_failure(metric_failure err) { lock(), reg.failure[err]++, unlock(); }
-void metrics_batch_concat(int wait_exceeded) { lock(), reg.concat[wait_exceeded != 0]++, unlock(); }
+void metrics_request_count(void) {
+    lock(), reg.request_count++, unlock();
+}
+void metrics_request_success(void) {
+    lock(), reg.request_success++, unlock();
+}
+void metrics_request_failure(metric_failure err) {
+    lock(), reg.failure[err]++, unlock();
+}
+void metrics_batch_concat(int wait_exceeded) {
+    lock(), reg.concat[wait_exceeded != 0]++, unlock();
+}
 
 void metrics_batch_inference(metric_method m, int ok, double seconds) {
     lock();
@@ -111,8 +124,12 @@ void metrics_batch_inference(metric_method m, int ok, double seconds) {
     unlock();
 }
 
-void metrics_observe(metric_hist h, double value) { lock(), hist_add(&reg.hist[h], value), unlock(); }
-void metrics_set_queue_size(int n) { lock(), reg.queue_size = n, unlock(); }
+void metrics_observe(metric_hist h, double value) {
+    lock(), hist_add(&reg.hist[h], value), unlock();
+}
+void metrics_set_queue_size(int n) {
+    lock(), reg.queue_size = n, unlock();
+}
 
 void metrics_set_batch(int size, uint32_t max_tokens) {
     lock();
@@ -139,7 +156,8 @@ static void tb_printf(textbuf *b, const char *fmt, ...) {
             return;
         }
         size_t cap = b->cap ? b->cap * 2 : 65536;
-        while (cap < b->len + (size_t)n + 1) cap *= 2;
+        while (cap < b->len + (size_t)n + 1)
+            cap *= 2;
         char *p = realloc(b->p, cap);
         if (!p) return;
         b->p = p;
@@ -175,9 +193,10 @@ char *metrics_render(size_t *len) {
     for (int i = 0; i < METRIC_ERR_COUNT; i++)
         tb_printf(&b, "tgi_request_failure{err=\"%s\"} %llu\n", failure_names[i],
                   (unsigned long long)reg.failure[i]);
-    tb_printf(&b, "# TYPE tgi_batch_concat counter\n"
-                  "tgi_batch_concat{reason=\"backpressure\"} %llu\n"
-                  "tgi_batch_concat{reason=\"wait_exceeded\"} %llu\n",
+    tb_printf(&b,
+              "# TYPE tgi_batch_concat counter\n"
+              "tgi_batch_concat{reason=\"backpressure\"} %llu\n"
+              "tgi_batch_concat{reason=\"wait_exceeded\"} %llu\n",
               (unsigned long long)reg.concat[0], (unsigned long long)reg.concat[1]);
     const char *inf[3] = {"tgi_batch_inference_count", "tgi_batch_inference_success",
                           "tgi_batch_inference_failure"};
@@ -188,8 +207,10 @@ char *metrics_render(size_t *len) {
             tb_printf(&b, "%s{method=\"%s\"} %llu\n", inf[k], method_names[m],
                       (unsigned long long)vals[k][m]);
     }
-    for (int h = 0; h < METRIC_HIST_COUNT; h++) render_hist(&b, &reg.hist[h], 1);
-    for (int m = 0; m < METRIC_METHOD_COUNT; m++) render_hist(&b, &reg.inference_duration[m], m == 0);
+    for (int h = 0; h < METRIC_HIST_COUNT; h++)
+        render_hist(&b, &reg.hist[h], 1);
+    for (int m = 0; m < METRIC_METHOD_COUNT; m++)
+        render_hist(&b, &reg.inference_duration[m], m == 0);
     tb_printf(&b, "# TYPE tgi_queue_size gauge\ntgi_queue_size %d\n", reg.queue_size);
     tb_printf(&b, "# TYPE tgi_batch_current_size gauge\ntgi_batch_current_size %d\n",
               reg.batch_size);

@@ -45,7 +45,9 @@ static char *ar_strdup(pb_built *b, const char *s) {
     return d;
 }
 
-static pb_built *built_new(void) { return calloc(1, sizeof(pb_built)); }
+static pb_built *built_new(void) {
+    return calloc(1, sizeof(pb_built));
+}
 
 // Returns b, or NULL (freeing it) when an allocation failed along the way.
 static pb_built *built_done(pb_built *b, void *msg) {
@@ -58,11 +60,14 @@ static pb_built *built_done(pb_built *b, void *msg) {
     return b;
 }
 
-const ProtobufCMessage *pb_built_msg(const pb_built *b) { return b->msg; }
+const ProtobufCMessage *pb_built_msg(const pb_built *b) {
+    return b->msg;
+}
 
 void pb_built_free(pb_built *b) {
     if (!b) return;
-    for (int i = 0; i < b->n; i++) free(b->ptrs[i]);
+    for (int i = 0; i < b->n; i++)
+        free(b->ptrs[i]);
     free(b->ptrs);
     free(b);
 }
@@ -77,25 +82,38 @@ void pb_built_free(pb_built *b) {
 // ---- shard protocol -----------------------------------------------------------------------------
 
 static const char *shard_paths[] = {
-    "/falconlite.shard.v1.Shard/Info",        "/falconlite.shard.v1.Shard/Health",
-    "/falconlite.shard.v1.Shard/ServiceDiscovery", "/falconlite.shard.v1.Shard/ClearCache",
-    "/falconlite.shard.v1.Shard/FilterBatch", "/falconlite.shard.v1.Shard/Warmup",
-    "/falconlite.shard.v1.Shard/Prefill",     "/falconlite.shard.v1.Shard/Decode",
+    "/falconlite.shard.v1.Shard/Info",
+    "/falconlite.shard.v1.Shard/Health",
+    "/falconlite.shard.v1.Shard/ServiceDiscovery",
+    "/falconlite.shard.v1.Shard/ClearCache",
+    "/falconlite.shard.v1.Shard/FilterBatch",
+    "/falconlite.shard.v1.Shard/Warmup",
+    "/falconlite.shard.v1.Shard/Prefill",
+    "/falconlite.shard.v1.Shard/Decode",
 };
 
-const char *pb_shard_path(pb_shard_method m) { return shard_paths[m]; }
+const char *pb_shard_path(pb_shard_method m) {
+    return shard_paths[m];
+}
 
 const ProtobufCMessageDescriptor *pb_shard_response_desc(pb_shard_method m) {
     switch (m) {
-    case PB_SHARD_INFO: return &falconlite__shard__v1__info_response__descriptor;
-    case PB_SHARD_HEALTH: return &falconlite__shard__v1__health_response__descriptor;
+    case PB_SHARD_INFO:
+        return &falconlite__shard__v1__info_response__descriptor;
+    case PB_SHARD_HEALTH:
+        return &falconlite__shard__v1__health_response__descriptor;
     case PB_SHARD_SERVICE_DISCOVERY:
         return &falconlite__shard__v1__service_discovery_response__descriptor;
-    case PB_SHARD_CLEAR_CACHE: return &falconlite__shard__v1__clear_cache_response__descriptor;
-    case PB_SHARD_FILTER_BATCH: return &falconlite__shard__v1__filter_batch_response__descriptor;
-    case PB_SHARD_WARMUP: return &falconlite__shard__v1__warmup_response__descriptor;
-    case PB_SHARD_PREFILL: return &falconlite__shard__v1__prefill_response__descriptor;
-    default: return &falconlite__shard__v1__decode_response__descriptor;
+    case PB_SHARD_CLEAR_CACHE:
+        return &falconlite__shard__v1__clear_cache_response__descriptor;
+    case PB_SHARD_FILTER_BATCH:
+        return &falconlite__shard__v1__filter_batch_response__descriptor;
+    case PB_SHARD_WARMUP:
+        return &falconlite__shard__v1__warmup_response__descriptor;
+    case PB_SHARD_PREFILL:
+        return &falconlite__shard__v1__prefill_response__descriptor;
+    default:
+        return &falconlite__shard__v1__decode_response__descriptor;
     }
 }
 
@@ -105,7 +123,8 @@ pb_built *pb_shard_empty_request(pb_shard_method m) {
     void *msg = NULL;
     switch (m) {
     case PB_SHARD_INFO:
-        msg = AR_NEW(b, Falconlite__Shard__V1__InfoRequest, FALCONLITE__SHARD__V1__INFO_REQUEST__INIT);
+        msg = AR_NEW(b, Falconlite__Shard__V1__InfoRequest,
+                     FALCONLITE__SHARD__V1__INFO_REQUEST__INIT);
         break;
     case PB_SHARD_HEALTH:
         msg = AR_NEW(b, Falconlite__Shard__V1__HealthRequest,
@@ -122,8 +141,9 @@ pb_built *pb_shard_empty_request(pb_shard_method m) {
 pb_built *pb_shard_clear_request(const uint64_t *ids, int n) {
     pb_built *b = built_new();
     if (!b) return NULL;
-    Falconlite__Shard__V1__ClearCacheRequest *m = AR_NEW(
-        b, Falconlite__Shard__V1__ClearCacheRequest, FALCONLITE__SHARD__V1__CLEAR_CACHE_REQUEST__INIT);
+    Falconlite__Shard__V1__ClearCacheRequest *m =
+        AR_NEW(b, Falconlite__Shard__V1__ClearCacheRequest,
+               FALCONLITE__SHARD__V1__CLEAR_CACHE_REQUEST__INIT);
     if (m && n > 0) {
         m->ids = ar_alloc(b, sizeof(uint64_t) * (size_t)n);
         if (m->ids) memcpy(m->ids, ids, sizeof(uint64_t) * (size_t)n);
@@ -170,7 +190,8 @@ static Falconlite__Shard__V1__Batch *batch_build(pb_built *b, const shard_batch 
                    FALCONLITE__SHARD__V1__STOPPING_CRITERIA_PARAMETERS__INIT);
         uint32_t *ids = ar_alloc(b, sizeof(uint32_t) * (size_t)r->n_input);
         if (!q || !np || !sp || !ids) return NULL;
-        for (int k = 0; k < r->n_input; k++) ids[k] = (uint32_t)r->input_ids[k];
+        for (int k = 0; k < r->n_input; k++)
+            ids[k] = (uint32_t)r->input_ids[k];
         np->temperature = p->temperature;
         np->top_k = p->top_k;
         np->top_p = p->top_p;
@@ -194,8 +215,8 @@ static Falconlite__Shard__V1__Batch *batch_build(pb_built *b, const shard_batch 
 pb_built *pb_shard_prefill_request(const shard_batch *sb) {
     pb_built *b = built_new();
     if (!b) return NULL;
-    Falconlite__Shard__V1__PrefillRequest *m = AR_NEW(
-        b, Falconlite__Shard__V1__PrefillRequest, FALCONLITE__SHARD__V1__PREFILL_REQUEST__INIT);
+    Falconlite__Shard__V1__PrefillRequest *m = AR_NEW(b, Falconlite__Shard__V1__PrefillRequest,
+                                                      FALCONLITE__SHARD__V1__PREFILL_REQUEST__INIT);
     if (m) m->batch = batch_build(b, sb);
     return built_done(b, m && m->batch ? m : NULL);
 }
@@ -203,8 +224,8 @@ pb_built *pb_shard_prefill_request(const shard_batch *sb) {
 pb_built *pb_shard_warmup_request(const shard_batch *sb, uint32_t max_total_tokens) {
     pb_built *b = built_new();
     if (!b) return NULL;
-    Falconlite__Shard__V1__WarmupRequest *m = AR_NEW(
-        b, Falconlite__Shard__V1__WarmupRequest, FALCONLITE__SHARD__V1__WARMUP_REQUEST__INIT);
+    Falconlite__Shard__V1__WarmupRequest *m = AR_NEW(b, Falconlite__Shard__V1__WarmupRequest,
+                                                     FALCONLITE__SHARD__V1__WARMUP_REQUEST__INIT);
     if (m) {
         m->batch = batch_build(b, sb);
         m->max_total_tokens = max_total_tokens;
@@ -249,10 +270,12 @@ static fl_code cached_from(const Falconlite__Shard__V1__CachedBatch *c, cached_b
 
 static finish_reason finish_from(Falconlite__Shard__V1__FinishReason r) {
     switch (r) {
-    case FALCONLITE__SHARD__V1__FINISH_REASON__FINISH_REASON_EOS_TOKEN: return FINISH_EOS_TOKEN;
+    case FALCONLITE__SHARD__V1__FINISH_REASON__FINISH_REASON_EOS_TOKEN:
+        return FINISH_EOS_TOKEN;
     case FALCONLITE__SHARD__V1__FINISH_REASON__FINISH_REASON_STOP_SEQUENCE:
         return FINISH_STOP_SEQUENCE;
-    default: return FINISH_LENGTH;
+    default:
+        return FINISH_LENGTH;
     }
 }
 
@@ -344,15 +367,21 @@ static const char *api_paths[PB_API_COUNT] = {
     "/grpc.health.v1.Health/Check",           "/grpc.health.v1.Health/Watch",
 };
 
-const char *pb_api_path(pb_public_method m) { return api_paths[m]; }
+const char *pb_api_path(pb_public_method m) {
+    return api_paths[m];
+}
 
 const ProtobufCMessageDescriptor *pb_api_request_desc(pb_public_method m) {
     switch (m) {
     case PB_API_GENERATE:
-    case PB_API_GENERATE_STREAM: return &falconlite__v1__generate_request__descriptor;
-    case PB_API_TOKENIZE: return &falconlite__v1__tokenize_request__descriptor;
-    case PB_API_INFO: return &falconlite__v1__info_request__descriptor;
-    default: return &grpc__health__v1__health_check_request__descriptor;
+    case PB_API_GENERATE_STREAM:
+        return &falconlite__v1__generate_request__descriptor;
+    case PB_API_TOKENIZE:
+        return &falconlite__v1__tokenize_request__descriptor;
+    case PB_API_INFO:
+        return &falconlite__v1__info_request__descriptor;
+    default:
+        return &grpc__health__v1__health_check_request__descriptor;
     }
 }
 
@@ -384,7 +413,8 @@ fl_code pb_api_generate_request(const ProtobufCMessage *msg, gen_request_in *out
     if (p->n_stop > 0) {
         o->stop = calloc(p->n_stop, sizeof(char *));
         if (!o->stop) return fl_error_set(err, FL_ENOMEM, "out of memory");
-        for (size_t i = 0; i < p->n_stop; i++) o->stop[i] = strdup(p->stop[i] ? p->stop[i] : "");
+        for (size_t i = 0; i < p->n_stop; i++)
+            o->stop[i] = strdup(p->stop[i] ? p->stop[i] : "");
         o->n_stop = (int)p->n_stop;
     }
     return FL_OK;
@@ -402,9 +432,12 @@ const char *pb_api_health_service(const ProtobufCMessage *req) {
 
 static Falconlite__V1__FinishReason finish_to(finish_reason r) {
     switch (r) {
-    case FINISH_EOS_TOKEN: return FALCONLITE__V1__FINISH_REASON__FINISH_REASON_EOS_TOKEN;
-    case FINISH_STOP_SEQUENCE: return FALCONLITE__V1__FINISH_REASON__FINISH_REASON_STOP_SEQUENCE;
-    default: return FALCONLITE__V1__FINISH_REASON__FINISH_REASON_LENGTH;
+    case FINISH_EOS_TOKEN:
+        return FALCONLITE__V1__FINISH_REASON__FINISH_REASON_EOS_TOKEN;
+    case FINISH_STOP_SEQUENCE:
+        return FALCONLITE__V1__FINISH_REASON__FINISH_REASON_STOP_SEQUENCE;
+    default:
+        return FALCONLITE__V1__FINISH_REASON__FINISH_REASON_LENGTH;
     }
 }
 
@@ -420,15 +453,16 @@ static Falconlite__V1__Token *token_to(pb_built *b, const gen_token *t) {
 
 static Falconlite__V1__Token **tokens_to(pb_built *b, const gen_token *t, int n) {
     Falconlite__V1__Token **v = ar_alloc(b, sizeof(void *) * (size_t)n);
-    for (int i = 0; v && i < n; i++) v[i] = token_to(b, &t[i]);
+    for (int i = 0; v && i < n; i++)
+        v[i] = token_to(b, &t[i]);
     return v;
 }
 
 pb_built *pb_api_generate_response(const gen_outcome *o, bool details) {
     pb_built *b = built_new();
     if (!b) return NULL;
-    Falconlite__V1__GenerateResponse *m = AR_NEW(b, Falconlite__V1__GenerateResponse,
-                                                 FALCONLITE__V1__GENERATE_RESPONSE__INIT);
+    Falconlite__V1__GenerateResponse *m =
+        AR_NEW(b, Falconlite__V1__GenerateResponse, FALCONLITE__V1__GENERATE_RESPONSE__INIT);
     if (!m) return built_done(b, NULL);
     const gen_result *r = &o->results[0];
     m->generated_text = ar_strdup(b, r->generated_text);
@@ -439,7 +473,8 @@ pb_built *pb_api_generate_response(const gen_outcome *o, bool details) {
             d->has_finish_reason = 1, d->finish_reason = finish_to(r->finish);
             d->has_generated_tokens = 1, d->generated_tokens = r->generated_tokens;
             d->has_seed = r->has_seed, d->seed = r->seed;
-            d->n_prefill = (size_t)r->n_prefill, d->prefill = tokens_to(b, r->prefill, r->n_prefill);
+            d->n_prefill = (size_t)r->n_prefill,
+            d->prefill = tokens_to(b, r->prefill, r->n_prefill);
             d->n_tokens = (size_t)r->n_tokens, d->tokens = tokens_to(b, r->tokens, r->n_tokens);
             if (o->n_results > 1) {
                 d->n_best_of_sequences = (size_t)o->n_results - 1;
@@ -453,8 +488,10 @@ pb_built *pb_api_generate_response(const gen_outcome *o, bool details) {
                     s->has_finish_reason = 1, s->finish_reason = finish_to(c->finish);
                     s->has_generated_tokens = 1, s->generated_tokens = c->generated_tokens;
                     s->has_seed = c->has_seed, s->seed = c->seed;
-                    s->n_prefill = (size_t)c->n_prefill, s->prefill = tokens_to(b, c->prefill, c->n_prefill);
-                    s->n_tokens = (size_t)c->n_tokens, s->tokens = tokens_to(b, c->tokens, c->n_tokens);
+                    s->n_prefill = (size_t)c->n_prefill,
+                    s->prefill = tokens_to(b, c->prefill, c->n_prefill);
+                    s->n_tokens = (size_t)c->n_tokens,
+                    s->tokens = tokens_to(b, c->tokens, c->n_tokens);
                     d->best_of_sequences[i - 1] = s;
                 }
             }
@@ -467,9 +504,8 @@ pb_built *pb_api_generate_response(const gen_outcome *o, bool details) {
 pb_built *pb_api_stream_response(const gen_event *ev, bool details) {
     pb_built *b = built_new();
     if (!b) return NULL;
-    Falconlite__V1__GenerateStreamResponse *m =
-        AR_NEW(b, Falconlite__V1__GenerateStreamResponse,
-               FALCONLITE__V1__GENERATE_STREAM_RESPONSE__INIT);
+    Falconlite__V1__GenerateStreamResponse *m = AR_NEW(
+        b, Falconlite__V1__GenerateStreamResponse, FALCONLITE__V1__GENERATE_STREAM_RESPONSE__INIT);
     if (!m) return built_done(b, NULL);
     m->token = token_to(b, &ev->token);
     if (ev->kind == GEN_EVENT_END) {
@@ -491,8 +527,8 @@ pb_built *pb_api_stream_response(const gen_event *ev, bool details) {
 pb_built *pb_api_tokenize_response(const tokenizer *tok, const int32_t *ids, int n) {
     pb_built *b = built_new();
     if (!b) return NULL;
-    Falconlite__V1__TokenizeResponse *m = AR_NEW(b, Falconlite__V1__TokenizeResponse,
-                                                 FALCONLITE__V1__TOKENIZE_RESPONSE__INIT);
+    Falconlite__V1__TokenizeResponse *m =
+        AR_NEW(b, Falconlite__V1__TokenizeResponse, FALCONLITE__V1__TOKENIZE_RESPONSE__INIT);
     if (!m) return built_done(b, NULL);
     m->n_ids = m->n_tokens = (size_t)n;
     m->ids = ar_alloc(b, sizeof(uint32_t) * (size_t)n);

@@ -32,7 +32,7 @@ typedef enum pb_shard_method {
 const char *pb_shard_path(pb_shard_method m);
 const ProtobufCMessageDescriptor *pb_shard_response_desc(pb_shard_method m);
 
-pb_built *pb_shard_empty_request(pb_shard_method m); // Info, Health, ServiceDiscovery
+pb_built *pb_shard_empty_request(pb_shard_method m);          // Info, Health, ServiceDiscovery
 pb_built *pb_shard_clear_request(const uint64_t *ids, int n); // n == 0: every batch
 pb_built *pb_shard_filter_request(uint64_t batch_id, const uint64_t *keep, int n);
 pb_built *pb_shard_prefill_request(const shard_batch *b);

@@ -44,14 +44,24 @@ queue *queue_create(void) {
     return q;
 }
 
-void queue_free(queue *q, const char *err_msg) {
-    if (!q) return;
-    for (queue_entry *e = q->head, *next; e; e = next) {
-        next = e->next;
+void queue_fail_all(queue *q, const char *err_msg) {
+    pthread_mutex_lock(&q->mu);
+    queue_entry *e = q->head;
+    q->head = q->tail = NULL;
+    q->len = 0;
+    pthread_mutex_unlock(&q->mu);
+    while (e) {
+        queue_entry *next = e->next;
         gen_event *ev = gen_event_error(GEN_ERR_UNHEALTHY, err_msg);
         if (ev) e->sink.send(e->sink.user, ev);
         queue_entry_free(e);
+        e = next;
     }
+}
+
+void queue_free(queue *q, const char *err_msg) {
+    if (!q) return;
+    queue_fail_all(q, err_msg);
     pthread_mutex_destroy(&q->mu);
     pthread_cond_destroy(&q->cv);
     free(q);
@@ -65,8 +75,10 @@ bool queue_append(queue *q, queue_entry *e) {
     }
     e->id = q->next_id++;
     e->next = NULL;
-    if (q->tail) q->tail->next = e;
-    else q->head = e;
+    if (q->tail)
+        q->tail->next = e;
+    else
+        q->head = e;
     q->tail = e;
     q->len++;
     pthread_cond_signal(&q->cv);
@@ -90,7 +102,8 @@ void queue_close(queue *q) {
 
 bool queue_wait(queue *q) {
     pthread_mutex_lock(&q->mu);
-    while (!q->closed && q->len == 0) pthread_cond_wait(&q->cv, &q->mu);
+    while (!q->closed && q->len == 0)
+        pthread_cond_wait(&q->cv, &q->mu);
     bool has = q->len > 0; // a closed queue is still drained
     pthread_mutex_unlock(&q->mu);
     return has;
@@ -139,7 +152,8 @@ int queue_next_batch(queue *q, int min_size, uint32_t prefill_budget, uint32_t t
     }
     pthread_mutex_unlock(&q->mu);
     double now = time_now();
-    for (int i = 0; i < n; i++) batch[i]->t_batched = now;
+    for (int i = 0; i < n; i++)
+        batch[i]->t_batched = now;
     while (gone) {
         queue_entry *next = gone->next;
         queue_entry_free(gone);

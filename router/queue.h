@@ -17,9 +17,9 @@ typedef struct queue_entry {
     struct queue_entry *next; // queue link
     // Batcher state of a running request.
     struct detok_stream *detok;
-    char *text;        // concatenated token texts (stop sequences are matched on it)
+    char *text; // concatenated token texts (stop sequences are matched on it)
     size_t text_len, text_cap;
-    int32_t *gen_ids;  // [n_gen] generated ids
+    int32_t *gen_ids; // [n_gen] generated ids
     int n_gen, cap_gen;
     bool dropped; // the client went away
 } queue_entry;
@@ -33,6 +33,8 @@ typedef struct queue queue;
 queue *queue_create(void);
 // Fails every entry still queued with err_msg (GEN_ERR_UNHEALTHY) and frees the queue.
 void queue_free(queue *q, const char *err_msg);
+// Fails and removes every entry still queued (shutdown after the grace period).
+void queue_fail_all(queue *q, const char *err_msg);
 
 // Appends e (assigning e->id) and wakes a waiting batcher. Returns false after queue_close.
 bool queue_append(queue *q, queue_entry *e);
@@ -50,4 +52,3 @@ bool queue_wait(queue *q);
 // *max_tokens gets that sum. batch has room for max_entries.
 int queue_next_batch(queue *q, int min_size, uint32_t prefill_budget, uint32_t token_budget,
                      queue_entry **batch, int max_entries, uint32_t *max_tokens, int *n_dropped);
-

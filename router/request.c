@@ -5,10 +5,13 @@
 #include <string.h>
 #include <time.h>
 
-void gen_request_in_init(gen_request_in *r) { memset(r, 0, sizeof *r); }
+void gen_request_in_init(gen_request_in *r) {
+    memset(r, 0, sizeof *r);
+}
 
 static void strings_free(char **s, int n) {
-    for (int i = 0; i < n; i++) free(s[i]);
+    for (int i = 0; i < n; i++)
+        free(s[i]);
     free(s);
 }
 
@@ -31,7 +34,8 @@ gen_request *gen_request_clone(const gen_request *r) {
     }
     memcpy(c->inputs, r->inputs, r->inputs_len + 1);
     memcpy(c->input_ids, r->input_ids, sizeof(int32_t) * (size_t)r->n_input);
-    for (int i = 0; i < r->params.n_stop; i++) c->params.stop[i] = strdup(r->params.stop[i]);
+    for (int i = 0; i < r->params.n_stop; i++)
+        c->params.stop[i] = strdup(r->params.stop[i]);
     return c;
 }
 
@@ -45,29 +49,42 @@ void gen_request_free(gen_request *r) {
 
 const char *finish_reason_name(finish_reason r) {
     switch (r) {
-    case FINISH_EOS_TOKEN: return "eos_token";
-    case FINISH_STOP_SEQUENCE: return "stop_sequence";
-    default: return "length";
+    case FINISH_EOS_TOKEN:
+        return "eos_token";
+    case FINISH_STOP_SEQUENCE:
+        return "stop_sequence";
+    default:
+        return "length";
     }
 }
 
 const char *gen_error_type(gen_error_kind k) {
     switch (k) {
-    case GEN_ERR_VALIDATION: return "validation";
-    case GEN_ERR_OVERLOADED: return "overloaded";
-    case GEN_ERR_GENERATION: return "generation";
-    case GEN_ERR_INCOMPLETE: return "incomplete_generation";
-    default: return "healthcheck";
+    case GEN_ERR_VALIDATION:
+        return "validation";
+    case GEN_ERR_OVERLOADED:
+        return "overloaded";
+    case GEN_ERR_GENERATION:
+        return "generation";
+    case GEN_ERR_INCOMPLETE:
+        return "incomplete_generation";
+    default:
+        return "healthcheck";
     }
 }
 
 int gen_error_http_status(gen_error_kind k) {
     switch (k) {
-    case GEN_ERR_VALIDATION: return 422;
-    case GEN_ERR_OVERLOADED: return 429;
-    case GEN_ERR_GENERATION: return 424;
-    case GEN_ERR_INCOMPLETE: return 500;
-    default: return 503;
+    case GEN_ERR_VALIDATION:
+        return 422;
+    case GEN_ERR_OVERLOADED:
+        return 429;
+    case GEN_ERR_GENERATION:
+        return 424;
+    case GEN_ERR_INCOMPLETE:
+        return 500;
+    default:
+        return 503;
     }
 }
 
@@ -84,7 +101,8 @@ gen_event *gen_event_error(gen_error_kind kind, const char *msg) {
 void gen_event_free(gen_event *ev) {
     if (!ev) return;
     free(ev->token.text);
-    for (int i = 0; i < ev->n_prefill; i++) free(ev->prefill[i].text);
+    for (int i = 0; i < ev->n_prefill; i++)
+        free(ev->prefill[i].text);
     free(ev->prefill);
     free(ev->generated_text);
     free(ev->error);

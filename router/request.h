@@ -96,7 +96,7 @@ int gen_error_http_status(gen_error_kind k);
 
 typedef struct gen_token {
     uint32_t id;
-    char *text; // owned
+    char *text;    // owned
     float logprob; // NaN when unknown (first prompt token)
     bool special;
 } gen_token;
@@ -121,8 +121,8 @@ typedef struct gen_event {
     bool has_seed; // END: the request sampled
     uint64_t seed;
     double t_queued, t_batched, t_end; // END: monotonic seconds (metrics, x-*-time headers)
-    gen_error_kind error_kind; // ERROR
-    char *error;               // ERROR: the message shown to the client, owned
+    gen_error_kind error_kind;         // ERROR
+    char *error;                       // ERROR: the message shown to the client, owned
 } gen_event;
 
 gen_event *gen_event_error(gen_error_kind kind, const char *msg);

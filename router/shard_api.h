@@ -35,7 +35,7 @@ void cached_batch_clear(cached_batch *b);
 // One request's output of one step.
 typedef struct shard_generation {
     uint64_t request_id;
-    uint32_t *prefill_ids; // [n_prefill] prompt ids, when prefill logprobs were asked; owned
+    uint32_t *prefill_ids;   // [n_prefill] prompt ids, when prefill logprobs were asked; owned
     float *prefill_logprobs; // [n_prefill] (the first is NaN), owned
     int n_prefill;
     uint32_t token_id;

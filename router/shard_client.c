@@ -1,5 +1,6 @@
 #include "router/shard_client.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,9 @@ struct shard_client {
     char uds_path[400];
     int n;
     rpc_channel **chs; // [n]
+    // Calls that run collectives on the ranks (everything but Info and Health) must reach every
+    // rank in the same order, or the ranks' all-reduces pair up wrongly: one at a time.
+    pthread_mutex_t step_mu;
     shard_api api;
 };
 
@@ -54,15 +58,24 @@ static fl_code call_all(shard_client *c, pb_shard_method m, pb_built *req, int t
     return rc;
 }
 
+static fl_code step_all(shard_client *c, pb_shard_method m, pb_built *req, int timeout_ms,
+                        rpc_result **res, fl_error *err) {
+    pthread_mutex_lock(&c->step_mu);
+    fl_code rc = call_all(c, m, req, timeout_ms, res, err);
+    pthread_mutex_unlock(&c->step_mu);
+    return rc;
+}
+
 static void results_free(shard_client *c, rpc_result *res) {
-    for (int i = 0; res && i < c->n; i++) rpc_result_clear(&res[i]);
+    for (int i = 0; res && i < c->n; i++)
+        rpc_result_clear(&res[i]);
     free(res);
 }
 
 static fl_code sc_prefill(void *self, const shard_batch *batch, shard_step *out, fl_error *err) {
     shard_client *c = self;
     rpc_result *res;
-    fl_code rc = call_all(c, PB_SHARD_PREFILL, pb_shard_prefill_request(batch), 0, &res, err);
+    fl_code rc = step_all(c, PB_SHARD_PREFILL, pb_shard_prefill_request(batch), 0, &res, err);
     if (rc == FL_OK) rc = pb_shard_step_from(res[0].resp, out, err);
     results_free(c, res);
     return rc;
@@ -72,7 +85,7 @@ static fl_code sc_decode(void *self, const cached_batch *batches, int n, shard_s
                          fl_error *err) {
     shard_client *c = self;
     rpc_result *res;
-    fl_code rc = call_all(c, PB_SHARD_DECODE, pb_shard_decode_request(batches, n), 0, &res, err);
+    fl_code rc = step_all(c, PB_SHARD_DECODE, pb_shard_decode_request(batches, n), 0, &res, err);
     if (rc == FL_OK) rc = pb_shard_step_from(res[0].resp, out, err);
     results_free(c, res);
     return rc;
@@ -82,7 +95,7 @@ static fl_code sc_filter(void *self, uint64_t batch_id, const uint64_t *keep, in
                          cached_batch *out, fl_error *err) {
     shard_client *c = self;
     rpc_result *res;
-    fl_code rc = call_all(c, PB_SHARD_FILTER_BATCH, pb_shard_filter_request(batch_id, keep, n_keep),
+    fl_code rc = step_all(c, PB_SHARD_FILTER_BATCH, pb_shard_filter_request(batch_id, keep, n_keep),
                           CONTROL_TIMEOUT_MS, &res, err);
     if (rc == FL_OK) rc = pb_shard_filtered_from(res[0].resp, out, err);
     results_free(c, res);
@@ -92,7 +105,7 @@ static fl_code sc_filter(void *self, uint64_t batch_id, const uint64_t *keep, in
 static fl_code sc_clear(void *self, uint64_t batch_id, fl_error *err) {
     shard_client *c = self;
     rpc_result *res;
-    fl_code rc = call_all(c, PB_SHARD_CLEAR_CACHE, pb_shard_clear_request(&batch_id, 1),
+    fl_code rc = step_all(c, PB_SHARD_CLEAR_CACHE, pb_shard_clear_request(&batch_id, 1),
                           CONTROL_TIMEOUT_MS, &res, err);
     results_free(c, res);
     return rc;
@@ -104,6 +117,7 @@ fl_code shard_client_create(const char *uds_path, int n_ranks, shard_client **ou
     if (!c) return fl_error_set(err, FL_ENOMEM, "shard client: out of memory");
     snprintf(c->uds_path, sizeof c->uds_path, "%s", uds_path);
     c->n = n_ranks;
+    pthread_mutex_init(&c->step_mu, NULL);
     c->chs = calloc((size_t)n_ranks, sizeof *c->chs);
     if (!c->chs) {
         shard_client_free(c);
@@ -126,6 +140,7 @@ void shard_client_free(shard_client *c) {
     for (int i = 0; c->chs && i < c->n; i++)
         if (c->chs[i]) rpc_channel_free(c->chs[i]);
     free(c->chs);
+    pthread_mutex_destroy(&c->step_mu);
     free(c);
 }
 
@@ -148,15 +163,15 @@ fl_code shard_client_info(shard_client *c, shard_info *out, fl_error *err) {
 
 fl_code shard_client_health(shard_client *c, fl_error *err) {
     rpc_result *res;
-    fl_code rc = call_all(c, PB_SHARD_HEALTH, pb_shard_empty_request(PB_SHARD_HEALTH), 10000,
-                          &res, err);
+    fl_code rc =
+        call_all(c, PB_SHARD_HEALTH, pb_shard_empty_request(PB_SHARD_HEALTH), 10000, &res, err);
     results_free(c, res);
     return rc;
 }
 
 fl_code shard_client_clear_all(shard_client *c, fl_error *err) {
     rpc_result *res;
-    fl_code rc = call_all(c, PB_SHARD_CLEAR_CACHE, pb_shard_clear_request(NULL, 0),
+    fl_code rc = step_all(c, PB_SHARD_CLEAR_CACHE, pb_shard_clear_request(NULL, 0),
                           CONTROL_TIMEOUT_MS, &res, err);
     results_free(c, res);
     return rc;
@@ -165,7 +180,7 @@ fl_code shard_client_clear_all(shard_client *c, fl_error *err) {
 fl_code shard_client_warmup(shard_client *c, const shard_batch *batch, uint32_t max_total_tokens,
                             uint32_t *capacity, fl_error *err) {
     rpc_result *res;
-    fl_code rc = call_all(c, PB_SHARD_WARMUP, pb_shard_warmup_request(batch, max_total_tokens), 0,
+    fl_code rc = step_all(c, PB_SHARD_WARMUP, pb_shard_warmup_request(batch, max_total_tokens), 0,
                           &res, err);
     if (rc == FL_OK) {
         uint32_t cap = UINT32_MAX;
@@ -179,4 +194,6 @@ fl_code shard_client_warmup(shard_client *c, const shard_batch *batch, uint32_t 
     return rc;
 }
 
-const shard_api *shard_client_api(shard_client *c) { return &c->api; }
+const shard_api *shard_client_api(shard_client *c) {
+    return &c->api;
+}

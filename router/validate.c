@@ -28,8 +28,8 @@ fl_code validate_params(const validate_limits *lim, gen_request_in *in, gen_para
     memset(out, 0, sizeof *out);
     // best_of 0 behaves as 1, as in TGI (only best_of > 1 takes the best-of path).
     uint32_t best_of = p->has_best_of && p->best_of > 1 ? (uint32_t)p->best_of : 1;
-    bool sampling = p->do_sample || p->has_temperature || p->has_top_k || p->has_top_p ||
-                    p->has_typical_p;
+    bool sampling =
+        p->do_sample || p->has_temperature || p->has_top_k || p->has_top_p || p->has_typical_p;
     if (best_of > 1 && !sampling)
         return fl_error_set(err, FL_EINVAL, "you must use sampling when `best_of` is > 1");
 
@@ -70,12 +70,17 @@ fl_code validate_params(const validate_limits *lim, gen_request_in *in, gen_para
         seed = validate_random_seed();
     }
     if (in->inputs_len == 0) return fl_error_set(err, FL_EINVAL, "`inputs` cannot be empty");
+    // The shards do not implement watermarking; refusing here keeps one such request from
+    // failing the whole prefill batch it would join.
+    if (p->watermark)
+        return fl_error_set(err, FL_EUNSUPPORTED, "`watermark` == true is not supported");
     uint32_t truncate = lim->max_input_length;
     if (p->has_truncate) {
         if (p->truncate <= 0 || p->truncate > (int64_t)lim->max_input_length)
-            return fl_error_set(err, FL_EINVAL,
-                                "`truncate` must be strictly positive and less than %u. Given: %lld",
-                                lim->max_input_length, (long long)p->truncate);
+            return fl_error_set(
+                err, FL_EINVAL,
+                "`truncate` must be strictly positive and less than %u. Given: %lld",
+                lim->max_input_length, (long long)p->truncate);
         truncate = (uint32_t)p->truncate;
     }
 
@@ -115,7 +120,8 @@ fl_code validate_lengths(const validate_limits *lim, int n_input, const gen_para
 }
 
 static void params_clear(gen_params *p) {
-    for (int i = 0; i < p->n_stop; i++) free(p->stop[i]);
+    for (int i = 0; i < p->n_stop; i++)
+        free(p->stop[i]);
     free(p->stop);
     p->stop = NULL;
     p->n_stop = 0;

@@ -3,8 +3,10 @@ falconlite-router (which spawns its falconlite-shard processes) on the CPU backe
 golden checkpoint, talk to it over HTTP and gRPC, and compare with `falconlite generate --json`.
 Exits 77 (ctest: skipped) when the binaries, the model or the Python clients are missing."""
 
+import atexit
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +26,7 @@ try:
     import grpc  # noqa: F401
     import grpc_tools.protoc  # noqa: F401
     import requests
+    import text_generation  # noqa: F401 (the model card's client)
 except ImportError as e:  # the venv of tests/requirements.txt is not in use
     skip(f"python test clients missing ({e}); install tests/requirements.txt")
 
@@ -53,6 +56,7 @@ def stubs():
     global _stubs
     if _stubs is None:
         out = tempfile.mkdtemp(prefix="fl_stubs_")
+        atexit.register(shutil.rmtree, out, True)
         from grpc_tools import protoc
         rc = protoc.main(["protoc", f"-I{SRC}/proto", f"--python_out={out}", f"--grpc_python_out={out}",
                           f"{SRC}/proto/generate.proto", f"{SRC}/proto/health.proto"])
@@ -98,8 +102,15 @@ class Router:
         self.stop()
         raise RuntimeError("router did not become healthy:\n" + self.logs())
 
-    def __exit__(self, *exc):
-        self.stop()
+    def __exit__(self, exc_type, exc, tb):
+        rc = self.stop()
+        if exc_type is None and rc != 0:
+            raise RuntimeError(f"router exited with {rc} after SIGTERM:\n{self.logs()}")
+        self.cleanup()
+
+    def cleanup(self):
+        """Removes the log and socket folder (kept when the router failed, for inspection)."""
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
     def stop(self, timeout=60):
         if self.proc.poll() is None:
@@ -109,11 +120,13 @@ class Router:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.log.close()
+        if not self.log.closed:
+            self.log.close()
         return self.proc.returncode
 
     def logs(self):
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         with open(self.log_path, errors="replace") as f:
             return f.read()[-6000:]
 

@@ -32,6 +32,7 @@ def main():
             assert d["seed"] is None and d["prefill"] == []
             assert "best_of_sequences" not in d
             assert resp.headers["x-compute-type"] == "cpu"
+            assert resp.headers["x-compute-characters"] == str(len(PROMPT))
             # Without details, only generated_text.
             plain = r.post("/generate", {"inputs": PROMPT, "parameters": {"max_new_tokens": 12}}).json()
             assert plain == {"generated_text": ref["text"]}
@@ -167,6 +168,10 @@ def main():
             resp = r.post("/generate", {"parameters": {}})
             assert resp.status_code == 422 and "missing field `inputs`" in resp.json()["error"]
             assert requests.get(r.url + "/nope", timeout=10).status_code == 404
+            # curl's "Expect: 100-continue" gets its interim answer, then the real one.
+            resp = requests.post(r.url + "/generate", timeout=30, headers={"expect": "100-continue"},
+                                 json={"inputs": PROMPT, "parameters": {"max_new_tokens": 2}})
+            assert resp.status_code == 200, resp.text
 
         def best_of():
             body = r.post("/generate", {"inputs": PROMPT, "parameters": {
@@ -176,6 +181,18 @@ def main():
             mean = lambda ts: sum(t["logprob"] for t in ts) / len(ts)  # noqa: E731
             assert mean(d["tokens"]) >= mean(d["best_of_sequences"][0]["tokens"]) - 1e-6
             assert d["seed"] is not None
+
+        def keep_alive_connection():
+            # One connection carries generate, stream, error and info responses in turn.
+            with requests.Session() as sess:
+                for _ in range(2):
+                    assert sess.post(r.url + "/generate", json={"inputs": PROMPT, "parameters": {"max_new_tokens": 12}},
+                                     timeout=60).json() == {"generated_text": ref["text"]}
+                    resp = sess.post(r.url + "/generate_stream", json={"inputs": PROMPT, "parameters": {"max_new_tokens": 3}},
+                                     timeout=60)
+                    assert resp.text.count("data:") == 3
+                    assert sess.post(r.url + "/generate", json={"inputs": ""}, timeout=60).status_code == 422
+                    assert sess.get(r.url + "/info", timeout=60).status_code == 200
 
         def info_and_metrics():
             info = requests.get(r.url + "/info", timeout=10).json()
@@ -195,7 +212,7 @@ def main():
 
         for fn in (http_generate, decoder_input_details, return_full_text, stop_sequence, http_stream,
                    compat_route, grpc_api, text_generation_client, validation_errors, malformed_json,
-                   best_of, info_and_metrics):
+                   best_of, keep_alive_connection, info_and_metrics):
             checks.run(fn.__name__, fn)
     checks.finish()
 

@@ -10,7 +10,7 @@ import signal
 import socket
 import time
 
-from router_harness import Checks, Router, requests
+from router_harness import Checks, Router, requests, stubs
 
 PROMPTS = ["Hello world", "The quick brown fox jumps", "1 2 3 4 5 6", "<|prompter|>Hi<|endoftext|><|assistant|>"]
 
@@ -91,7 +91,23 @@ def main():
             resp = r.post("/generate", {"inputs": PROMPTS[1], "parameters": {"max_new_tokens": 150}})
             assert resp.status_code == 200, resp.text
 
-        for fn in (concurrent_equals_solo, disconnect_mid_stream):
+        def grpc_cancel_mid_stream():
+            pb, pbg, _, _ = stubs()
+            before = r.metric('tgi_request_failure{err="dropped"}')
+            ch = r.grpc_channel()
+            it = pbg.TextGenerationStub(ch).GenerateStream(
+                pb.GenerateRequest(inputs=PROMPTS[2], parameters=pb.Parameters(max_new_tokens=199)))
+            next(it), next(it)
+            it.cancel()
+            deadline = time.time() + 30
+            while r.metric('tgi_request_failure{err="dropped"}') <= before:
+                assert time.time() < deadline, "the cancelled call was never dropped"
+                time.sleep(0.05)
+            ch.close()
+            resp = r.post("/generate", {"inputs": PROMPTS[1], "parameters": {"max_new_tokens": 150}})
+            assert resp.status_code == 200, resp.text
+
+        for fn in (concurrent_equals_solo, disconnect_mid_stream, grpc_cancel_mid_stream):
             checks.run(fn.__name__, fn)
 
     with Router("--max-concurrent-requests", "1") as r:
@@ -127,8 +143,29 @@ def main():
         assert r.proc.wait(60) == 0, r.logs()
         r.log.close()
         assert not any(os.path.exists(os.path.join(r.tmp, "sock", f"shard-{k}")) for k in range(1)), "socket left"
+        r.cleanup()
 
     checks.run("sigterm_in_flight", sigterm_in_flight)
+
+    def sigterm_grace_expired():
+        # Requests longer than the grace period (some still queued behind a small token budget)
+        # each end with an error event, and the router still exits cleanly.
+        r = Router("--shutdown-grace-ms", "300", max_input=64, max_total=2000, prefill=2000,
+                   batch_total=4000).__enter__()
+        with cf.ThreadPoolExecutor(4) as ex:
+            def stream(i):
+                return r.sse("/generate_stream", {"inputs": PROMPTS[i], "parameters": {"max_new_tokens": 1900}})
+            futs = [ex.submit(stream, i) for i in range(4)]
+            time.sleep(0.3)
+            r.proc.send_signal(signal.SIGTERM)
+            ends = [f.result()[0][-1] for f in futs]
+        assert r.proc.wait(60) == 0, r.logs()
+        r.log.close()
+        assert any("error" in e for e in ends), ends
+        assert all("error" in e or e.get("generated_text") is not None for e in ends), ends
+        r.cleanup()
+
+    checks.run("sigterm_grace_expired", sigterm_grace_expired)
 
     def tensor_parallel_2():
         bodies = [{"inputs": p, "parameters": {"max_new_tokens": 10, "details": True}} for p in PROMPTS]

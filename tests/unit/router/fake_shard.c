@@ -4,7 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static uint32_t blocks_tokens(uint32_t n) { return (n + 15) / 16 * 16; }
+static uint32_t blocks_tokens(uint32_t n) {
+    return (n + 15) / 16 * 16;
+}
 
 static fake_batch *find_batch(fake_shard *f, uint64_t id) {
     for (int i = 0; i < f->n_batches; i++)
@@ -19,7 +21,8 @@ static void req_release(fake_shard *f, fake_req *r) {
 }
 
 static void batch_drop(fake_shard *f, fake_batch *b) {
-    for (int i = 0; i < b->n; i++) req_release(f, &b->reqs[i]);
+    for (int i = 0; i < b->n; i++)
+        req_release(f, &b->reqs[i]);
     free(b->reqs);
     b->reqs = NULL;
     b->n = 0;
@@ -81,6 +84,7 @@ static void step(fake_shard *f, fake_batch *b, shard_step *out, const shard_batc
 
 static fl_code fake_prefill(void *self, const shard_batch *batch, shard_step *out, fl_error *err) {
     fake_shard *f = self;
+    if (f->n_prefill < 16) f->decodes_before_prefill[f->n_prefill] = f->n_decode;
     f->n_prefill++;
     if (batch->n > f->max_prefill_size) f->max_prefill_size = batch->n;
     uint32_t need = 0;
@@ -124,8 +128,9 @@ static fl_code fake_decode(void *self, const cached_batch *batches, int n, shard
     f->n_decode++;
     if (n > f->max_decode_batches) f->max_decode_batches = n;
     fake_batch *first = find_batch(f, batches[0].id);
-    if (!first) return fl_error_set(err, FL_ENOTFOUND, "batch %llu not found",
-                                    (unsigned long long)batches[0].id);
+    if (!first)
+        return fl_error_set(err, FL_ENOTFOUND, "batch %llu not found",
+                            (unsigned long long)batches[0].id);
     for (int i = 1; i < n; i++) {
         fake_batch *o = find_batch(f, batches[i].id);
         if (!o) return fl_error_set(err, FL_ENOTFOUND, "batch not found");
@@ -150,7 +155,8 @@ static fl_code fake_filter(void *self, uint64_t batch_id, const uint64_t *keep, 
     int kept = 0;
     for (int i = 0; i < b->n; i++) {
         bool k = false;
-        for (int j = 0; j < n_keep; j++) k = k || keep[j] == b->reqs[i].id;
+        for (int j = 0; j < n_keep; j++)
+            k = k || keep[j] == b->reqs[i].id;
         if (k) {
             b->reqs[kept++] = b->reqs[i];
         } else {

@@ -36,10 +36,11 @@ typedef struct fake_shard {
     uint32_t reserved;     // KV tokens in use
     uint32_t max_reserved; // high-water mark
     int n_prefill, n_decode, n_filter, n_clear;
-    int max_prefill_size;  // largest prefill batch seen
+    int max_prefill_size; // largest prefill batch seen
     int max_decode_batches;
-    int32_t fail_prefill_token; // a prompt containing this id fails its prefill (-1: never)
-    uint64_t filtered_out[256]; // request ids removed by FilterBatch
+    int decodes_before_prefill[16]; // n_decode when each prefill arrived
+    int32_t fail_prefill_token;     // a prompt containing this id fails its prefill (-1: never)
+    uint64_t filtered_out[256];     // request ids removed by FilterBatch
     int n_filtered_out;
 } fake_shard;
 

@@ -36,7 +36,9 @@ typedef struct result {
 static bool res_send(void *user, gen_event *ev) {
     result *r = user;
     switch (ev->kind) {
-    case GEN_EVENT_PREFILL: r->n_prefill = ev->n_prefill; break;
+    case GEN_EVENT_PREFILL:
+        r->n_prefill = ev->n_prefill;
+        break;
     case GEN_EVENT_TOKEN:
     case GEN_EVENT_END:
         r->n_tokens++;
@@ -66,15 +68,17 @@ static bool res_alive(void *user) {
     return !(r->disconnect_after > 0 && r->n_tokens >= r->disconnect_after);
 }
 
-static void res_release(void *user) { ((result *)user)->released = true; }
+static void res_release(void *user) {
+    ((result *)user)->released = true;
+}
 
 static void submit_ex(queue *q, result *r, const char *prompt, uint32_t max_new, const char *stop,
                       bool prefill_details) {
     gen_request *req = calloc(1, sizeof *req);
     req->inputs = strdup(prompt);
     req->inputs_len = strlen(prompt);
-    assert_int_equal(tokenizer_encode(tok, prompt, strlen(prompt), &req->input_ids, &req->n_input, NULL),
-                     FL_OK);
+    assert_int_equal(
+        tokenizer_encode(tok, prompt, strlen(prompt), &req->input_ids, &req->n_input, NULL), FL_OK);
     req->params.temperature = req->params.repetition_penalty = 1.0f;
     req->params.top_p = req->params.typical_p = 1.0f;
     req->params.max_new_tokens = max_new;
@@ -176,10 +180,11 @@ static void test_concurrent_equals_solo(void **state) {
     }
     fixture f;
     batcher_config cfg = default_cfg();
-    cfg.max_batch_total_tokens = 150; // forces several prefills and newcomers joining later
+    cfg.max_batch_total_tokens = 150;     // forces several prefills and newcomers joining later
     fixture_init(&f, cfg, 150 + 16 * 16); // slack for block rounding, as TGI's warmup adds
     for (int i = 0; i < 16; i++)
-        submit(f.q, &together[i], prompts[i % 4], 3 + (uint32_t)(i * 7) % 23, i % 5 == 0 ? "o" : NULL);
+        submit(f.q, &together[i], prompts[i % 4], 3 + (uint32_t)(i * 7) % 23,
+               i % 5 == 0 ? "o" : NULL);
     batcher_run_until_idle(f.b);
     for (int i = 0; i < 16; i++) {
         assert_true(together[i].ended);
@@ -192,6 +197,35 @@ static void test_concurrent_equals_solo(void **state) {
     assert_true(f.shard.max_decode_batches == 2); // newcomers were decoded with the running batch
     assert_true(f.shard.max_reserved <= 150 + 16 * 16);
     fixture_free(&f);
+}
+
+// A newcomer joins a running batch of 2 only when floor(2 * waiting_served_ratio) requests wait,
+// or once max_waiting_tokens decode steps have passed (TGI batching_task).
+static void test_waiting_served_ratio(void **state) {
+    int32_t *ids = NULL;
+    int n = 0;
+    assert_int_equal(tokenizer_encode(tok, "Hello world", 11, &ids, &n, NULL), FL_OK);
+    free(ids);
+    float ratios[2] = {1.2f, 0.5f};
+    int joined_after[2] = {4, 0}; // decode steps before the newcomer's prefill
+    for (int k = 0; k < 2; k++) {
+        fixture f;
+        batcher_config cfg = default_cfg();
+        cfg.max_batch_prefill_tokens = (uint32_t)(2 * n); // the first prefill takes two
+        cfg.waiting_served_ratio = ratios[k];
+        cfg.max_waiting_tokens = 5;
+        fixture_init(&f, cfg, 16000);
+        result r[3];
+        memset(r, 0, sizeof r);
+        for (int i = 0; i < 3; i++)
+            submit(f.q, &r[i], "Hello world", 20, NULL);
+        batcher_run_until_idle(f.b);
+        for (int i = 0; i < 3; i++)
+            assert_true(r[i].ended);
+        assert_int_equal(f.shard.n_prefill, 2);
+        assert_int_equal(f.shard.decodes_before_prefill[1], joined_after[k]);
+        fixture_free(&f);
+    }
 }
 
 static void test_disconnect_frees_blocks(void **state) {
@@ -273,6 +307,7 @@ int main(void) {
         cmocka_unit_test(test_single_request),
         cmocka_unit_test(test_eos_and_stop_sequence),
         cmocka_unit_test(test_concurrent_equals_solo),
+        cmocka_unit_test(test_waiting_served_ratio),
         cmocka_unit_test(test_disconnect_frees_blocks),
         cmocka_unit_test(test_failed_prefill_spares_running_batch),
         cmocka_unit_test(test_prefill_logprobs),

@@ -21,11 +21,12 @@ static void test_parse_request(void **state) {
     gen_request_in in;
     char msg[512];
     bool stream = false;
-    assert_int_equal(parse("{\"inputs\":\"hi\",\"stream\":true,\"parameters\":{\"do_sample\":true,"
-                           "\"max_new_tokens\":250,\"typical_p\":0.2,\"seed\":1,\"temperature\":null,"
-                           "\"stop\":[\"a\",\"bc\"],\"truncate\":null,\"details\":true,\"unknown\":5}}",
-                           &in, &stream, msg),
-                     JSON_PARSE_OK);
+    assert_int_equal(
+        parse("{\"inputs\":\"hi\",\"stream\":true,\"parameters\":{\"do_sample\":true,"
+              "\"max_new_tokens\":250,\"typical_p\":0.2,\"seed\":1,\"temperature\":null,"
+              "\"stop\":[\"a\",\"bc\"],\"truncate\":null,\"details\":true,\"unknown\":5}}",
+              &in, &stream, msg),
+        JSON_PARSE_OK);
     assert_string_equal(in.inputs, "hi");
     assert_true(stream);
     assert_true(in.params.do_sample && in.params.details);
@@ -51,8 +52,9 @@ static void test_parse_errors(void **state) {
     assert_int_equal(parse("{\"parameters\":{}}", &in, NULL, msg), JSON_PARSE_TYPE);
     assert_non_null(strstr(msg, "missing field `inputs`"));
     assert_int_equal(parse("{\"inputs\":3}", &in, NULL, msg), JSON_PARSE_TYPE);
-    assert_int_equal(parse("{\"inputs\":\"x\",\"parameters\":{\"max_new_tokens\":-1}}", &in, NULL, msg),
-                     JSON_PARSE_TYPE);
+    assert_int_equal(
+        parse("{\"inputs\":\"x\",\"parameters\":{\"max_new_tokens\":-1}}", &in, NULL, msg),
+        JSON_PARSE_TYPE);
     assert_non_null(strstr(msg, "parameters.max_new_tokens"));
     assert_int_equal(parse("{\"inputs\":\"x\",\"parameters\":{\"top_k\":1.5}}", &in, NULL, msg),
                      JSON_PARSE_TYPE);
@@ -61,8 +63,9 @@ static void test_parse_errors(void **state) {
     assert_int_equal(parse("{\"inputs\":\"x\",\"parameters\":{\"do_sample\":1}}", &in, NULL, msg),
                      JSON_PARSE_TYPE);
     // Out-of-range values that parse are left for validation (TGI's 422 with its message).
-    assert_int_equal(parse("{\"inputs\":\"x\",\"parameters\":{\"top_k\":-1,\"top_p\":1.0}}", &in, NULL, msg),
-                     JSON_PARSE_OK);
+    assert_int_equal(
+        parse("{\"inputs\":\"x\",\"parameters\":{\"top_k\":-1,\"top_p\":1.0}}", &in, NULL, msg),
+        JSON_PARSE_OK);
     assert_true(in.params.has_top_k && in.params.top_k == -1);
     gen_request_in_clear(&in);
 }
@@ -75,9 +78,15 @@ static void test_render(void **state) {
     gen_token toks[2] = {{.id = 5, .text = "Hel", .logprob = -0.5f, .special = false},
                          {.id = 11, .text = "<|endoftext|>", .logprob = -0.25f, .special = true}};
     gen_token pre[1] = {{.id = 7, .text = "A", .logprob = NAN}};
-    gen_result r = {.generated_text = "Hel", .finish = FINISH_EOS_TOKEN, .generated_tokens = 2,
-                    .has_seed = true, .seed = 18446744073709551615ULL, .prefill = pre,
-                    .n_prefill = 1, .tokens = toks, .n_tokens = 2};
+    gen_result r = {.generated_text = "Hel",
+                    .finish = FINISH_EOS_TOKEN,
+                    .generated_tokens = 2,
+                    .has_seed = true,
+                    .seed = 18446744073709551615ULL,
+                    .prefill = pre,
+                    .n_prefill = 1,
+                    .tokens = toks,
+                    .n_tokens = 2};
     gen_outcome o = {.results = &r, .n_results = 1};
     s = api_json_generate(&o, false);
     assert_string_equal(s, "{\"generated_text\":\"Hel\"}");
@@ -93,17 +102,19 @@ static void test_render(void **state) {
 
     gen_event ev = {.kind = GEN_EVENT_TOKEN, .token = toks[0]};
     s = api_json_stream_event(&ev, true);
-    assert_string_equal(s, "{\"token\":{\"id\":5,\"text\":\"Hel\",\"logprob\":-0.5,\"special\":false},"
-                           "\"generated_text\":null,\"details\":null}");
+    assert_string_equal(s,
+                        "{\"token\":{\"id\":5,\"text\":\"Hel\",\"logprob\":-0.5,\"special\":false},"
+                        "\"generated_text\":null,\"details\":null}");
     free(s);
     ev.kind = GEN_EVENT_END;
     ev.generated_text = "Hel";
     ev.finish = FINISH_LENGTH;
     ev.generated_tokens = 1;
     s = api_json_stream_event(&ev, true);
-    assert_string_equal(s, "{\"token\":{\"id\":5,\"text\":\"Hel\",\"logprob\":-0.5,\"special\":false},"
-                           "\"generated_text\":\"Hel\",\"details\":{\"finish_reason\":\"length\","
-                           "\"generated_tokens\":1,\"seed\":null}}");
+    assert_string_equal(s,
+                        "{\"token\":{\"id\":5,\"text\":\"Hel\",\"logprob\":-0.5,\"special\":false},"
+                        "\"generated_text\":\"Hel\",\"details\":{\"finish_reason\":\"length\","
+                        "\"generated_tokens\":1,\"seed\":null}}");
     free(s);
 }
 

@@ -27,7 +27,8 @@ static const char *check(gen_request_in *in) {
     gen_params p;
     memset(&err, 0, sizeof err);
     if (validate_params(&lim, in, &p, &err) == FL_OK) {
-        for (int i = 0; i < p.n_stop; i++) free(p.stop[i]);
+        for (int i = 0; i < p.n_stop; i++)
+            free(p.stop[i]);
         free(p.stop);
         return "";
     }
@@ -78,7 +79,8 @@ static void test_messages_and_order(void **state) {
     in.params.max_new_tokens = 10;
     in.params.n_stop = 5;
     in.params.stop = calloc(5, sizeof(char *));
-    for (int i = 0; i < 5; i++) in.params.stop[i] = strdup("x");
+    for (int i = 0; i < 5; i++)
+        in.params.stop[i] = strdup("x");
     assert_string_equal(check(&in), "`stop` supports up to 4 stop sequences. Given: 5");
     free(in.params.stop[4]);
     in.params.n_stop = 4;
@@ -91,9 +93,14 @@ static void test_messages_and_order(void **state) {
     in.inputs_len = 0;
     assert_string_equal(check(&in), "`inputs` cannot be empty");
     in.inputs_len = 2;
-    assert_string_equal(check(&in), "`truncate` must be strictly positive and less than 1024. Given: 0");
+    in.params.watermark = true;
+    assert_string_equal(check(&in), "`watermark` == true is not supported");
+    in.params.watermark = false;
+    assert_string_equal(check(&in),
+                        "`truncate` must be strictly positive and less than 1024. Given: 0");
     in.params.truncate = 1025;
-    assert_string_equal(check(&in), "`truncate` must be strictly positive and less than 1024. Given: 1025");
+    assert_string_equal(check(&in),
+                        "`truncate` must be strictly positive and less than 1024. Given: 1025");
     gen_request_in_clear(&in);
 }
 
@@ -129,7 +136,9 @@ static gen_request *fake_request(int n_input, uint32_t max_new) {
     return r;
 }
 
-static bool alive_flag(void *user) { return *(bool *)user; }
+static bool alive_flag(void *user) {
+    return *(bool *)user;
+}
 static bool send_discard(void *user, gen_event *ev) {
     gen_event_free(ev);
     return true;
@@ -141,7 +150,8 @@ static void test_queue_budgets(void **state) {
     int sizes[5][2] = {{10, 10}, {20, 10}, {5, 5}, {100, 10}, {1, 1}};
     for (int i = 0; i < 5; i++) {
         gen_sink sink = {.send = send_discard, .alive = alive_flag, .user = &alive[i]};
-        assert_true(queue_append(q, queue_entry_create(fake_request(sizes[i][0], sizes[i][1]), sink)));
+        assert_true(
+            queue_append(q, queue_entry_create(fake_request(sizes[i][0], sizes[i][1]), sink)));
     }
     queue_entry *batch[8];
     uint32_t max_tokens = 0;

@@ -1,0 +1,107 @@
+// Launcher flags and their environment variables, as the model card's start script uses them,
+// and TGI's argument rules.
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "router/config.h"
+
+static fl_code parse(int argc, char **argv, router_config *c, fl_error *err) {
+    bool help = false;
+    return router_config_parse(argc, argv, c, &help, err);
+}
+
+static void test_defaults(void **state) {
+    char *argv[] = {"router", "--model-id", "/m", NULL};
+    router_config c;
+    fl_error err = {0};
+    assert_int_equal(parse(3, argv, &c, &err), FL_OK);
+    assert_string_equal(c.model_id, "/m");
+    assert_int_equal(c.max_input_length, 1024);
+    assert_int_equal(c.max_total_tokens, 2048);
+    assert_int_equal(c.max_batch_prefill_tokens, 4096);
+    assert_int_equal(c.max_batch_total_tokens, 16000);
+    assert_int_equal(c.max_concurrent_requests, 128);
+    assert_true(c.waiting_served_ratio > 1.19f && c.waiting_served_ratio < 1.21f);
+    assert_int_equal(c.max_waiting_tokens, 20);
+    assert_int_equal(c.max_best_of, 2);
+    assert_int_equal(c.max_stop_sequences, 4);
+    assert_int_equal(c.port, 3000);
+    assert_string_equal(c.shard_uds_path, "/tmp/text-generation-server");
+}
+
+// start_falconlite.sh: flags on the command line, GPTQ/NTK settings in the environment.
+static void test_model_card_flags_and_env(void **state) {
+    setenv("MAX_CONCURRENT_REQUESTS", "7", 1);
+    setenv("PORT", "8080", 1);
+    setenv("HOSTNAME", "buildhost-1", 1); // a machine name, not an address: ignored
+    char *argv[] = {"router",
+                    "--model-id",
+                    "amazon/FalconLite",
+                    "--num-shard",
+                    "4",
+                    "--max-input-length",
+                    "12000",
+                    "--max-total-tokens",
+                    "12001",
+                    "--max-batch-prefill-tokens",
+                    "12001",
+                    "--max-batch-total-tokens",
+                    "12001",
+                    "--trust-remote-code",
+                    "--quantize",
+                    "gptq",
+                    "-p",
+                    "443",
+                    NULL};
+    router_config c;
+    fl_error err = {0};
+    fl_code rc = parse(18, argv, &c, &err);
+    if (rc != FL_OK) print_error("%s\n", err.msg);
+    assert_int_equal(rc, FL_OK);
+    assert_int_equal(c.num_shard, 4);
+    assert_int_equal(c.max_input_length, 12000);
+    assert_int_equal(c.max_batch_total_tokens, 12001);
+    assert_string_equal(c.quantize, "gptq");
+    assert_int_equal(c.max_concurrent_requests, 7); // from the environment
+    assert_int_equal(c.port, 443);                  // the flag wins over PORT
+    assert_string_equal(c.hostname, "0.0.0.0");
+    unsetenv("MAX_CONCURRENT_REQUESTS");
+    unsetenv("PORT");
+    unsetenv("HOSTNAME");
+}
+
+static void test_rules(void **state) {
+    router_config c;
+    fl_error err = {0};
+    char *a[] = {"router", "--model-id", "/m", "--max-input-length", "2048", NULL};
+    assert_int_equal(parse(5, a, &c, &err), FL_EINVAL);
+    assert_string_equal(err.msg, "`max_input_length` must be < `max_total_tokens`");
+    char *b[] = {"router", "--model-id", "/m", "--max-batch-prefill-tokens", "100", NULL};
+    assert_int_equal(parse(5, b, &c, &err), FL_EINVAL);
+    assert_non_null(strstr(err.msg, "`max_batch_prefill_tokens` must be >= `max_input_length`"));
+    char *d[] = {"router", "--model-id", "/m", "--max-batch-total-tokens", "2000", NULL};
+    assert_int_equal(parse(5, d, &c, &err), FL_EINVAL);
+    char *e[] = {"router", "--model-id", "/m", "--max-input-length", "abc", NULL};
+    assert_int_equal(parse(5, e, &c, &err), FL_EINVAL);
+    assert_non_null(strstr(err.msg, "--max-input-length"));
+    char *f[] = {"router", "--model-id", "/m", "--no-such-flag", NULL};
+    assert_int_equal(parse(4, f, &c, &err), FL_EINVAL);
+    char *g[] = {"router", NULL};
+    assert_int_equal(parse(1, g, &c, &err), FL_EINVAL);
+}
+
+int main(void) {
+    unsetenv("MODEL_ID");
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_model_card_flags_and_env),
+        cmocka_unit_test(test_rules),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
