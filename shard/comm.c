@@ -1,5 +1,7 @@
 #include "shard/comm.h"
 
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +16,14 @@ fl_code comm_rendezvous_path(const char *dir, const char *id, const char *suffix
     int n = snprintf(out, cap, "%s/falconlite-comm-%s%s", dir ? dir : "/dev/shm", id, suffix);
     if (n < 0 || (size_t)n >= cap) return fl_error_set(err, FL_EINVAL, "comm: path too long");
     return FL_OK;
+}
+
+int comm_dead_peer(const comm *c, const int32_t *pids) {
+    for (int r = 0; r < c->world; r++) {
+        int32_t pid = __atomic_load_n(&pids[r], __ATOMIC_ACQUIRE);
+        if (r != c->rank && pid > 0 && kill(pid, 0) != 0 && errno == ESRCH) return r;
+    }
+    return -1;
 }
 
 fl_code comm_create(backend *be, int rank, int world, const char *id, const char *dir,

@@ -1,5 +1,7 @@
 // Inside shard/comm.h: the transport behind a comm (shared memory or NCCL).
 #pragma once
+#include <stdint.h>
+
 #include "shard/comm.h"
 
 typedef struct comm_ops {
@@ -14,6 +16,10 @@ struct comm {
     void *impl;
     int broken; // a transport error happened: the ranks are out of step, every later op fails
 };
+
+// The rank of a peer whose process (pids[rank], 0 = unknown) has exited, else -1. Ranks run on one
+// host, so a collective waiting on a dead peer can fail instead of hanging.
+int comm_dead_peer(const comm *c, const int32_t *pids);
 
 // The rendezvous file <dir>/falconlite-comm-<id><suffix> (dir NULL: /dev/shm).
 fl_code comm_rendezvous_path(const char *dir, const char *id, const char *suffix, char *out,

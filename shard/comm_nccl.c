@@ -3,14 +3,16 @@
 // current device (set by the CUDA backend).
 //
 // The backend's stream is not visible through kernels/backend.h, so collectives run on the
-// legacy default stream between a backend sync and a stream sync: correct whatever stream the
-// backend uses, at the price of a host round trip per collective.
+// legacy default stream between a backend sync and a wait for that stream: correct whatever
+// stream the backend uses, at the price of a host round trip per collective. The wait polls, so
+// that a peer rank that died (NCCL would block forever) aborts the communicator with an error.
 #ifdef FALCONLITE_HAVE_CUDA
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -19,10 +21,14 @@
 
 #include "shard/comm_impl.h"
 
+#define NCCL_POLL_SPIN_US  2000 // busy-poll this long before sleeping between polls
+#define NCCL_PEER_CHECK_MS 100
+
 typedef struct nccl_comm {
-    ncclComm_t nc;
-    float *dev; // [cap] scratch for host all-gathers: world * n floats
+    ncclComm_t nc; // NULL once aborted
+    float *dev;    // [cap] scratch for host all-gathers: world * n floats
     size_t cap;
+    int32_t *pids; // [world] every rank's process id
 } nccl_comm;
 
 static fl_code nccl_check(ncclResult_t r, const char *what, fl_error *err) {
@@ -33,6 +39,40 @@ static fl_code nccl_check(ncclResult_t r, const char *what, fl_error *err) {
 static fl_code cuda_check(cudaError_t e, const char *what, fl_error *err) {
     if (e == cudaSuccess) return FL_OK;
     return fl_error_set(err, FL_EBACKEND, "comm: %s: %s", what, cudaGetErrorString(e));
+}
+
+static int64_t now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+// Waits for the collective queued on the default stream. A dead peer or an NCCL error aborts the
+// communicator (its kernels then exit) and fails.
+static fl_code nccl_wait(comm *c, const char *what, fl_error *err) {
+    nccl_comm *nc = c->impl;
+    int64_t start = now_us(), last_check = start;
+    for (;;) {
+        cudaError_t e = cudaStreamQuery(0);
+        if (e == cudaSuccess) return FL_OK;
+        if (e != cudaErrorNotReady) return cuda_check(e, what, err);
+        int64_t t = now_us();
+        if (t - last_check < NCCL_PEER_CHECK_MS * 1000) {
+            if (t - start > NCCL_POLL_SPIN_US) usleep(50);
+            continue;
+        }
+        last_check = t;
+        ncclResult_t async = ncclSuccess;
+        ncclCommGetAsyncError(nc->nc, &async);
+        int dead = comm_dead_peer(c, nc->pids);
+        if (async == ncclSuccess && dead < 0) continue;
+        ncclCommAbort(nc->nc);
+        nc->nc = NULL;
+        if (dead >= 0)
+            return fl_error_set(err, FL_EBACKEND, "comm rank %d: %s: rank %d exited", c->rank, what,
+                                dead);
+        return nccl_check(async, what, err);
+    }
 }
 
 static fl_code nccl_all_reduce_sum(comm *c, backend *be, void *buf, size_t n, fl_error *err) {
@@ -55,7 +95,7 @@ static fl_code nccl_all_reduce_sum(comm *c, backend *be, void *buf, size_t n, fl
     if (rc != FL_OK) return rc;
     rc = nccl_check(ncclAllReduce(buf, buf, n, t, ncclSum, nc->nc, 0), "all-reduce", err);
     if (rc != FL_OK) return rc;
-    return cuda_check(cudaStreamSynchronize(0), "all-reduce sync", err);
+    return nccl_wait(c, "all-reduce", err);
 }
 
 static fl_code nccl_all_gather_f32(comm *c, const float *in, float *out, size_t n, fl_error *err) {
@@ -75,6 +115,7 @@ static fl_code nccl_all_gather_f32(comm *c, const float *in, float *out, size_t 
                             "all-gather upload", err);
     if (rc == FL_OK)
         rc = nccl_check(ncclAllGather(mine, nc->dev, n, ncclFloat, nc->nc, 0), "all-gather", err);
+    if (rc == FL_OK) rc = nccl_wait(c, "all-gather", err);
     if (rc == FL_OK)
         rc = cuda_check(cudaMemcpy(out, nc->dev, need * sizeof(float), cudaMemcpyDeviceToHost),
                         "all-gather download", err);
@@ -86,6 +127,7 @@ static void nccl_free(comm *c) {
     if (!nc) return;
     if (nc->nc) ncclCommDestroy(nc->nc);
     cudaFree(nc->dev);
+    free(nc->pids);
     free(nc);
     c->impl = NULL;
 }
@@ -149,6 +191,28 @@ fl_code comm_nccl_create(comm *c, backend *be, const char *path, int timeout_ms,
     if (c->rank == 0) unlink(id_path); // every rank has joined: the id is no longer needed
     c->impl = nc;
     c->ops = &nccl_ops;
-    return FL_OK;
+    // Learn the peers' process ids (for nccl_wait): all-gather through a device buffer.
+    nc->pids = calloc((size_t)c->world, sizeof *nc->pids);
+    int32_t *dev = NULL;
+    int32_t me = (int32_t)getpid();
+    rc = nc->pids ? FL_OK : fl_error_set(err, FL_ENOMEM, "comm: out of memory");
+    if (rc == FL_OK)
+        rc = cuda_check(cudaMalloc((void **)&dev, (size_t)c->world * sizeof *dev), "pids", err);
+    if (rc == FL_OK)
+        rc = cuda_check(cudaMemcpy(dev + c->rank, &me, sizeof me, cudaMemcpyHostToDevice), "pids",
+                        err);
+    if (rc == FL_OK)
+        rc = nccl_check(ncclAllGather(dev + c->rank, dev, 1, ncclInt32, nc->nc, 0), "pids", err);
+    if (rc == FL_OK) rc = cuda_check(cudaStreamSynchronize(0), "pids", err);
+    if (rc == FL_OK)
+        rc = cuda_check(
+            cudaMemcpy(nc->pids, dev, (size_t)c->world * sizeof *dev, cudaMemcpyDeviceToHost),
+            "pids", err);
+    cudaFree(dev);
+    if (rc != FL_OK) {
+        nccl_free(c);
+        c->ops = NULL;
+    }
+    return rc;
 }
 #endif

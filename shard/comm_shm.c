@@ -9,7 +9,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/futex.h>
-#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,15 +63,6 @@ static int64_t now_ms(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-// Returns the rank of a peer that has registered and is no longer alive, else -1.
-static int shm_dead_peer(const comm *c, const shm_header *h) {
-    for (int r = 0; r < c->world; r++) {
-        pid_t pid = __atomic_load_n(&h->pid[r], __ATOMIC_ACQUIRE);
-        if (r != c->rank && pid > 0 && kill(pid, 0) != 0 && errno == ESRCH) return r;
-    }
-    return -1;
-}
-
 // Waits until every rank has arrived. timeout_ms < 0: wait as long as the peers live.
 static fl_code shm_barrier(comm *c, int timeout_ms, fl_error *err) {
     shm_comm *s = c->impl;
@@ -94,7 +84,7 @@ static fl_code shm_barrier(comm *c, int timeout_ms, fl_error *err) {
         if (__atomic_load_n(&h->generation, __ATOMIC_ACQUIRE) != gen) break;
         if (__atomic_load_n(&h->failed, __ATOMIC_ACQUIRE))
             return fl_error_set(err, FL_EBACKEND, "comm rank %d: a peer rank failed", c->rank);
-        int dead = shm_dead_peer(c, h);
+        int dead = comm_dead_peer(c, h->pid);
         if (dead >= 0)
             return fl_error_set(err, FL_EBACKEND, "comm rank %d: rank %d exited", c->rank, dead);
         if (timeout_ms >= 0 && now_ms() - start > timeout_ms)

@@ -10,8 +10,12 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <unistd.h>
+
 #include "common/log.h"
 #include "shard/service.h"
+
+#define STOP_TIMEOUT_S 30
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -210,6 +214,9 @@ int main(int argc, char **argv) {
     }
     int sig = 0;
     sigwait(&sigs, &sig);
+    // A step stuck in the backend or a collective must not keep the process alive: SIGALRM's
+    // default action ends it if the orderly stop takes longer than this.
+    alarm(STOP_TIMEOUT_S);
     int failed = shard_service_failed(s);
     log_info("stopping (%s)", failed ? "backend failure" : sig == SIGINT ? "SIGINT" : "SIGTERM");
     shard_service_free(s);

@@ -67,6 +67,19 @@ __global__ void __launch_bounds__(GEMV_THREADS)
     const int g1 = min(G, g0 + groups_per_slice);
     const int r0 = group_row[g0], n_rows = group_row[g1] - r0;
     const int n_k = n_rows * 8;
+    const int n4 = blockIdx.x * blockDim.x + threadIdx.x;
+    const bool active = n4 * GEMV_COLS_PER_THREAD < N;
+    const int r_end = r0 + n_rows;
+    // The slice's packed rows stream in batches of 4 (64 bytes per thread), double-buffered: the
+    // next batch is in flight while this one is computed. The first batch is issued before the
+    // activations are staged, so the block's first weight bytes do not wait for them.
+    const uint4 *wcol = reinterpret_cast<const uint4 *>(qw) + n4;
+    const size_t wstride = (size_t)N / 4; // uint4 per packed row
+    uint4 cur[4];
+#pragma unroll
+    for (int u = 0; u < 4; u++)
+        cur[u] = active && r0 + u < r_end ? __ldcs(wcol + (size_t)(r0 + u) * wstride)
+                                          : make_uint4(0, 0, 0, 0);
     for (int i = threadIdx.x; i < M * n_k; i += blockDim.x) {
         int m = i / n_k, kk = i - m * n_k;
         int k = 8 * r0 + kk;
@@ -76,51 +89,55 @@ __global__ void __launch_bounds__(GEMV_THREADS)
             k >= 0 ? x[(size_t)m * K + k] : __float2half(0.0f);
     }
     __syncthreads();
-    const int n4 = blockIdx.x * blockDim.x + threadIdx.x;
-    const bool active = n4 * GEMV_COLS_PER_THREAD < N;
 
-    float out[M][4];
+    float out[M][4], gacc[M][4];
 #pragma unroll
     for (int m = 0; m < M; m++)
 #pragma unroll
-        for (int c = 0; c < 4; c++) out[m][c] = 0.0f;
-
-    for (int g = g0; g < (active ? g1 : g0); g++) {
-        const uint2 s_raw = *reinterpret_cast<const uint2 *>(&scales[(size_t)g * N + 4 * n4]);
-        const uint32_t z_raw = zeros[(size_t)g * (N / 4) + n4];
-        __half2 bias[4]; // -(1024 + z) / 16 per column, so hfma2(1024 + q, 1/16, bias) = (q - z)/16
+        for (int c = 0; c < 4; c++) out[m][c] = gacc[m][c] = 0.0f;
+    int g = g0 - 1, g_end = r0; // current group and its first row past the end
+    __half2 bias[4];            // -(1024 + z) / 16 per column: hfma2(1024 + q, 1/16, bias) = (q - z)/16
+    float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int r = active ? r0 : r_end; r < r_end; r += 4) {
+        uint4 nxt[4];
 #pragma unroll
-        for (int c = 0; c < 4; c++)
-            bias[c] = __float2half2_rn(-(1024.0f + (float)((z_raw >> (8 * c)) & 0xff)) / 16.0f);
-        float gacc[M][4];
+        for (int u = 0; u < 4; u++)
+            nxt[u] = r + 4 + u < r_end ? __ldcs(wcol + (size_t)(r + 4 + u) * wstride)
+                                       : make_uint4(0, 0, 0, 0);
 #pragma unroll
-        for (int m = 0; m < M; m++)
+        for (int u = 0; u < 4; u++) {
+            const int rr = r + u;
+            if (rr >= r_end) break;
+            while (rr == g_end) { // entering the next (non-empty) group: apply the last one's scale
 #pragma unroll
-            for (int c = 0; c < 4; c++) gacc[m][c] = 0.0f;
-
-        const int rg0 = group_row[g], rg1 = group_row[g + 1];
-        int r = rg0;
-        // Batches of 4 packed rows: issue the loads first so 64 bytes per thread are in flight.
-        for (; r + 4 <= rg1; r += 4) {
-            uint4 q[4];
+                for (int m = 0; m < M; m++)
 #pragma unroll
-            for (int u = 0; u < 4; u++)
-                q[u] = __ldcs(reinterpret_cast<const uint4 *>(&qw[(size_t)(r + u) * N + 4 * n4]));
+                    for (int c = 0; c < 4; c++) {
+                        out[m][c] += gacc[m][c] * s[c];
+                        gacc[m][c] = 0.0f;
+                    }
+                g++;
+                g_end = group_row[g + 1];
+                const uint2 s_raw = *reinterpret_cast<const uint2 *>(&scales[(size_t)g * N + 4 * n4]);
+                const uint32_t z_raw = zeros[(size_t)g * (N / 4) + n4];
 #pragma unroll
-            for (int u = 0; u < 4; u++)
-                gemv_row<M>(q[u], xs + (r + u - r0) * 8, n_k, bias, gacc);
+                for (int c = 0; c < 4; c++)
+                    bias[c] = __float2half2_rn(-(1024.0f + (float)((z_raw >> (8 * c)) & 0xff)) / 16.0f);
+                const __half2 s01 = u32_as_half2(s_raw.x), s23 = u32_as_half2(s_raw.y);
+                s[0] = 16.0f * __low2float(s01);
+                s[1] = 16.0f * __high2float(s01);
+                s[2] = 16.0f * __low2float(s23);
+                s[3] = 16.0f * __high2float(s23);
+            }
+            gemv_row<M>(cur[u], xs + (rr - r0) * 8, n_k, bias, gacc);
         }
-        for (; r < rg1; r++)
-            gemv_row<M>(__ldcs(reinterpret_cast<const uint4 *>(&qw[(size_t)r * N + 4 * n4])),
-                        xs + (r - r0) * 8, n_k, bias, gacc);
-        const __half2 s01 = u32_as_half2(s_raw.x), s23 = u32_as_half2(s_raw.y);
-        const float s[4] = {16.0f * __low2float(s01), 16.0f * __high2float(s01),
-                            16.0f * __low2float(s23), 16.0f * __high2float(s23)};
 #pragma unroll
-        for (int m = 0; m < M; m++)
-#pragma unroll
-            for (int c = 0; c < 4; c++) out[m][c] += gacc[m][c] * s[c];
+        for (int u = 0; u < 4; u++) cur[u] = nxt[u];
     }
+#pragma unroll
+    for (int m = 0; m < M; m++)
+#pragma unroll
+        for (int c = 0; c < 4; c++) out[m][c] += gacc[m][c] * s[c];
     if (active)
 #pragma unroll
         for (int m = 0; m < M; m++)

@@ -57,6 +57,92 @@ static double time_op(backend *b, op_fn fn, void *ctx, int inner, int reps) {
 
 // Matrices of one shape are cycled through so the timed reads come from HBM, not from L2.
 #define MM_COPIES 4
+static void *rand_act(backend *b, size_t n) {
+    float *h = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) h[i] = (float)(rnd() % 2001) / 1000.0f - 1.0f;
+    void *p = b->buf_alloc(b, n * 2);
+    b->act_from_f32(b, p, h, n);
+    free(h);
+    return p;
+}
+
+// Seconds per call of fn inside a CUDA graph of `calls` back-to-back calls (decode steps replay
+// graphs, so this is the cost that counts there), median of `reps` replays.
+static uint64_t graph_keys = 1u << 20;
+typedef struct graph_ctx {
+    op_fn fn;
+    void *ctx;
+    uint64_t key;
+    int calls;
+} graph_ctx;
+
+static void graph_run(backend *b, void *p) {
+    graph_ctx *g = p;
+    if (b->graph_replay(b, g->key)) return;
+    b->graph_capture_begin(b, g->key);
+    for (int i = 0; i < g->calls; i++) g->fn(b, g->ctx);
+    b->graph_capture_end(b, g->key);
+}
+
+static double time_in_graph(backend *b, op_fn fn, void *ctx, int calls) {
+    graph_ctx g = {fn, ctx, graph_keys++, calls};
+    return time_op(b, graph_run, &g, 3, 5) / calls;
+}
+
+// The small per-layer ops of a Falcon-40B decode step (n_tok = 1).
+typedef struct small_ctx {
+    int op;
+    void *x, *y, *z, *qkv, *q, *k, *v, *kc, *vc;
+    float *w, *bias, *base;
+    int32_t *pos, *slots;
+} small_ctx;
+
+static void small_run(backend *b, void *p) {
+    small_ctx *c = p;
+    switch (c->op) {
+    case 0: b->layernorm(b, c->y, c->x, c->w, c->bias, 1, 8192, 1e-5f); break;
+    case 1: b->qkv_split(b, c->q, c->k, c->v, c->qkv, 1, 128, 8, 64); break;
+    case 2: b->rotary(b, c->q, c->pos, c->base, 1, 128, 64, 64, 1.0f); break;
+    case 3: b->rotary(b, c->k, c->pos, c->base, 1, 8, 64, 64, 1.0f); break;
+    case 4: b->kv_store(b, c->kc, c->vc, c->k, c->v, c->slots, 1, 8, 64); break;
+    case 5: b->gelu(b, c->z, 32768); break;
+    case 6: b->add(b, c->y, c->x, c->y, 8192); break;
+    }
+}
+
+static void bench_small_ops(backend *b) {
+    static const char *names[] = {"layernorm 8192", "qkv_split 128/8x64", "rotary q 128x64",
+                                  "rotary k 8x64", "kv_store 8x64", "gelu 32768", "add 8192"};
+    small_ctx c = {0};
+    c.x = rand_act(b, 8192);
+    c.y = rand_act(b, 8192);
+    c.z = rand_act(b, 32768);
+    c.qkv = rand_act(b, 9216);
+    c.q = rand_act(b, 8192);
+    c.k = rand_act(b, 512);
+    c.v = rand_act(b, 512);
+    c.kc = rand_act(b, (size_t)64 * 8 * KV_BLOCK_SIZE * 64);
+    c.vc = rand_act(b, (size_t)64 * 8 * KV_BLOCK_SIZE * 64);
+    float *ones = malloc(8192 * sizeof(float));
+    for (int i = 0; i < 8192; i++) ones[i] = 1.0f;
+    c.w = b->vector_create(b, ones, 8192);
+    c.bias = b->vector_create(b, ones, 8192);
+    c.base = b->vector_create(b, ones, 1); // only the address matters: base 1
+    int32_t one[1] = {300};
+    c.pos = b->buf_alloc(b, 4);
+    c.slots = b->buf_alloc(b, 4);
+    b->copy_to_device(b, c.pos, one, 4);
+    b->copy_to_device(b, c.slots, one, 4);
+    for (int op = 0; op < 7; op++) {
+        c.op = op;
+        double t = time_in_graph(b, small_run, &c, 100);
+        printf("%-34s %5d %10.2f  (in a graph)\n", names[op], 1, t * 1e6);
+    }
+    void *bufs[] = {c.x, c.y, c.z, c.qkv, c.q, c.k, c.v, c.kc, c.vc, c.w, c.bias, c.base, c.pos, c.slots};
+    for (int i = 0; i < 14; i++) b->buf_free(b, bufs[i]);
+    free(ones);
+}
+
 typedef struct mm_ctx {
     bk_matrix *w[MM_COPIES];
     int n_w, next;
@@ -111,14 +197,6 @@ static bk_matrix *make_gptq(backend *b, int K, int N, int act_order, size_t *byt
     return w;
 }
 
-static void *rand_act(backend *b, size_t n) {
-    float *h = malloc(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) h[i] = (float)(rnd() % 2001) / 1000.0f - 1.0f;
-    void *p = b->buf_alloc(b, n * 2);
-    b->act_from_f32(b, p, h, n);
-    free(h);
-    return p;
-}
 
 typedef struct attn_ctx {
     void *q, *out, *kc, *vc;
@@ -151,7 +229,7 @@ static double bench_attention(backend *b, int n_past, int n_q, int reps) {
     b->copy_to_device(b, seq_dev, &s, sizeof s);
     b->copy_to_device(b, table_dev, table, (size_t)n_blocks * 4);
     c.ab = (attn_batch){1, n_q, n_q, ctx, seq_dev, table_dev, NULL};
-    double t = time_op(b, attn_run, &c, n_q > 1 ? 1 : 20, reps);
+    double t = n_q > 1 ? time_op(b, attn_run, &c, 1, reps) : time_in_graph(b, attn_run, &c, 20);
     void *bufs[] = {c.kc, c.vc, c.q, c.out, seq_dev, table_dev};
     for (int i = 0; i < 6; i++) b->buf_free(b, bufs[i]);
     free(table);
@@ -244,11 +322,12 @@ int main(int argc, char **argv) {
         b->buf_free(b, y);
         b->matrix_free(b, w);
     }
+    bench_small_ops(b);
     const int ctxs[] = {20, 3300, 10000};
     for (int i = 0; i < 3; i++) { // decode: 1 query token, KV bytes of one layer
         double t = bench_attention(b, ctxs[i], 1, 7);
         const double bytes = (double)(ctxs[i] + 1) * 8 * 64 * 2 * 2;
-        printf("attention decode ctx %-6d          %5d %10.1f %9.1f %7.1f%%\n", ctxs[i] + 1, 1,
+        printf("attention decode ctx %-6d (graph)  %5d %10.1f %9.1f %7.1f%%\n", ctxs[i] + 1, 1,
                t * 1e6, bytes / t / 1e9, 100.0 * bytes / t / copy);
     }
     const int prompts[] = {3300, 10000};

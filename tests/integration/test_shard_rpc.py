@@ -81,7 +81,13 @@ class Shards:
         for p in self.procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
-        codes = [p.wait(timeout=30) for p in self.procs]
+        codes = []
+        for p in self.procs:
+            try:
+                codes.append(p.wait(timeout=60))
+            except subprocess.TimeoutExpired:  # never leave a shard behind
+                p.kill()
+                codes.append(f"hung, killed ({p.wait()})")
         return codes
 
 

@@ -284,10 +284,10 @@ static void norm_fn(backend *b, void *out, void *const *in, void *ctx) {
 static void test_norms(void **state) {
     ops_env *e = *state;
     NEED_GPU(e);
-    const int toks[] = {1, 3, 17}, dims[] = {64, 1000, 8192};
+    const int toks[] = {1, 3, 17}, dims[] = {64, 1000, 8192, 9000}; // 9000: the long-row path
     for (int i = 0; i < 3; i++)
         for (int kind = 0; kind < 3; kind++) { // layernorm + bias, layernorm, rmsnorm
-            const int n_tok = toks[i], d = dims[(i + kind) % 3];
+            const int n_tok = toks[i], d = dims[(i + kind) % 4];
             float *x = rand_vec(e, (size_t)n_tok * d, -3, 5), *w = rand_vec(e, d, 0.5f, 1.5f);
             float *bias = rand_vec(e, d, -1, 1);
             norm_ctx m = {{0}, {0}, n_tok, d, kind == 2};

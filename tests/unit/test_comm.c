@@ -214,6 +214,14 @@ static int nccl_body(int rank, const char *id) {
         free(in);
         free(out);
     }
+    if (rank == 1) _exit(ok ? 0 : 1); // dies holding the communicator, as a crashed shard would
+    // Rank 1 is gone (the test reaps it): the next collective must fail instead of hanging.
+    _Float16 *d = NULL;
+    cudaMalloc((void **)&d, sizeof *d);
+    fl_code rc = comm_all_reduce_sum(c, &be, d, 1, &err);
+    ok = ok && rc == FL_EBACKEND && strstr(err.msg, "rank 1 exited") != NULL;
+    if (!ok) fprintf(stderr, "rank 0: after peer death: %s\n", err.msg);
+    cudaFree(d);
     comm_free(c);
     return ok;
 }
@@ -240,8 +248,8 @@ static void test_nccl_two_gpus(void **state) {
     pid_t r0 = fork();
     if (r0 == 0) _exit(nccl_body(0, id) ? 0 : 1);
     int s0 = 0, s1 = 0;
+    waitpid(r1, &s1, 0); // reaped first, so rank 0 sees it gone
     waitpid(r0, &s0, 0);
-    waitpid(r1, &s1, 0);
     assert_true(WIFEXITED(s0) && WEXITSTATUS(s0) == 0);
     assert_true(WIFEXITED(s1) && WEXITSTATUS(s1) == 0);
 }
