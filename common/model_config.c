@@ -422,3 +422,28 @@ double rope_base_for_length(const rope_config *rope, int length) {
 float rope_position_scale(const rope_config *rope) {
     return rope->mode == ROPE_LINEAR ? 1.0f / rope->factor : 1.0f;
 }
+
+int rope_overrides_given(const rope_overrides *o) {
+    return o->mode || !isnan(o->alpha) || !isnan(o->factor) || o->threshold;
+}
+
+fl_code rope_config_apply_overrides(const model_config *cfg, const rope_overrides *o,
+                                    rope_config *out, fl_error *err) {
+    *out = cfg->rope;
+    if (o->mode && rope_mode_parse(o->mode, &out->mode, err) != FL_OK)
+        return fl_error_wrap(err, "--rope-scaling");
+    if (o->threshold < 0)
+        return fl_error_set(err, FL_EINVAL, "--rope-threshold must be positive, got %d",
+                            o->threshold);
+    if (!isnan(o->alpha)) out->alpha = o->alpha;
+    if (!isnan(o->factor)) out->factor = o->factor;
+    if (o->threshold) out->threshold = o->threshold;
+    if (out->mode != ROPE_NONE && out->threshold <= 0)
+        out->threshold = out->mode == ROPE_FALCONLITE ? 2048 : cfg->max_position_embeddings;
+    if (out->mode == ROPE_FALCONLITE && !(out->alpha > 0))
+        return fl_error_set(err, FL_EINVAL, "--rope-scaling falconlite needs --rope-alpha > 0");
+    if ((out->mode == ROPE_DYNAMIC || out->mode == ROPE_LINEAR) && !(out->factor > 0))
+        return fl_error_set(err, FL_EINVAL, "--rope-scaling %s needs --rope-factor > 0",
+                            rope_mode_name(out->mode));
+    return FL_OK;
+}

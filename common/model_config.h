@@ -6,7 +6,10 @@
 
 typedef enum arch_kind { ARCH_FALCON = 0, ARCH_LLAMA } arch_kind;
 typedef enum norm_kind { NORM_LAYERNORM = 0, NORM_RMSNORM } norm_kind;
-typedef enum mlp_kind { MLP_GELU = 0, MLP_SWIGLU } mlp_kind; // GELU: exact erf; SWIGLU: silu(gate)*up
+typedef enum mlp_kind {
+    MLP_GELU = 0,
+    MLP_SWIGLU
+} mlp_kind; // GELU: exact erf; SWIGLU: silu(gate)*up
 
 // How the rotary base changes with the sequence's current length L (DESIGN.md §3).
 typedef enum rope_mode {
@@ -71,3 +74,21 @@ const char *rope_mode_name(rope_mode mode);
 double rope_base_for_length(const rope_config *rope, int length);
 // Position multiplier: 1/factor for linear scaling, else 1.
 float rope_position_scale(const rope_config *rope);
+
+// Rotary settings given on a command line (--rope-scaling, --rope-alpha, --rope-threshold,
+// --rope-factor); a field not given is NULL, NAN or 0.
+typedef struct rope_overrides {
+    const char *mode;
+    float alpha;
+    int threshold;
+    float factor;
+} rope_overrides;
+
+#define ROPE_OVERRIDES_NONE ((rope_overrides){NULL, __builtin_nanf(""), 0, __builtin_nanf("")})
+
+int rope_overrides_given(const rope_overrides *o);
+// out = the model's rotary config (config.json + environment) with the overrides applied, checked:
+// falconlite needs alpha > 0, dynamic and linear need factor > 0; a missing threshold becomes
+// 2048 (falconlite, as PRETRAINED_MAX_TOKENS) or the model's max_position_embeddings.
+fl_code rope_config_apply_overrides(const model_config *cfg, const rope_overrides *o,
+                                    rope_config *out, fl_error *err);

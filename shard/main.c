@@ -69,36 +69,15 @@ static void cuda_device_pin(int rank) {
     setenv("CUDA_VISIBLE_DEVICES", pick, 1);
 }
 
-typedef struct rope_flags {
-    const char *mode;
-    float alpha, factor; // NAN: not given
-    int threshold;       // 0: not given
-} rope_flags;
-
 // The rotary override from --rope-* flags on top of config.json (+ environment).
-// 0: no flag given; 1: *out filled; -1: error printed.
-static int rope_from_flags(const char *model_dir, const rope_flags *f, rope_config *out) {
-    if (!f->mode && isnan(f->alpha) && isnan(f->factor) && !f->threshold) return 0;
+// 0: no flag given; 1: *out filled; -1: error logged.
+static int rope_from_flags(const char *model_dir, const rope_overrides *f, rope_config *out) {
+    if (!rope_overrides_given(f)) return 0;
     model_config cfg;
     fl_error err = {0};
-    if (model_config_load(model_dir, &cfg, &err) != FL_OK) {
+    if (model_config_load(model_dir, &cfg, &err) != FL_OK ||
+        rope_config_apply_overrides(&cfg, f, out, &err) != FL_OK) {
         log_error("%s", err.msg);
-        return -1;
-    }
-    *out = cfg.rope;
-    if (f->mode && rope_mode_parse(f->mode, &out->mode, &err) != FL_OK) {
-        log_error("--rope-scaling: %s", err.msg);
-        return -1;
-    }
-    if (!isnan(f->alpha)) out->alpha = f->alpha;
-    if (!isnan(f->factor)) out->factor = f->factor;
-    if (f->threshold) out->threshold = f->threshold;
-    if (out->mode != ROPE_NONE && out->threshold <= 0)
-        out->threshold = out->mode == ROPE_FALCONLITE ? 2048 : cfg.max_position_embeddings;
-    if ((out->mode == ROPE_FALCONLITE && !(out->alpha > 0)) ||
-        ((out->mode == ROPE_DYNAMIC || out->mode == ROPE_LINEAR) && !(out->factor > 0))) {
-        log_error("--rope-scaling %s needs a positive --rope-%s", rope_mode_name(out->mode),
-                  out->mode == ROPE_FALCONLITE ? "alpha" : "factor");
         return -1;
     }
     return 1;
@@ -106,7 +85,7 @@ static int rope_from_flags(const char *model_dir, const rope_flags *f, rope_conf
 
 int main(int argc, char **argv) {
     shard_options o = {.rank = 0, .world = 1, .backend = "cpu"};
-    rope_flags rf = {.alpha = NAN, .factor = NAN};
+    rope_overrides rf = ROPE_OVERRIDES_NONE;
     enum {
         O_ROPE_SCALING = 1000,
         O_ROPE_ALPHA,

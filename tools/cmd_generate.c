@@ -87,34 +87,21 @@ static const char *finish_name(gen_finish f) {
 }
 
 typedef struct gen_args {
-    const char *dir, *prompt, *backend, *rope_scaling;
-    int max_new, greedy, threads, ignore_eos, json, stats, kv_blocks, rope_threshold;
-    float rope_alpha, rope_factor;
+    const char *dir, *prompt, *backend;
+    int max_new, greedy, threads, ignore_eos, json, stats, kv_blocks;
+    rope_overrides rope;
     sampling_params sampling;
 } gen_args;
 
 // The rotary override from --rope-* flags on top of config.json (+ environment); 0 when no flag
 // was given, 1 when *out was filled, -1 after printing an error.
 static int rope_from_flags(const gen_args *a, rope_config *out) {
-    if (!a->rope_scaling && isnan(a->rope_alpha) && isnan(a->rope_factor) && !a->rope_threshold)
-        return 0;
+    if (!rope_overrides_given(&a->rope)) return 0;
     model_config cfg;
     fl_error err = {0};
-    if (model_config_load(a->dir, &cfg, &err)) return -cli_fail("%s", err.msg);
-    *out = cfg.rope;
-    if (a->rope_scaling && rope_mode_parse(a->rope_scaling, &out->mode, &err))
-        return -cli_fail("generate: --rope-scaling: %s", err.msg);
-    if (a->rope_threshold < 0) return -cli_fail("generate: --rope-threshold must be positive");
-    if (!isnan(a->rope_alpha)) out->alpha = a->rope_alpha;
-    if (!isnan(a->rope_factor)) out->factor = a->rope_factor;
-    if (a->rope_threshold) out->threshold = a->rope_threshold;
-    if (out->mode != ROPE_NONE && out->threshold <= 0)
-        out->threshold = out->mode == ROPE_FALCONLITE ? 2048 : cfg.max_position_embeddings;
-    if (out->mode == ROPE_FALCONLITE && !(out->alpha > 0))
-        return -cli_fail("generate: --rope-scaling falconlite needs --rope-alpha > 0");
-    if ((out->mode == ROPE_DYNAMIC || out->mode == ROPE_LINEAR) && !(out->factor > 0))
-        return -cli_fail("generate: --rope-scaling %s needs --rope-factor > 0",
-                         rope_mode_name(out->mode));
+    if (model_config_load(a->dir, &cfg, &err) ||
+        rope_config_apply_overrides(&cfg, &a->rope, out, &err))
+        return -cli_fail("generate: %s", err.msg);
     return 1;
 }
 
@@ -244,7 +231,7 @@ static int generate_run(const gen_args *a, const rope_config *rope, gen_run *g) 
 }
 
 int cmd_generate(int argc, char **argv) {
-    gen_args a = {.backend = "auto", .max_new = 32, .rope_alpha = NAN, .rope_factor = NAN};
+    gen_args a = {.backend = "auto", .max_new = 32, .rope = ROPE_OVERRIDES_NONE};
     sampling_params *sp = &a.sampling;
     sampling_params_default(sp);
     sp->seed = UINT64_MAX; // sentinel: not given
@@ -260,10 +247,10 @@ int cmd_generate(int argc, char **argv) {
         {"typical-p", CLI_FLOAT, &sp->typical_p, "typical-p (turns sampling on; FalconLite: 0.2)"},
         {"repetition-penalty", CLI_FLOAT, &sp->repetition_penalty, "repetition penalty"},
         {"seed", CLI_U64, &sp->seed, "sampling seed (default: random)"},
-        {"rope-scaling", CLI_STR, &a.rope_scaling, "none | falconlite | dynamic | linear"},
-        {"rope-alpha", CLI_FLOAT, &a.rope_alpha, "falconlite alpha (DNTK_ALPHA_SCALER)"},
-        {"rope-threshold", CLI_INT, &a.rope_threshold, "trained length (PRETRAINED_MAX_TOKENS)"},
-        {"rope-factor", CLI_FLOAT, &a.rope_factor, "dynamic / linear scaling factor"},
+        {"rope-scaling", CLI_STR, &a.rope.mode, "none | falconlite | dynamic | linear"},
+        {"rope-alpha", CLI_FLOAT, &a.rope.alpha, "falconlite alpha (DNTK_ALPHA_SCALER)"},
+        {"rope-threshold", CLI_INT, &a.rope.threshold, "trained length (PRETRAINED_MAX_TOKENS)"},
+        {"rope-factor", CLI_FLOAT, &a.rope.factor, "dynamic / linear scaling factor"},
         {"backend", CLI_STR, &a.backend, "cpu | cuda | auto (default)"},
         {"threads", CLI_INT, &a.threads, "CPU worker threads (default: all cores)"},
         {"kv-blocks", CLI_INT, &a.kv_blocks, "KV-cache blocks (default: what the request needs)"},
