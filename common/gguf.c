@@ -50,8 +50,12 @@ static int cur_skip(cursor *c, uint64_t n) {
     return 0;
 }
 
-static int cur_u32(cursor *c, uint32_t *v) { return cur_read(c, v, 4); }
-static int cur_u64(cursor *c, uint64_t *v) { return cur_read(c, v, 8); }
+static int cur_u32(cursor *c, uint32_t *v) {
+    return cur_read(c, v, 4);
+}
+static int cur_u64(cursor *c, uint64_t *v) {
+    return cur_read(c, v, 8);
+}
 
 static int cur_str(cursor *c, gguf_str *s) {
     uint64_t len;
@@ -75,22 +79,55 @@ static size_t vtype_size(gguf_vtype t) { // fixed-size scalars; 0 for STRING / A
 
 // A scalar at p (little-endian, unaligned) widened into kv->v.
 static void scalar_decode(gguf_vtype t, const uint8_t *p, gguf_kv *kv) {
-    union { uint8_t u8; int8_t i8; uint16_t u16; int16_t i16; uint32_t u32; int32_t i32;
-            float f32; uint64_t u64; int64_t i64; double f64; } x;
+    union {
+        uint8_t u8;
+        int8_t i8;
+        uint16_t u16;
+        int16_t i16;
+        uint32_t u32;
+        int32_t i32;
+        float f32;
+        uint64_t u64;
+        int64_t i64;
+        double f64;
+    } x;
     memcpy(&x, p, vtype_size(t));
     switch (t) {
-    case GGUF_VT_U8: kv->v.u = x.u8; break;
-    case GGUF_VT_BOOL: kv->v.u = x.u8 != 0; break;
-    case GGUF_VT_I8: kv->v.i = x.i8; break;
-    case GGUF_VT_U16: kv->v.u = x.u16; break;
-    case GGUF_VT_I16: kv->v.i = x.i16; break;
-    case GGUF_VT_U32: kv->v.u = x.u32; break;
-    case GGUF_VT_I32: kv->v.i = x.i32; break;
-    case GGUF_VT_F32: kv->v.f = x.f32; break;
-    case GGUF_VT_U64: kv->v.u = x.u64; break;
-    case GGUF_VT_I64: kv->v.i = x.i64; break;
-    case GGUF_VT_F64: kv->v.f = x.f64; break;
-    default: break;
+    case GGUF_VT_U8:
+        kv->v.u = x.u8;
+        break;
+    case GGUF_VT_BOOL:
+        kv->v.u = x.u8 != 0;
+        break;
+    case GGUF_VT_I8:
+        kv->v.i = x.i8;
+        break;
+    case GGUF_VT_U16:
+        kv->v.u = x.u16;
+        break;
+    case GGUF_VT_I16:
+        kv->v.i = x.i16;
+        break;
+    case GGUF_VT_U32:
+        kv->v.u = x.u32;
+        break;
+    case GGUF_VT_I32:
+        kv->v.i = x.i32;
+        break;
+    case GGUF_VT_F32:
+        kv->v.f = x.f32;
+        break;
+    case GGUF_VT_U64:
+        kv->v.u = x.u64;
+        break;
+    case GGUF_VT_I64:
+        kv->v.i = x.i64;
+        break;
+    case GGUF_VT_F64:
+        kv->v.f = x.f64;
+        break;
+    default:
+        break;
     }
 }
 
@@ -118,7 +155,8 @@ static fl_code kv_parse(gguf_file *g, cursor *c, int idx, gguf_kv *kv, fl_error 
     uint32_t t;
     if (cur_str(c, &key))
         return fl_error_set(err, FL_EFORMAT, "%s: metadata key %d: truncated key", g->name, idx);
-    if (!(kv->key = str_dup(key))) return fl_error_set(err, FL_ENOMEM, "%s: out of memory", g->name);
+    if (!(kv->key = str_dup(key)))
+        return fl_error_set(err, FL_ENOMEM, "%s: out of memory", g->name);
     if (memchr(key.ptr, 0, key.len))
         return fl_error_set(err, FL_EFORMAT, "%s: metadata key %d contains a NUL byte", g->name,
                             idx);
@@ -192,7 +230,8 @@ static fl_code tensor_info_parse(gguf_file *g, cursor *c, int idx, gguf_tensor *
     uint32_t n_dim;
     if (cur_str(c, &name))
         return fl_error_set(err, FL_EFORMAT, "%s: tensor info %d: truncated name", g->name, idx);
-    if (!(t->name = str_dup(name))) return fl_error_set(err, FL_ENOMEM, "%s: out of memory", g->name);
+    if (!(t->name = str_dup(name)))
+        return fl_error_set(err, FL_ENOMEM, "%s: out of memory", g->name);
     if (cur_u32(c, &n_dim))
         return fl_error_set(err, FL_EFORMAT, "%s: tensor '%s': truncated info", g->name, t->name);
     if (n_dim < 1 || n_dim > GGUF_MAX_DIMS)
@@ -206,8 +245,9 @@ static fl_code tensor_info_parse(gguf_file *g, cursor *c, int idx, gguf_tensor *
             return fl_error_set(err, FL_EFORMAT, "%s: tensor '%s': truncated shape", g->name,
                                 t->name);
         if (ne < 1 || ne > (uint64_t)INT64_MAX / (uint64_t)t->n_elem)
-            return fl_error_set(err, FL_EFORMAT, "%s: tensor '%s': dimension %d has bad extent %" PRIu64,
-                                g->name, t->name, d, ne);
+            return fl_error_set(err, FL_EFORMAT,
+                                "%s: tensor '%s': dimension %d has bad extent %" PRIu64, g->name,
+                                t->name, d, ne);
         t->ne[d] = (int64_t)ne;
         t->n_elem *= (int64_t)ne;
     }
@@ -227,16 +267,18 @@ static fl_code tensors_place(gguf_file *g, size_t data_start, fl_error *err) {
         uint64_t offset = (uint64_t)(uintptr_t)t->data;
         t->data = NULL;
         if (offset % g->alignment)
-            return fl_error_set(err, FL_EFORMAT, "%s: tensor '%s': offset %" PRIu64
-                                " is not a multiple of the alignment %zu", g->name, t->name,
-                                offset, g->alignment);
+            return fl_error_set(err, FL_EFORMAT,
+                                "%s: tensor '%s': offset %" PRIu64
+                                " is not a multiple of the alignment %zu",
+                                g->name, t->name, offset, g->alignment);
         size_t bb;
         int be = ggml_type_block(t->type, &bb);
         if (!be) continue; // unknown type: size unknown, rejected if anyone dequantizes it
         if (t->ne[0] % be)
-            return fl_error_set(err, FL_EFORMAT, "%s: tensor '%s': row of %" PRId64
-                                " elements is not a multiple of the %s block (%d)", g->name,
-                                t->name, t->ne[0], ggml_type_name(t->type), be);
+            return fl_error_set(err, FL_EFORMAT,
+                                "%s: tensor '%s': row of %" PRId64
+                                " elements is not a multiple of the %s block (%d)",
+                                g->name, t->name, t->ne[0], ggml_type_name(t->type), be);
         uint64_t blocks = (uint64_t)t->n_elem / (uint64_t)be;
         if (blocks > SIZE_MAX / bb)
             return fl_error_set(err, FL_EFORMAT, "%s: tensor '%s' is too large", g->name, t->name);
@@ -279,8 +321,8 @@ static fl_code gguf_parse(gguf_file *g, fl_error *err) {
         if ((rc = kv_parse(g, &c, (int)i, &g->kvs[i], err))) return rc;
         for (uint64_t j = 0; j < i; j++)
             if (!strcmp(g->kvs[j].key, g->kvs[i].key))
-                return fl_error_set(err, FL_EFORMAT, "%s: metadata key '%s' appears twice",
-                                    g->name, g->kvs[i].key);
+                return fl_error_set(err, FL_EFORMAT, "%s: metadata key '%s' appears twice", g->name,
+                                    g->kvs[i].key);
     }
     g->alignment = GGUF_DEFAULT_ALIGNMENT;
     const gguf_kv *al = gguf_kv_find(g, "general.alignment");
@@ -382,12 +424,24 @@ void gguf_close(gguf_file *g) {
     free(g);
 }
 
-const char *gguf_name(const gguf_file *g) { return g->name; }
-uint32_t gguf_version(const gguf_file *g) { return g->version; }
-int gguf_kv_count(const gguf_file *g) { return g->n_kv; }
-const gguf_kv *gguf_kv_at(const gguf_file *g, int i) { return &g->kvs[i]; }
-int gguf_tensor_count(const gguf_file *g) { return g->n_tensors; }
-const gguf_tensor *gguf_tensor_at(const gguf_file *g, int i) { return &g->tensors[i]; }
+const char *gguf_name(const gguf_file *g) {
+    return g->name;
+}
+uint32_t gguf_version(const gguf_file *g) {
+    return g->version;
+}
+int gguf_kv_count(const gguf_file *g) {
+    return g->n_kv;
+}
+const gguf_kv *gguf_kv_at(const gguf_file *g, int i) {
+    return &g->kvs[i];
+}
+int gguf_tensor_count(const gguf_file *g) {
+    return g->n_tensors;
+}
+const gguf_tensor *gguf_tensor_at(const gguf_file *g, int i) {
+    return &g->tensors[i];
+}
 
 const gguf_kv *gguf_kv_find(const gguf_file *g, const char *key) {
     for (int i = 0; i < g->n_kv; i++)
@@ -467,9 +521,9 @@ fl_code gguf_get_string(const gguf_file *g, const char *key, int optional, char 
     const gguf_kv *kv = gguf_kv_find(g, key);
     *out = NULL;
     if (!kv)
-        return optional ? FL_OK
-                        : fl_error_set(err, FL_ENOTFOUND, "%s: metadata '%s' is missing", g->name,
-                                       key);
+        return optional
+                   ? FL_OK
+                   : fl_error_set(err, FL_ENOTFOUND, "%s: metadata '%s' is missing", g->name, key);
     if (kv->type != GGUF_VT_STRING)
         return fl_error_set(err, FL_EFORMAT, "%s: metadata '%s' must be a string", g->name, key);
     if (!(*out = str_dup(kv->v.str)))
@@ -494,29 +548,56 @@ int64_t gguf_array_int_at(const gguf_kv *kv, uint64_t i) {
 
 const char *ggml_type_name(uint32_t type) {
     switch (type) {
-    case GGML_TYPE_F32: return "F32";
-    case GGML_TYPE_F16: return "F16";
-    case GGML_TYPE_BF16: return "BF16";
-    case GGML_TYPE_Q4_0: return "Q4_0";
-    case GGML_TYPE_Q4_1: return "Q4_1";
-    case GGML_TYPE_Q8_0: return "Q8_0";
-    case GGML_TYPE_Q4_K: return "Q4_K";
-    case GGML_TYPE_Q6_K: return "Q6_K";
-    default: return "unknown";
+    case GGML_TYPE_F32:
+        return "F32";
+    case GGML_TYPE_F16:
+        return "F16";
+    case GGML_TYPE_BF16:
+        return "BF16";
+    case GGML_TYPE_Q4_0:
+        return "Q4_0";
+    case GGML_TYPE_Q4_1:
+        return "Q4_1";
+    case GGML_TYPE_Q8_0:
+        return "Q8_0";
+    case GGML_TYPE_Q4_K:
+        return "Q4_K";
+    case GGML_TYPE_Q6_K:
+        return "Q6_K";
+    default:
+        return "unknown";
     }
 }
 
 int ggml_type_block(uint32_t type, size_t *block_bytes) {
     switch (type) {
-    case GGML_TYPE_F32: *block_bytes = 4; return 1;
-    case GGML_TYPE_F16: *block_bytes = 2; return 1;
-    case GGML_TYPE_BF16: *block_bytes = 2; return 1;
-    case GGML_TYPE_Q4_0: *block_bytes = 2 + QK4_0 / 2; return QK4_0;           // d, qs
-    case GGML_TYPE_Q4_1: *block_bytes = 4 + QK4_1 / 2; return QK4_1;           // d, m, qs
-    case GGML_TYPE_Q8_0: *block_bytes = 2 + QK8_0; return QK8_0;               // d, qs
-    case GGML_TYPE_Q4_K: *block_bytes = 4 + 12 + QK_K / 2; return QK_K;        // d, dmin, sc, qs
-    case GGML_TYPE_Q6_K: *block_bytes = QK_K / 2 + QK_K / 4 + QK_K / 16 + 2; return QK_K;
-    default: *block_bytes = 0; return 0;
+    case GGML_TYPE_F32:
+        *block_bytes = 4;
+        return 1;
+    case GGML_TYPE_F16:
+        *block_bytes = 2;
+        return 1;
+    case GGML_TYPE_BF16:
+        *block_bytes = 2;
+        return 1;
+    case GGML_TYPE_Q4_0:
+        *block_bytes = 2 + QK4_0 / 2;
+        return QK4_0; // d, qs
+    case GGML_TYPE_Q4_1:
+        *block_bytes = 4 + QK4_1 / 2;
+        return QK4_1; // d, m, qs
+    case GGML_TYPE_Q8_0:
+        *block_bytes = 2 + QK8_0;
+        return QK8_0; // d, qs
+    case GGML_TYPE_Q4_K:
+        *block_bytes = 4 + 12 + QK_K / 2;
+        return QK_K; // d, dmin, sc, qs
+    case GGML_TYPE_Q6_K:
+        *block_bytes = QK_K / 2 + QK_K / 4 + QK_K / 16 + 2;
+        return QK_K;
+    default:
+        *block_bytes = 0;
+        return 0;
     }
 }
 
@@ -608,19 +689,33 @@ fl_code ggml_dequantize(uint32_t type, const void *src, float *dst, int64_t n, f
     const uint8_t *s = src;
     for (int64_t i = 0; i < n / be; i++, s += bb, dst += be) {
         switch (type) {
-        case GGML_TYPE_F32: memcpy(dst, s, 4); break;
-        case GGML_TYPE_F16: *dst = half_at(s); break;
+        case GGML_TYPE_F32:
+            memcpy(dst, s, 4);
+            break;
+        case GGML_TYPE_F16:
+            *dst = half_at(s);
+            break;
         case GGML_TYPE_BF16: {
             uint16_t h;
             memcpy(&h, s, 2);
             *dst = bf16_to_f32(h);
             break;
         }
-        case GGML_TYPE_Q4_0: dequant_q4_0(s, dst); break;
-        case GGML_TYPE_Q4_1: dequant_q4_1(s, dst); break;
-        case GGML_TYPE_Q8_0: dequant_q8_0(s, dst); break;
-        case GGML_TYPE_Q4_K: dequant_q4_k(s, dst); break;
-        case GGML_TYPE_Q6_K: dequant_q6_k(s, dst); break;
+        case GGML_TYPE_Q4_0:
+            dequant_q4_0(s, dst);
+            break;
+        case GGML_TYPE_Q4_1:
+            dequant_q4_1(s, dst);
+            break;
+        case GGML_TYPE_Q8_0:
+            dequant_q8_0(s, dst);
+            break;
+        case GGML_TYPE_Q4_K:
+            dequant_q4_k(s, dst);
+            break;
+        case GGML_TYPE_Q6_K:
+            dequant_q6_k(s, dst);
+            break;
         }
     }
     return FL_OK;
@@ -629,8 +724,9 @@ fl_code ggml_dequantize(uint32_t type, const void *src, float *dst, int64_t n, f
 fl_code gguf_tensor_dequantize(const gguf_file *g, const gguf_tensor *t, float *dst,
                                fl_error *err) {
     if (!t->data)
-        return fl_error_set(err, FL_EUNSUPPORTED, "%s: tensor '%s' has type %u (%s), which has no dequantizer",
-                            g->name, t->name, t->type, ggml_type_name(t->type));
+        return fl_error_set(err, FL_EUNSUPPORTED,
+                            "%s: tensor '%s' has type %u (%s), which has no dequantizer", g->name,
+                            t->name, t->type, ggml_type_name(t->type));
     fl_code rc = ggml_dequantize(t->type, t->data, dst, t->n_elem, err);
     return rc ? fl_error_wrap(err, "%s: tensor '%s'", g->name, t->name) : FL_OK;
 }

@@ -111,5 +111,4 @@ int ggml_type_block(uint32_t type, size_t *block_bytes);
 // Dequantizes n elements (a multiple of the type's block size) from src to dst.
 fl_code ggml_dequantize(uint32_t type, const void *src, float *dst, int64_t n, fl_error *err);
 // Dequantizes a whole tensor into dst [n_elem] floats.
-fl_code gguf_tensor_dequantize(const gguf_file *g, const gguf_tensor *t, float *dst,
-                               fl_error *err);
+fl_code gguf_tensor_dequantize(const gguf_file *g, const gguf_tensor *t, float *dst, fl_error *err);

@@ -1,6 +1,8 @@
 #include "common/json_util.h"
 
 #include <errno.h>
+#include <float.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,6 +95,8 @@ fl_code json_get_float(const cJSON *obj, const char *name, float def, float *out
     }
     if (!cJSON_IsNumber(item))
         return fl_error_set(err, FL_EFORMAT, "%s: field '%s' must be a number", where, name);
+    if (!isfinite(item->valuedouble) || fabs(item->valuedouble) > FLT_MAX)
+        return fl_error_set(err, FL_EFORMAT, "%s: field '%s' must be a finite number", where, name);
     *out = (float)item->valuedouble;
     return FL_OK;
 }

@@ -65,7 +65,8 @@ static fl_code falcon_parse(const cJSON *c, const char *where, model_config *cfg
         (rc = json_get_bool(c, "bias", 0, &cfg->bias, where, err)) ||
         (rc = json_get_float(c, "layer_norm_epsilon", 1e-5f, &cfg->norm_eps, where, err)) ||
         (rc = json_get_bool(c, "alibi", 0, &alibi, where, err)) ||
-        (rc = json_get_int(c, "ffn_hidden_size", cfg->d_model <= INT_MAX / 4 ? 4 * cfg->d_model : 0,
+        (rc = json_get_int(c, "ffn_hidden_size",
+                           cfg->d_model > 0 && cfg->d_model <= INT_MAX / 4 ? 4 * cfg->d_model : 0,
                            &cfg->d_ff, where, err)) ||
         (rc = json_get_string(c, "activation", "gelu", &activation, where, err)) ||
         (rc = json_get_int(c, "num_ln_in_parallel_attn", 2, &n_ln, where, err)) ||

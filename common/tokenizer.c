@@ -58,6 +58,9 @@ void tokenizer_free(tokenizer *tok) {
     if (!tok) return;
     for (int i = 0; i < tok->model_size; i++)
         free(tok->vocab_str[i]);
+    for (int i = 0; i < tok->n_shadowed; i++)
+        free(tok->shadowed[i]);
+    free(tok->shadowed);
     for (int i = 0; tok->piece && i < tok->vocab_size; i++)
         free(tok->piece[i]);
     free(tok->vocab_str);
@@ -99,7 +102,16 @@ static fl_code tok_load_vocab(tokenizer *tok, const cJSON *model, const char *pa
         tok_json_id(v, &id);
         char *s = strdup(v->string);
         if (!s) return fl_error_set(err, FL_ENOMEM, "%s: model.vocab: out of memory", path);
-        free(tok->vocab_str[id]); // a duplicate id: the later string wins, as in HF's vocab_r
+        if (tok->vocab_str[id]) { // a duplicate id: the later string wins, as in HF's vocab_r,
+            // but the earlier one stays a key of bpe.vocab, so it lives until tokenizer_free
+            char **sh = realloc(tok->shadowed, (size_t)(tok->n_shadowed + 1) * sizeof *sh);
+            if (!sh) {
+                free(s);
+                return fl_error_set(err, FL_ENOMEM, "%s: model.vocab: out of memory", path);
+            }
+            tok->shadowed = sh;
+            tok->shadowed[tok->n_shadowed++] = tok->vocab_str[id];
+        }
         tok->vocab_str[id] = s;
         tok_strmap_put(&tok->bpe.vocab, s, strlen(s), id);
     }

@@ -167,6 +167,8 @@ struct tokenizer {        // typedef in common/tokenizer.h
     int vocab_size;       // largest id + 1
     int model_size;       // largest model vocab id + 1 (vocab_str's length until the id tables)
     char **vocab_str;     // [vocab_size] model vocab string of each id, NULL for gaps
+    char **shadowed;      // [n_shadowed] strings of duplicate ids: still keys of bpe.vocab
+    int n_shadowed;
     int32_t *added_of_id; // [vocab_size] index into added, -1 if the id is not an added token
     uint8_t *special;     // [vocab_size] decode with skip_special drops it
     char **piece;         // [vocab_size] bytes the decoder turns each id into

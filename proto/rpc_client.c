@@ -1,5 +1,6 @@
 #include "proto/rpc_client.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -205,4 +206,143 @@ fl_code rpc_unary(rpc_channel *ch, const char *method, const ProtobufCMessage *r
                   const ProtobufCMessageDescriptor *resp_desc, int timeout_ms, rpc_result *res,
                   fl_error *err) {
     return rpc_unary_all(&ch, 1, method, req, resp_desc, timeout_ms, res, err);
+}
+
+// The tags of a stream's batches are the addresses of these fields.
+struct rpc_stream {
+    rpc_channel *ch;
+    const ProtobufCMessageDescriptor *resp_desc;
+    char *method;
+    grpc_completion_queue *cq;
+    grpc_call *call;
+    grpc_metadata_array init_md, trailing_md;
+    grpc_byte_buffer *recv_bb;
+    grpc_status_code status;
+    grpc_slice details;
+    const char *error_string;
+    char tag_start, tag_msg, tag_status;
+    bool start_pending; // the send + initial-metadata batch has not been plucked yet
+    bool ended;         // the status was received (or the call never started)
+    char msg[512];      // details of a non-OK end
+};
+
+static void stream_pluck(rpc_stream *s, void *tag) {
+    grpc_completion_queue_pluck(s->cq, tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+}
+
+// Receives the final status; the stream has ended afterwards.
+static void stream_recv_status(rpc_stream *s) {
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    op.data.recv_status_on_client.trailing_metadata = &s->trailing_md;
+    op.data.recv_status_on_client.status = &s->status;
+    op.data.recv_status_on_client.status_details = &s->details;
+    op.data.recv_status_on_client.error_string = &s->error_string;
+    if (grpc_call_start_batch(s->call, &op, 1, &s->tag_status, NULL) == GRPC_CALL_OK) {
+        stream_pluck(s, &s->tag_status);
+        if (s->status != GRPC_STATUS_OK) {
+            char *d = grpc_slice_to_c_string(s->details);
+            snprintf(s->msg, sizeof s->msg, "%s", d);
+            gpr_free(d);
+        }
+    } else {
+        s->status = GRPC_STATUS_INTERNAL;
+        snprintf(s->msg, sizeof s->msg, "could not receive the status");
+    }
+    s->ended = true;
+}
+
+static fl_code stream_error(rpc_stream *s, fl_error *err) {
+    return fl_error_set(err, FL_EBACKEND, "%s %s: %s: %s", s->ch->target, s->method,
+                        rpc_status_name(s->status), s->msg);
+}
+
+rpc_stream *rpc_stream_start(rpc_channel *ch, const char *method, const ProtobufCMessage *req,
+                             const ProtobufCMessageDescriptor *resp_desc, int timeout_ms,
+                             fl_error *err) {
+    rpc_stream *s = calloc(1, sizeof *s);
+    if (!s || !(s->method = strdup(method))) {
+        free(s);
+        fl_error_set(err, FL_ENOMEM, "rpc %s: out of memory", method);
+        return NULL;
+    }
+    s->ch = ch;
+    s->resp_desc = resp_desc;
+    s->cq = grpc_completion_queue_create_for_pluck(NULL);
+    grpc_metadata_array_init(&s->init_md);
+    grpc_metadata_array_init(&s->trailing_md);
+    s->details = grpc_empty_slice();
+    grpc_slice m = grpc_slice_from_copied_string(method);
+    s->call = grpc_channel_create_call(ch->ch, NULL, GRPC_PROPAGATE_DEFAULTS, s->cq, m, NULL,
+                                       deadline_after(timeout_ms), NULL);
+    grpc_slice_unref(m);
+    grpc_byte_buffer *bb = rpc_codec_pack(req);
+    grpc_op ops[4];
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = bb;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &s->init_md;
+    s->start_pending = grpc_call_start_batch(s->call, ops, 4, &s->tag_start, NULL) == GRPC_CALL_OK;
+    grpc_byte_buffer_destroy(bb); // the call holds its own reference
+    if (!s->start_pending) {
+        fl_error_set(err, FL_EBACKEND, "%s %s: could not start the call", ch->target, method);
+        s->ended = true;
+        rpc_stream_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+fl_code rpc_stream_read(rpc_stream *s, ProtobufCMessage **msg, fl_error *err) {
+    *msg = NULL;
+    if (s->ended) return s->status == GRPC_STATUS_OK ? FL_OK : stream_error(s, err);
+    if (s->start_pending) {
+        stream_pluck(s, &s->tag_start);
+        s->start_pending = false;
+    }
+    grpc_op op;
+    memset(&op, 0, sizeof op);
+    op.op = GRPC_OP_RECV_MESSAGE;
+    op.data.recv_message.recv_message = &s->recv_bb;
+    s->recv_bb = NULL;
+    if (grpc_call_start_batch(s->call, &op, 1, &s->tag_msg, NULL) == GRPC_CALL_OK)
+        stream_pluck(s, &s->tag_msg);
+    if (!s->recv_bb) { // end of stream (or failure): the status says which
+        stream_recv_status(s);
+        return s->status == GRPC_STATUS_OK ? FL_OK : stream_error(s, err);
+    }
+    *msg = rpc_codec_unpack(s->recv_bb, s->resp_desc);
+    grpc_byte_buffer_destroy(s->recv_bb);
+    s->recv_bb = NULL;
+    if (*msg) return FL_OK;
+    grpc_call_cancel(s->call, NULL);
+    stream_recv_status(s);
+    s->status = GRPC_STATUS_INTERNAL;
+    snprintf(s->msg, sizeof s->msg, "malformed %s message", s->resp_desc->name);
+    return stream_error(s, err);
+}
+
+grpc_status_code rpc_stream_status(const rpc_stream *s) {
+    return s->ended ? s->status : GRPC_STATUS_OK;
+}
+
+void rpc_stream_free(rpc_stream *s) {
+    if (!s) return;
+    if (s->call) {
+        if (!s->ended) grpc_call_cancel(s->call, NULL);
+        if (s->start_pending) stream_pluck(s, &s->tag_start);
+        if (!s->ended) stream_recv_status(s);
+        grpc_call_unref(s->call);
+    }
+    grpc_slice_unref(s->details);
+    gpr_free((void *)s->error_string);
+    grpc_metadata_array_destroy(&s->init_md);
+    grpc_metadata_array_destroy(&s->trailing_md);
+    if (s->cq) cq_destroy(s->cq);
+    free(s->method);
+    free(s);
 }

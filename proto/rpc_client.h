@@ -35,3 +35,21 @@ fl_code rpc_unary(rpc_channel *ch, const char *method, const ProtobufCMessage *r
 fl_code rpc_unary_all(rpc_channel **chs, int n, const char *method, const ProtobufCMessage *req,
                       const ProtobufCMessageDescriptor *resp_desc, int timeout_ms, rpc_result *res,
                       fl_error *err);
+
+// A server-streaming call, read one message at a time by one thread (threads may share the
+// channel, each with its own stream).
+typedef struct rpc_stream rpc_stream;
+
+// Starts method on ch with req, whose responses are of type resp_desc; the deadline covers the
+// whole stream (timeout_ms <= 0: none). Returns NULL and fills err when the call cannot start.
+rpc_stream *rpc_stream_start(rpc_channel *ch, const char *method, const ProtobufCMessage *req,
+                             const ProtobufCMessageDescriptor *resp_desc, int timeout_ms,
+                             fl_error *err);
+// Waits for the next message: FL_OK with *msg (free it with protobuf_c_message_free_unpacked), or
+// FL_OK with *msg = NULL once the stream ended with OK. When it ended otherwise (or a message did
+// not decode): FL_EBACKEND with "<target> <method>: <STATUS>: <details>".
+fl_code rpc_stream_read(rpc_stream *s, ProtobufCMessage **msg, fl_error *err);
+// The final status (GRPC_STATUS_OK until the stream has ended).
+grpc_status_code rpc_stream_status(const rpc_stream *s);
+// Cancels the call if it has not ended, and frees it.
+void rpc_stream_free(rpc_stream *s);

@@ -139,8 +139,10 @@ cJSON *eval_summary_create(const eval_opts *o, const char *suite) {
     if (o->rope.mode == ROPE_DYNAMIC || o->rope.mode == ROPE_LINEAR)
         cJSON_AddNumberToObject(r, "factor", o->rope.factor);
     cJSON_AddStringToObject(s, "template", template_name(o->tmpl));
-    cJSON_AddNumberToObject(s, "samples", o->samples);
-    cJSON_AddNumberToObject(s, "seed", (double)o->seed);
+    if (strcmp(suite, "ppl")) { // perplexity scores the whole text: no sampling of cases
+        cJSON_AddNumberToObject(s, "samples", o->samples);
+        cJSON_AddNumberToObject(s, "seed", (double)o->seed);
+    }
     return s;
 }
 
@@ -158,8 +160,8 @@ static int rope_resolve(const eval_args *a, eval_opts *o) {
     fl_error err = {0};
     if (model_config_load(a->dir, &cfg, &err)) return cli_fail("%s", err.msg);
     o->rope = cfg.rope;
-    o->has_rope = a->rope_scaling || !isnan(a->rope_alpha) || !isnan(a->rope_factor) ||
-                  a->rope_threshold;
+    o->has_rope =
+        a->rope_scaling || !isnan(a->rope_alpha) || !isnan(a->rope_factor) || a->rope_threshold;
     if (!o->has_rope) return 0;
     rope_config *r = &o->rope;
     if (a->rope_scaling && rope_mode_parse(a->rope_scaling, &r->mode, &err))
@@ -187,8 +189,13 @@ int cmd_eval(int argc, char **argv) {
     const char *suite = argv[0];
     if (strcmp(suite, "passkey") && strcmp(suite, "lines") && strcmp(suite, "ppl"))
         return cli_fail("eval: unknown suite '%s' (passkey, lines, ppl)", suite);
-    eval_args a = {.backend = "auto", .samples = 5, .seed = 1, .max_new = -1, .ctx = 1024,
-                   .rope_alpha = NAN, .rope_factor = NAN,
+    eval_args a = {.backend = "auto",
+                   .samples = 5,
+                   .seed = 1,
+                   .max_new = -1,
+                   .ctx = 1024,
+                   .rope_alpha = NAN,
+                   .rope_factor = NAN,
                    .lengths = "1024,2048,4096,8192"};
     cli_opt opts[] = {
         {"model", CLI_STR, &a.dir, "model directory"},
@@ -211,32 +218,42 @@ int cmd_eval(int argc, char **argv) {
     };
     char cmd[32];
     snprintf(cmd, sizeof cmd, "eval %s", suite);
-    int rc = cli_args_parse(cmd,
-                            "Quality evaluation on the local engine; prints one JSON summary line.",
-                            argc - 1, argv + 1, opts, sizeof opts / sizeof opts[0]);
+    int rc =
+        cli_args_parse(cmd, "Quality evaluation on the local engine; prints one JSON summary line.",
+                       argc - 1, argv + 1, opts, sizeof opts / sizeof opts[0]);
     if (rc) return rc < 0 ? 2 : 0;
     if (!a.dir) return cli_fail("eval: --model is required");
     if (a.samples < 1 || a.threads < 0 || a.ctx < 2 || a.max_tokens < 0)
         return cli_fail("eval: --samples and --ctx must be positive, --threads and --max-tokens "
                         "not negative");
-    if (strcmp(suite, "passkey") && !a.file)
-        return cli_fail("eval %s: --file is required", suite);
-    eval_opts o = {.dir = a.dir, .backend = a.backend, .threads = a.threads, .samples = a.samples,
-                   .seed = a.seed, .verbose = a.verbose};
+    if (strcmp(suite, "passkey") && !a.file) return cli_fail("eval %s: --file is required", suite);
+    eval_opts o = {.dir = a.dir,
+                   .backend = a.backend,
+                   .threads = a.threads,
+                   .samples = a.samples,
+                   .seed = a.seed,
+                   .verbose = a.verbose};
     const char *tmpl = a.tmpl ? a.tmpl : !strcmp(suite, "lines") ? "chatml" : "none";
-    if (!strcmp(tmpl, "none")) o.tmpl = EVAL_TEMPLATE_NONE;
-    else if (!strcmp(tmpl, "chatml")) o.tmpl = EVAL_TEMPLATE_CHATML;
-    else if (!strcmp(tmpl, "smollm2")) o.tmpl = EVAL_TEMPLATE_SMOLLM2;
-    else return cli_fail("eval: --template must be none, chatml or smollm2");
+    if (!strcmp(tmpl, "none"))
+        o.tmpl = EVAL_TEMPLATE_NONE;
+    else if (!strcmp(tmpl, "chatml"))
+        o.tmpl = EVAL_TEMPLATE_CHATML;
+    else if (!strcmp(tmpl, "smollm2"))
+        o.tmpl = EVAL_TEMPLATE_SMOLLM2;
+    else
+        return cli_fail("eval: --template must be none, chatml or smollm2");
     o.max_new = a.max_new > 0 ? a.max_new : !strcmp(suite, "passkey") ? 10 : 100;
     if (rope_resolve(&a, &o)) return 1;
     eval_engine e;
     fl_error err = {0};
     fl_code fc = eval_engine_open(&o, &e, &err);
     if (!fc) {
-        if (!strcmp(suite, "passkey")) fc = eval_passkey(&o, &e, a.lengths, &err);
-        else if (!strcmp(suite, "lines")) fc = eval_lines(&o, &e, a.file, &err);
-        else fc = eval_ppl(&o, &e, a.file, a.ctx, a.max_tokens, &err);
+        if (!strcmp(suite, "passkey"))
+            fc = eval_passkey(&o, &e, a.lengths, &err);
+        else if (!strcmp(suite, "lines"))
+            fc = eval_lines(&o, &e, a.file, &err);
+        else
+            fc = eval_ppl(&o, &e, a.file, a.ctx, a.max_tokens, &err);
     }
     eval_engine_close(&e);
     return fc ? cli_fail("%s", err.msg) : 0;

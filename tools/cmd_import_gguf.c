@@ -77,8 +77,8 @@ static fl_code hp_read(const gguf_file *g, llama_hp *hp, fl_error *err) {
         (rc = hp_int(g, "llama.vocab_size", 0, tokens ? (int64_t)tokens->n : embd->ne[1],
                      &hp->n_vocab, err)) ||
         (rc = gguf_get_float_or(g, "llama.rope.freq_base", 10000.0, &hp->theta, err)) ||
-        (rc = gguf_get_float_or(g, "llama.attention.layer_norm_rms_epsilon", 1e-5, &hp->eps,
-                                err)) ||
+        (rc =
+             gguf_get_float_or(g, "llama.attention.layer_norm_rms_epsilon", 1e-5, &hp->eps, err)) ||
         (rc = gguf_get_int_or(g, "tokenizer.ggml.bos_token_id", -1, &hp->bos, err)) ||
         (rc = gguf_get_int_or(g, "tokenizer.ggml.eos_token_id", -1, &hp->eos, err)) ||
         (rc = gguf_get_int_or(g, "tokenizer.ggml.padding_token_id", -1, &hp->pad, err)))
@@ -125,7 +125,9 @@ static fl_code hp_read(const gguf_file *g, llama_hp *hp, fl_error *err) {
 static fl_code plan_add(const gguf_file *g, import_plan *p, const char *gguf_name_, const char *hf,
                         int64_t n_out, int64_t n_in, int permute, int gptq, fl_error *err) {
     const gguf_tensor *t = gguf_tensor_find(g, gguf_name_);
-    if (!t) return fl_error_set(err, FL_ENOTFOUND, "%s: tensor '%s' is missing", gguf_name(g), gguf_name_);
+    if (!t)
+        return fl_error_set(err, FL_ENOTFOUND, "%s: tensor '%s' is missing", gguf_name(g),
+                            gguf_name_);
     int ok = n_in ? t->n_dim == 2 && t->ne[0] == n_in && t->ne[1] == n_out
                   : t->n_dim == 1 && t->ne[0] == n_out;
     if (!ok)
@@ -135,11 +137,12 @@ static fl_code plan_add(const gguf_file *g, import_plan *p, const char *gguf_nam
                             gguf_name(g), t->name, t->ne[0], t->ne[1], n_in ? n_in : n_out,
                             n_in ? n_out : 1);
     if (!t->data)
-        return fl_error_set(err, FL_EUNSUPPORTED, "%s: tensor '%s' has type %u, which has no dequantizer",
-                            gguf_name(g), t->name, t->type);
+        return fl_error_set(err, FL_EUNSUPPORTED,
+                            "%s: tensor '%s' has type %u, which has no dequantizer", gguf_name(g),
+                            t->name, t->type);
     import_tensor *it = &p->t[p->n++];
-    *it = (import_tensor){.src = t, .n_out = n_out, .n_in = n_in, .permute_heads = permute,
-                          .gptq = gptq};
+    *it = (import_tensor){
+        .src = t, .n_out = n_out, .n_in = n_in, .permute_heads = permute, .gptq = gptq};
     snprintf(it->hf, sizeof it->hf, "%s", hf);
     return FL_OK;
 }
@@ -152,8 +155,8 @@ static fl_code plan_build(const gguf_file *g, const llama_hp *hp, int gptq, impo
             kv = (int64_t)hp->n_head_kv * hp->head_dim, ff = hp->d_ff;
     p->t = calloc((size_t)hp->n_layer * N_LAYER_TENSORS + 3, sizeof *p->t);
     if (!p->t) return fl_error_set(err, FL_ENOMEM, "out of memory");
-    fl_code rc = plan_add(g, p, "token_embd.weight", "model.embed_tokens.weight", hp->n_vocab, d,
-                          0, 0, err);
+    fl_code rc =
+        plan_add(g, p, "token_embd.weight", "model.embed_tokens.weight", hp->n_vocab, d, 0, 0, err);
     for (int l = 0; l < hp->n_layer && !rc; l++) {
         static const struct {
             const char *gguf, *hf;
@@ -176,8 +179,8 @@ static fl_code plan_build(const gguf_file *g, const llama_hp *hp, int gptq, impo
             snprintf(gn, sizeof gn, "blk.%d.%s.weight", l, lt[i].gguf);
             snprintf(hn, sizeof hn, "model.layers.%d.%s.weight", l, lt[i].hf);
             int permute = lt[i].permute == 1 ? hp->n_head : lt[i].permute == 2 ? hp->n_head_kv : 0;
-            rc = plan_add(g, p, gn, hn, dims[lt[i].out], lt[i].in < 0 ? 0 : dims[lt[i].in],
-                          permute, gptq && lt[i].linear, err);
+            rc = plan_add(g, p, gn, hn, dims[lt[i].out], lt[i].in < 0 ? 0 : dims[lt[i].in], permute,
+                          gptq && lt[i].linear, err);
         }
     }
     if (!rc) rc = plan_add(g, p, "output_norm.weight", "model.norm.weight", d, 0, 0, 0, err);
@@ -257,8 +260,10 @@ static fl_code tensor_write(const gguf_file *g, const import_tensor *t, int grou
         rc = gptq_rtn_quantize(x, t->n_out, t->n_in, group_size, &q, err);
         if (rc) fl_error_wrap(err, "%s: tensor '%s'", gguf_name(g), t->src->name);
         int64_t n_groups = t->n_in / group_size;
-        if (!rc) rc = safetensors_writer_write(w, q.qweight, (size_t)(t->n_in / 8 * t->n_out) * 4, err);
-        if (!rc) rc = safetensors_writer_write(w, q.qzeros, (size_t)(n_groups * t->n_out / 8) * 4, err);
+        if (!rc)
+            rc = safetensors_writer_write(w, q.qweight, (size_t)(t->n_in / 8 * t->n_out) * 4, err);
+        if (!rc)
+            rc = safetensors_writer_write(w, q.qzeros, (size_t)(n_groups * t->n_out / 8) * 4, err);
         if (!rc) rc = safetensors_writer_write(w, q.scales, (size_t)(n_groups * t->n_out) * 2, err);
         if (!rc) rc = safetensors_writer_write(w, q.g_idx, (size_t)t->n_in * 4, err);
     } else if (!rc) {
@@ -300,8 +305,8 @@ static void id_add(cJSON *o, const char *name, int64_t id) {
 
 static cJSON *config_json(const llama_hp *hp) {
     cJSON *c = cJSON_CreateObject();
-    cJSON_AddItemToObject(c, "architectures", cJSON_CreateStringArray(
-                                                  (const char *[]){"LlamaForCausalLM"}, 1));
+    cJSON_AddItemToObject(c, "architectures",
+                          cJSON_CreateStringArray((const char *[]){"LlamaForCausalLM"}, 1));
     cJSON_AddStringToObject(c, "model_type", "llama");
     cJSON_AddNumberToObject(c, "hidden_size", hp->d_model);
     cJSON_AddNumberToObject(c, "intermediate_size", hp->d_ff);
@@ -392,8 +397,8 @@ static fl_code import_run(const char *file, const char *out, int gptq, int group
                           "pass --group-size");
     if (!rc) rc = plan_build(g, &hp, gptq, &plan, err);
     for (int i = 0; !rc && gptq && i < plan.n; i++)
-        if (plan.t[i].gptq && (plan.t[i].n_in % group_size || plan.t[i].n_in % 8 ||
-                               plan.t[i].n_out % 8))
+        if (plan.t[i].gptq &&
+            (plan.t[i].n_in % group_size || plan.t[i].n_in % 8 || plan.t[i].n_out % 8))
             rc = fl_error_set(err, FL_EINVAL,
                               "import-gguf: tensor '%s' ([%" PRId64 ", %" PRId64 "]) cannot be "
                               "quantized with group size %d (inputs must divide by it and by 8, "
@@ -405,7 +410,8 @@ static fl_code import_run(const char *file, const char *out, int gptq, int group
     if (!rc) rc = json_write(out, "tokenizer_config.json", tc, err), tc = NULL;
     if (!rc) rc = json_write(out, "config.json", config_json(&hp), err);
     if (!rc) rc = json_write(out, "generation_config.json", generation_config_json(&hp), err);
-    if (!rc && gptq) rc = json_write(out, "quantize_config.json", quantize_config_json(group_size), err);
+    if (!rc && gptq)
+        rc = json_write(out, "quantize_config.json", quantize_config_json(group_size), err);
     if (!rc && !gptq) { // a directory re-imported without --gptq must not keep a stale one
         char qc[4096];
         snprintf(qc, sizeof qc, "%s/quantize_config.json", out);
@@ -443,8 +449,9 @@ int cmd_import_gguf(int argc, char **argv) {
     cli_opt opts[] = {
         {"out", CLI_STR, &out, "output model directory (created; files overwritten)"},
         {"gptq", CLI_FLAG, &gptq, "4-bit AutoGPTQ v1 linear layers, round-to-nearest per group"},
-        {"group-size", CLI_INT, &group_size, "GPTQ group size (default: 128, 64 or 32, the "
-                                             "largest that divides the layer inputs)"},
+        {"group-size", CLI_INT, &group_size,
+         "GPTQ group size (default: 128, 64 or 32, the "
+         "largest that divides the layer inputs)"},
     };
     // The GGUF path is the one positional argument; cli_args_parse sees only the options.
     const char *file = NULL;
@@ -452,8 +459,8 @@ int cmd_import_gguf(int argc, char **argv) {
     int n_rest = 0;
     if (!rest) return cli_fail("import-gguf: out of memory");
     for (int i = 0; i < argc; i++) {
-        int is_value = i > 0 && (!strcmp(argv[i - 1], "--out") ||
-                                 !strcmp(argv[i - 1], "--group-size"));
+        int is_value =
+            i > 0 && (!strcmp(argv[i - 1], "--out") || !strcmp(argv[i - 1], "--group-size"));
         if (!file && strncmp(argv[i], "--", 2) && !is_value)
             file = argv[i];
         else
@@ -465,7 +472,8 @@ int cmd_import_gguf(int argc, char **argv) {
                             n_rest, rest, opts, sizeof opts / sizeof opts[0]);
     free(rest);
     if (rc) return rc < 0 ? 2 : 0;
-    if (!file) return cli_fail("import-gguf: the GGUF file is required (import-gguf FILE --out DIR)");
+    if (!file)
+        return cli_fail("import-gguf: the GGUF file is required (import-gguf FILE --out DIR)");
     if (!out) return cli_fail("import-gguf: --out is required");
     if (group_size && !gptq) return cli_fail("import-gguf: --group-size needs --gptq");
     if (group_size < 0) return cli_fail("import-gguf: --group-size must be positive");

@@ -65,21 +65,23 @@ static fl_code garbage_fit(eval_engine *e, const char *garbage_inf, size_t max_c
     return FL_OK;
 }
 
-static fl_code lengths_parse(const char *s, int **out, int *n, fl_error *err) {
+static fl_code lengths_parse(const char *s, int32_t **out, int *n, fl_error *err) {
     int32_t *ids = NULL;
     fl_code rc = cli_ids_parse(s, &ids, n, err);
     if (rc) return fl_error_wrap(err, "--lengths");
     for (int i = 0; i < *n; i++)
         if (ids[i] < 64) {
+            rc = fl_error_set(err, FL_EINVAL, "--lengths: %d is too short (>= 64 tokens)", ids[i]);
             free(ids);
-            return fl_error_set(err, FL_EINVAL, "--lengths: %d is too short (>= 64 tokens)", ids[i]);
+            return rc;
         }
     *out = ids;
     return FL_OK;
 }
 
 fl_code eval_passkey(const eval_opts *o, eval_engine *e, const char *lengths, fl_error *err) {
-    int *lens = NULL, n_lens = 0;
+    int32_t *lens = NULL;
+    int n_lens = 0;
     fl_code rc = lengths_parse(lengths, &lens, &n_lens, err);
     if (rc) return rc;
     size_t glen = sizeof garbage; // garbage + " " per repeat
@@ -135,8 +137,10 @@ fl_code eval_passkey(const eval_opts *o, eval_engine *e, const char *lengths, fl
         cJSON_AddNumberToObject(c, "accuracy", (double)correct / o->samples);
         cJSON_AddItemToArray(cells, c);
     }
-    if (!rc) cli_json_print(summary);
-    else cJSON_Delete(summary);
+    if (!rc)
+        cli_json_print(summary);
+    else
+        cJSON_Delete(summary);
     free(garbage_inf);
     free(lens);
     return rc;

@@ -78,7 +78,8 @@ static fl_code string_array(const gguf_file *g, const char *key, int optional, c
     const gguf_kv *kv = gguf_kv_find(g, key);
     *out = NULL;
     if (!kv && optional) return FL_OK;
-    if (!kv) return fl_error_set(err, FL_ENOTFOUND, "%s: metadata '%s' is missing", gguf_name(g), key);
+    if (!kv)
+        return fl_error_set(err, FL_ENOTFOUND, "%s: metadata '%s' is missing", gguf_name(g), key);
     if (kv->type != GGUF_VT_ARRAY || kv->elem_type != GGUF_VT_STRING)
         return fl_error_set(err, FL_EFORMAT, "%s: metadata '%s' must be an array of strings",
                             gguf_name(g), key);
@@ -182,7 +183,9 @@ static fl_code tokenizer_json_build(const gguf_file *g, const gguf_kv *tokens, c
 // tokenizer_config.json: the special tokens by name, and the chat template when present.
 static fl_code tokenizer_config_build(const gguf_file *g, const gguf_kv *tokens, int n_ctx,
                                       cJSON *root, fl_error *err) {
-    static const struct { const char *key, *field; } ids[] = {
+    static const struct {
+        const char *key, *field;
+    } ids[] = {
         {"tokenizer.ggml.bos_token_id", "bos_token"},
         {"tokenizer.ggml.eos_token_id", "eos_token"},
         {"tokenizer.ggml.unknown_token_id", "unk_token"},
@@ -201,7 +204,8 @@ static fl_code tokenizer_config_build(const gguf_file *g, const gguf_kv *tokens,
         if (id < 0) continue;
         if ((uint64_t)id >= tokens->n)
             return fl_error_set(err, FL_EFORMAT,
-                                "%s: metadata '%s' = %" PRId64 " is not a token id (vocab %" PRIu64 ")",
+                                "%s: metadata '%s' = %" PRId64 " is not a token id (vocab %" PRIu64
+                                ")",
                                 gguf_name(g), ids[i].key, id, tokens->n);
         char *t = token_dup(g, tokens, (uint64_t)id, err);
         if (!t) return err ? err->code : FL_EFORMAT;
@@ -225,8 +229,7 @@ fl_code gguf_tokenizer_build(const gguf_file *g, int n_ctx, cJSON **tokenizer_js
     fl_code rc = string_array(g, "tokenizer.ggml.tokens", 0, &tokens, err);
     if (rc) return rc;
     cJSON *tj = cJSON_CreateObject(), *tc = cJSON_CreateObject();
-    if (!tj || !tc)
-        rc = fl_error_set(err, FL_ENOMEM, "%s: out of memory", gguf_name(g));
+    if (!tj || !tc) rc = fl_error_set(err, FL_ENOMEM, "%s: out of memory", gguf_name(g));
     if (!rc) rc = tokenizer_json_build(g, tokens, tj, err);
     if (!rc) rc = tokenizer_config_build(g, tokens, n_ctx, tc, err);
     if (rc) {

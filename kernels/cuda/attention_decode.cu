@@ -143,106 +143,166 @@ __global__ void __launch_bounds__(DEC_THREADS)
     }
 }
 
-__global__ void k_attn_reduce(__half *out, const float *part, const attn_seq *seqs, int n_seq,
-                              int n_head, int head_dim, int n_splits, int chunk) {
-    const int t = blockIdx.x, h = blockIdx.y;
+#define RED_THREADS 256
+
+// Block-wide max / sum (all threads get the result); red holds 32 floats.
+__device__ static float red_block(float v, float *red, bool is_max) {
+    for (int o = 16; o > 0; o >>= 1) {
+        const float u = __shfl_xor_sync(0xffffffffu, v, o);
+        v = is_max ? fmaxf(v, u) : v + u;
+    }
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    __syncthreads(); // red may still be read by a previous call
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    v = lane < (int)(blockDim.x / 32) ? red[lane] : (is_max ? -FLT_MAX : 0.0f);
+    for (int o = 16; o > 0; o >>= 1) {
+        const float u = __shfl_xor_sync(0xffffffffu, v, o);
+        v = is_max ? fmaxf(v, u) : v + u;
+    }
+    return v;
+}
+
+// Combines the splits of one (row, head): all loads are spread over the block (a 10K context
+// has ~80 splits; walking them in one thread would cost more than the attention itself).
+__global__ void __launch_bounds__(RED_THREADS)
+    k_attn_reduce(__half *out, const float *part, const attn_seq *seqs, int n_seq, int n_head,
+                  int head_dim, int n_splits, int chunk) {
+    extern __shared__ float wsplit[]; // [n_splits] exp(m_s - max)
+    __shared__ float red[32], acc[RED_THREADS];
     __shared__ int sh_valid;
+    const int t = blockIdx.x, h = blockIdx.y;
     if (threadIdx.x == 0) {
         const int s = seq_of_row(seqs, n_seq, t);
         sh_valid = s < 0 ? 0 : (seqs[s].n_past + (t - seqs[s].q_start)) / chunk + 1;
     }
     __syncthreads();
-    const int n_valid = sh_valid;
-    const float *p = part + ((size_t)t * n_head + h) * n_splits * (head_dim + 2);
+    const int n_valid = sh_valid, stride = head_dim + 2;
+    if (n_valid == 0) return;
+    const float *p = part + ((size_t)t * n_head + h) * n_splits * stride;
     float mx = -FLT_MAX;
-    for (int s = 0; s < n_valid; s++) mx = fmaxf(mx, p[s * (head_dim + 2) + head_dim]);
-    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
-        float num = 0.0f, den = 0.0f;
-        for (int s = 0; s < n_valid; s++) {
-            const float *ps = p + s * (head_dim + 2);
-            const float w = __expf(ps[head_dim] - mx);
-            num += ps[d] * w;
-            den += ps[head_dim + 1] * w;
+    for (int s = threadIdx.x; s < n_valid; s += blockDim.x) mx = fmaxf(mx, p[s * stride + head_dim]);
+    mx = red_block(mx, red, true);
+    float den = 0.0f;
+    for (int s = threadIdx.x; s < n_valid; s += blockDim.x) {
+        const float w = __expf(p[s * stride + head_dim] - mx);
+        wsplit[s] = w;
+        den += w * p[s * stride + head_dim + 1];
+    }
+    den = red_block(den, red, false); // its barriers also publish wsplit
+    __half *o = out + ((size_t)t * n_head + h) * head_dim;
+    if (head_dim < RED_THREADS) { // parts of the block take interleaved splits, then add up
+        const int parts = RED_THREADS / head_dim, prt = threadIdx.x / head_dim;
+        const int d = threadIdx.x - prt * head_dim;
+        float num = 0.0f;
+        if (prt < parts)
+            for (int s = prt; s < n_valid; s += parts) num += wsplit[s] * p[s * stride + d];
+        acc[threadIdx.x] = num;
+        __syncthreads();
+        if (threadIdx.x < head_dim) {
+            float v = 0.0f;
+            for (int q = 0; q < parts; q++) v += acc[q * head_dim + threadIdx.x];
+            o[threadIdx.x] = __float2half_rn(v / den);
         }
-        if (n_valid) out[((size_t)t * n_head + h) * head_dim + d] = __float2half_rn(num / den);
+    } else {
+        for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+            float num = 0.0f;
+            for (int s = 0; s < n_valid; s++) num += wsplit[s] * p[s * stride + d];
+            o[d] = __float2half_rn(num / den);
+        }
     }
 }
 
 // The fast path for head_dim 64/128 and up to 16 query heads per KV head. Each warp takes 32
-// keys of the block's split, one key per lane: the lane loads its key row once (16-byte loads)
-// and scores it against every query head of the group; the warp's softmax statistics come from
-// shuffles; then each lane accumulates P V for its slice of head_dim over the warp's keys, with V
-// rows read coalesced. The block's warps are merged in shared memory into one partial per head.
+// keys of the block's split, one key per lane: the lane issues the loads of its whole K and V rows
+// at once (16-byte loads, so a split's bytes are all in flight together), scores its key against
+// every query head of the group, and parks its V row in shared memory; the warp's softmax
+// statistics come from shuffles; then each lane accumulates P V for its slice of head_dim from
+// shared memory. The block's warps are merged in shared memory into one partial per head.
 #define GQA_WARPS 4
 #define GQA_CHUNK (GQA_WARPS * 32)
 
 template <int D, int G>
-__global__ void __launch_bounds__(GQA_WARPS * 32)
+struct gqa_smem {
+    float q[G][D];
+    union { // V rows and probabilities while P V runs, then the warps' outputs for the merge
+        struct {
+            __half v[GQA_WARPS][32][D];
+            float p[GQA_WARPS][G][32];
+        } pv;
+        float o[GQA_WARPS][G][D];
+    } u;
+    float m[GQA_WARPS][G], l[GQA_WARPS][G];
+    int seq;
+};
+
+// head_dim 64: 5 blocks per SM (<= 102 registers) so a 10K context's 640 blocks fit one wave.
+template <int D, int G>
+__global__ void __launch_bounds__(GQA_WARPS * 32, D == 64 ? 5 : 1)
     k_attn_decode_gqa(float *part, const __half *q, const __half *kc, const __half *vc,
                       const attn_seq *seqs, const int32_t *tables, int n_seq, int n_head,
                       int n_head_kv, float scale, int n_splits) {
     constexpr int DPL = D / 32; // head_dim values per lane in P V
-    __shared__ __align__(16) float Qs[G][D];
-    __shared__ float Mw[GQA_WARPS][G], Lw[GQA_WARPS][G];
-    __shared__ union { // probabilities while P V runs, then the warps' outputs for the merge
-        float P[GQA_WARPS][G][32];
-        float O[GQA_WARPS][G][D];
-    } u;
-    float(*Ps)[G][32] = u.P;
-    float(*Ow)[G][D] = u.O;
-    __shared__ int sh_seq;
+    constexpr int R16 = D / 8;  // 16-byte vectors per K or V row
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    gqa_smem<D, G> &sm = *reinterpret_cast<gqa_smem<D, G> *>(smem_raw);
     const int t = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    if (threadIdx.x == 0) sh_seq = seq_of_row(seqs, n_seq, t);
+    if (threadIdx.x == 0) sm.seq = seq_of_row(seqs, n_seq, t);
     __syncthreads();
-    if (sh_seq < 0) return;
-    const attn_seq sq = seqs[sh_seq];
+    if (sm.seq < 0) return;
+    const attn_seq sq = seqs[sm.seq];
     const int qpos = sq.n_past + (t - sq.q_start);
     const int k0 = split * GQA_CHUNK;
     if (k0 > qpos) return;
     const int32_t *table = tables + sq.block_table_offset;
+
+    // ---- issue this lane's K and V row loads before anything else
+    const int p = k0 + warp * 32 + lane;
+    const bool valid = p <= qpos;
+    uint4 kraw[R16], vraw[R16];
+    if (valid) {
+        const size_t row = (((size_t)table[p / KV_BLOCK_SIZE] * n_head_kv + kvh) * KV_BLOCK_SIZE +
+                            p % KV_BLOCK_SIZE) * D;
+        const uint4 *krow = reinterpret_cast<const uint4 *>(kc + row);
+        const uint4 *vrow = reinterpret_cast<const uint4 *>(vc + row);
+#pragma unroll
+        for (int i = 0; i < R16; i++) {
+            kraw[i] = krow[i];
+            vraw[i] = vrow[i];
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < R16; i++) kraw[i] = vraw[i] = make_uint4(0, 0, 0, 0); // 0 * V, not NaN
+    }
     for (int i = threadIdx.x; i < G * D; i += blockDim.x)
-        Qs[i / D][i % D] =
+        sm.q[i / D][i % D] =
             __half2float(q[((size_t)t * n_head + (size_t)kvh * G) * D + i]) * scale;
+#pragma unroll
+    for (int i = 0; i < R16; i++)
+        *reinterpret_cast<uint4 *>(&sm.u.pv.v[warp][lane][i * 8]) = vraw[i];
     __syncthreads();
 
     // ---- scores: lane owns key p
-    const int p = k0 + warp * 32 + lane;
-    const bool valid = p <= qpos;
     float s[G];
 #pragma unroll
     for (int g = 0; g < G; g++) s[g] = 0.0f;
-    if (valid) {
-        const uint4 *krow = reinterpret_cast<const uint4 *>(
-            kc + (((size_t)table[p / KV_BLOCK_SIZE] * n_head_kv + kvh) * KV_BLOCK_SIZE +
-                  p % KV_BLOCK_SIZE) * D);
 #pragma unroll
-        for (int c = 0; c < D / 32; c++) { // 32 dims at a time
-            uint4 raw[4];
+    for (int i = 0; i < R16; i++) {
+        const __half2 *h2 = reinterpret_cast<const __half2 *>(&kraw[i]);
+        float kf[8];
 #pragma unroll
-            for (int u = 0; u < 4; u++) raw[u] = krow[c * 4 + u];
-            float kf[32];
+        for (int e = 0; e < 4; e++) {
+            const float2 f = __half22float2(h2[e]);
+            kf[2 * e] = f.x;
+            kf[2 * e + 1] = f.y;
+        }
 #pragma unroll
-            for (int u = 0; u < 4; u++) {
-                const __half2 *h2 = reinterpret_cast<const __half2 *>(&raw[u]);
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const float2 f = __half22float2(h2[e]);
-                    kf[u * 8 + 2 * e] = f.x;
-                    kf[u * 8 + 2 * e + 1] = f.y;
-                }
-            }
-#pragma unroll
-            for (int g = 0; g < G; g++) {
-                float acc = 0.0f;
-#pragma unroll
-                for (int d4 = 0; d4 < 8; d4++) {
-                    const float4 qv = *reinterpret_cast<const float4 *>(&Qs[g][c * 32 + d4 * 4]);
-                    acc += qv.x * kf[d4 * 4] + qv.y * kf[d4 * 4 + 1] + qv.z * kf[d4 * 4 + 2] +
-                           qv.w * kf[d4 * 4 + 3];
-                }
-                s[g] += acc;
-            }
+        for (int g = 0; g < G; g++) {
+            const float4 qa = *reinterpret_cast<const float4 *>(&sm.q[g][i * 8]);
+            const float4 qb = *reinterpret_cast<const float4 *>(&sm.q[g][i * 8 + 4]);
+            s[g] += qa.x * kf[0] + qa.y * kf[1] + qa.z * kf[2] + qa.w * kf[3] + qb.x * kf[4] +
+                    qb.y * kf[5] + qb.z * kf[6] + qb.w * kf[7];
         }
     }
     // ---- warp softmax per head
@@ -258,50 +318,46 @@ __global__ void __launch_bounds__(GQA_WARPS * 32)
         for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
         m[g] = mx;
         l[g] = sum;
-        Ps[warp][g][lane] = pg;
+        sm.u.pv.p[warp][g][lane] = pg;
     }
     __syncwarp();
-    // ---- P V: lane owns dims [lane * DPL, lane * DPL + DPL)
+    // ---- P V: lane owns dims [lane * DPL, lane * DPL + DPL); invalid keys have p = 0, V = 0
     float acc[G][DPL];
 #pragma unroll
     for (int g = 0; g < G; g++)
 #pragma unroll
         for (int e = 0; e < DPL; e++) acc[g][e] = 0.0f;
-    const int n_valid = min(32, qpos - (k0 + warp * 32) + 1);
-    for (int j = 0; j < n_valid; j++) {
-        const int pj = k0 + warp * 32 + j;
-        const __half *vrow = vc + (((size_t)table[pj / KV_BLOCK_SIZE] * n_head_kv + kvh) * KV_BLOCK_SIZE +
-                                   pj % KV_BLOCK_SIZE) * D + lane * DPL;
-        float vf[DPL];
-        if (DPL == 2) {
-            const float2 f = __half22float2(*reinterpret_cast<const __half2 *>(vrow));
-            vf[0] = f.x;
-            vf[DPL - 1] = f.y;
-        } else {
-            const uint2 raw = *reinterpret_cast<const uint2 *>(vrow);
-            const float2 a = __half22float2(*reinterpret_cast<const __half2 *>(&raw.x));
-            const float2 b = __half22float2(*reinterpret_cast<const __half2 *>(&raw.y));
-            vf[0] = a.x;
-            vf[1 % DPL] = a.y;
-            vf[2 % DPL] = b.x;
-            vf[3 % DPL] = b.y;
+#pragma unroll 2
+    for (int j4 = 0; j4 < 32; j4 += 4) {
+        float vf[4][DPL];
+#pragma unroll
+        for (int jj = 0; jj < 4; jj++) {
+            const __half *vr = &sm.u.pv.v[warp][j4 + jj][lane * DPL];
+#pragma unroll
+            for (int e = 0; e < DPL; e += 2) {
+                const float2 f = __half22float2(*reinterpret_cast<const __half2 *>(vr + e));
+                vf[jj][e] = f.x;
+                vf[jj][e + 1] = f.y;
+            }
         }
 #pragma unroll
         for (int g = 0; g < G; g++) {
-            const float pg = Ps[warp][g][j];
+            const float4 pg = *reinterpret_cast<const float4 *>(&sm.u.pv.p[warp][g][j4]);
 #pragma unroll
-            for (int e = 0; e < DPL; e++) acc[g][e] += pg * vf[e];
+            for (int e = 0; e < DPL; e++)
+                acc[g][e] += pg.x * vf[0][e] + pg.y * vf[1][e] + pg.z * vf[2][e] + pg.w * vf[3][e];
         }
     }
     // ---- merge the warps
-    __syncthreads(); // every warp is done reading P
+    const bool any = k0 + warp * 32 <= qpos;
+    __syncthreads(); // every warp is done with V and P
 #pragma unroll
     for (int g = 0; g < G; g++) {
 #pragma unroll
-        for (int e = 0; e < DPL; e++) Ow[warp][g][lane * DPL + e] = acc[g][e];
+        for (int e = 0; e < DPL; e++) sm.u.o[warp][g][lane * DPL + e] = acc[g][e];
         if (lane == 0) {
-            Mw[warp][g] = n_valid > 0 ? m[g] : -FLT_MAX;
-            Lw[warp][g] = n_valid > 0 ? l[g] : 0.0f;
+            sm.m[warp][g] = any ? m[g] : -FLT_MAX;
+            sm.l[warp][g] = any ? l[g] : 0.0f;
         }
     }
     __syncthreads();
@@ -309,13 +365,13 @@ __global__ void __launch_bounds__(GQA_WARPS * 32)
         const int g = i / D, d = i % D;
         float mx = -FLT_MAX;
 #pragma unroll
-        for (int w = 0; w < GQA_WARPS; w++) mx = fmaxf(mx, Mw[w][g]);
+        for (int w = 0; w < GQA_WARPS; w++) mx = fmaxf(mx, sm.m[w][g]);
         float o = 0.0f, lsum = 0.0f;
 #pragma unroll
         for (int w = 0; w < GQA_WARPS; w++) {
-            const float f = __expf(Mw[w][g] - mx);
-            o += Ow[w][g][d] * f;
-            lsum += Lw[w][g] * f;
+            const float f = __expf(sm.m[w][g] - mx);
+            o += sm.u.o[w][g][d] * f;
+            lsum += sm.l[w][g] * f;
         }
         float *dst = part + (((size_t)t * n_head + kvh * G + g) * n_splits + split) * (D + 2);
         dst[d] = o;
@@ -330,8 +386,14 @@ template <int D, int G>
 static void launch_gqa(cuda_ctx *c, float *part, const __half *q, const __half *kc,
                        const __half *vc, const attn_batch *ab, int n_head, int n_head_kv,
                        float scale, int n_splits) {
+    const size_t smem = sizeof(gqa_smem<D, G>);
+    if (smem > (48 << 10) &&
+        cuda_check(c, cudaFuncSetAttribute(k_attn_decode_gqa<D, G>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+                   "attention decode smem attribute"))
+        return;
     dim3 grid(ab->n_tok, n_head_kv, n_splits);
-    k_attn_decode_gqa<D, G><<<grid, GQA_WARPS * 32, 0, c->stream>>>(
+    k_attn_decode_gqa<D, G><<<grid, GQA_WARPS * 32, smem, c->stream>>>(
         part, q, kc, vc, ab->seqs_dev, ab->block_tables_dev, ab->n_seq, n_head, n_head_kv, scale,
         n_splits);
 }
@@ -385,7 +447,7 @@ void cuda_attention_decode(cuda_ctx *c, __half *out, const __half *q, const __ha
     }
     if (CUDA_LAUNCHED(c, "attention decode")) return;
     dim3 rgrid(ab->n_tok, n_head);
-    k_attn_reduce<<<rgrid, head_dim < 256 ? ((head_dim + 31) / 32) * 32 : 256, 0, c->stream>>>(
+    k_attn_reduce<<<rgrid, RED_THREADS, (size_t)n_splits * sizeof(float), c->stream>>>(
         out, part, ab->seqs_dev, ab->n_seq, n_head, head_dim, n_splits, chunk);
     CUDA_LAUNCHED(c, "attention reduce");
 }

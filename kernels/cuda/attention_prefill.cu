@@ -29,6 +29,20 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void *
                  : "r"(addr));
 }
 
+// 16-byte global -> shared copy that bypasses registers; src_bytes 0 writes zeros.
+__device__ __forceinline__ void cp_async16(void *smem_dst, const void *src, int src_bytes) {
+    const uint32_t dst = (uint32_t)__cvta_generic_to_shared(smem_dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+                 "r"(src_bytes));
+}
+
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
+
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
 __device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
     __half2 h = __floats2half2_rn(lo, hi);
     return *reinterpret_cast<uint32_t *>(&h);
@@ -40,8 +54,7 @@ __global__ void __launch_bounds__(PF_THREADS)
                    const attn_seq *seqs, const int32_t *tables, int n_head, int n_head_kv,
                    float scale) {
     constexpr int LDH = D + 8; // padded row: conflict-free fragment loads and ldmatrix
-    __shared__ __align__(16) __half Ks[PF_KEYS * LDH];
-    __shared__ __align__(16) __half Vs[PF_KEYS * LDH];
+    extern __shared__ __align__(16) __half pf_smem[]; // K[2][PF_KEYS][LDH], V[2][PF_KEYS][LDH]
     const int h = blockIdx.x, tile = blockIdx.y;
     const attn_seq sq = seqs[blockIdx.z];
     const int row0 = tile * PF_ROWS;
@@ -77,22 +90,34 @@ __global__ void __launch_bounds__(PF_THREADS)
     const int last_row = min(sq.n_q, row0 + PF_ROWS) - 1;
     const int n_keys = sq.n_past + last_row + 1; // keys any row of this block can see
     constexpr int V8 = D / 8;                    // 16-byte vectors per row
-    for (int kt = 0; kt < n_keys; kt += PF_KEYS) {
-        __syncthreads(); // the previous tile is consumed
+    // K/V tiles are double-buffered with cp.async: tile i+1 loads while tile i is computed.
+    auto load_tile = [&](int kt, int buf) {
+        __half *Kb = pf_smem + (size_t)buf * 2 * PF_KEYS * LDH, *Vb = Kb + PF_KEYS * LDH;
         for (int i = threadIdx.x; i < PF_KEYS * V8; i += PF_THREADS) {
             const int j = i / V8, c8 = i - j * V8, p = kt + j;
-            uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
-            if (p < n_keys) {
-                const size_t src = (((size_t)table[p / KV_BLOCK_SIZE] * n_head_kv + kvh) * KV_BLOCK_SIZE +
-                                    p % KV_BLOCK_SIZE) * D + c8 * 8;
-                kv = *reinterpret_cast<const uint4 *>(&kc[src]);
-                vv = *reinterpret_cast<const uint4 *>(&vc[src]);
-            }
-            *reinterpret_cast<uint4 *>(&Ks[j * LDH + c8 * 8]) = kv;
-            *reinterpret_cast<uint4 *>(&Vs[j * LDH + c8 * 8]) = vv;
+            const bool ok = p < n_keys;
+            const size_t src = ok ? (((size_t)table[p / KV_BLOCK_SIZE] * n_head_kv + kvh) * KV_BLOCK_SIZE +
+                                     p % KV_BLOCK_SIZE) * D + c8 * 8
+                                  : 0;
+            cp_async16(&Kb[j * LDH + c8 * 8], kc + src, ok ? 16 : 0);
+            cp_async16(&Vb[j * LDH + c8 * 8], vc + src, ok ? 16 : 0);
+        }
+        cp_async_commit();
+    };
+    load_tile(0, 0);
+    for (int kt = 0, buf = 0; kt < n_keys; kt += PF_KEYS, buf ^= 1) {
+        if (kt + PF_KEYS < n_keys) {
+            load_tile(kt + PF_KEYS, buf ^ 1);
+            cp_async_wait<1>(); // this tile has landed; the next may still be in flight
+        } else {
+            cp_async_wait<0>();
         }
         __syncthreads();
-        if (kt > warp_last) continue; // the whole tile is in this warp's causal future
+        const __half *Ks = pf_smem + (size_t)buf * 2 * PF_KEYS * LDH, *Vs = Ks + PF_KEYS * LDH;
+        if (kt > warp_last) { // the whole tile is in this warp's causal future
+            __syncthreads();
+            continue;
+        }
 
         // S[16 rows, 64 keys] = Q K^T, as 8 m16n8 tiles
         float s[8][4];
@@ -163,6 +188,7 @@ __global__ void __launch_bounds__(PF_THREADS)
                 mma_16816(o[2 * nd + 1], a, b[2], b[3]);
             }
         }
+        __syncthreads(); // the next iteration's load overwrites the other buffer's last reader
     }
     l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 1);
     l_lo += __shfl_xor_sync(0xffffffffu, l_lo, 2);
@@ -186,8 +212,14 @@ template <int D>
 static void launch_prefill(cuda_ctx *c, __half *out, const __half *q, const __half *k_cache,
                            const __half *v_cache, const attn_batch *ab, int n_head, int n_head_kv,
                            float scale) {
+    const size_t smem = (size_t)2 * 2 * PF_KEYS * (D + 8) * sizeof(__half);
+    if (smem > (48 << 10) &&
+        cuda_check(c, cudaFuncSetAttribute(k_attn_prefill<D>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+                   "attention prefill smem attribute"))
+        return;
     dim3 grid(n_head, (ab->max_n_q + PF_ROWS - 1) / PF_ROWS, ab->n_seq);
-    k_attn_prefill<D><<<grid, PF_THREADS, 0, c->stream>>>(
+    k_attn_prefill<D><<<grid, PF_THREADS, smem, c->stream>>>(
         out, q, k_cache, v_cache, ab->seqs_dev, ab->block_tables_dev, n_head, n_head_kv, scale);
     CUDA_LAUNCHED(c, "attention prefill");
 }
