@@ -440,7 +440,7 @@ fl_code rope_config_apply_overrides(const model_config *cfg, const rope_override
     if (!isnan(o->factor)) out->factor = o->factor;
     if (o->threshold) out->threshold = o->threshold;
     if (out->mode != ROPE_NONE && out->threshold <= 0)
-        out->threshold = out->mode == ROPE_FALCONLITE ? 2048 : cfg->max_position_embeddings;
+        out->threshold = cfg->max_position_embeddings;
     if (out->mode == ROPE_FALCONLITE && !(out->alpha > 0))
         return fl_error_set(err, FL_EINVAL, "--rope-scaling falconlite needs --rope-alpha > 0");
     if ((out->mode == ROPE_DYNAMIC || out->mode == ROPE_LINEAR) && !(out->factor > 0))

@@ -88,7 +88,7 @@ typedef struct rope_overrides {
 
 int rope_overrides_given(const rope_overrides *o);
 // out = the model's rotary config (config.json + environment) with the overrides applied, checked:
-// falconlite needs alpha > 0, dynamic and linear need factor > 0; a missing threshold becomes
-// 2048 (falconlite, as PRETRAINED_MAX_TOKENS) or the model's max_position_embeddings.
+// falconlite needs alpha > 0, dynamic and linear need factor > 0; a missing threshold becomes the
+// model's trained context, max_position_embeddings (2048 for Falcon, as PRETRAINED_MAX_TOKENS).
 fl_code rope_config_apply_overrides(const model_config *cfg, const rope_overrides *o,
                                     rope_config *out, fl_error *err);

@@ -16,13 +16,6 @@
 
 #define SMOLLM2_SYSTEM "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
-uint64_t eval_rng_next(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 fl_code eval_engine_open(const eval_opts *o, eval_engine *e, fl_error *err) {
     char threads[16];
     memset(e, 0, sizeof *e);
@@ -147,33 +140,22 @@ cJSON *eval_summary_create(const eval_opts *o, const char *suite) {
 }
 
 typedef struct eval_args {
-    const char *dir, *backend, *rope_scaling, *tmpl, *lengths, *file;
-    int threads, samples, rope_threshold, max_new, ctx, max_tokens, verbose;
-    float rope_alpha, rope_factor;
+    const char *dir, *backend, *tmpl, *lengths, *file;
+    int threads, samples, max_new, ctx, max_tokens, verbose;
+    rope_overrides rope;
     uint64_t seed;
 } eval_args;
 
-// Rotary scaling: config.json's, or --rope-scaling with its parameters; the threshold of
-// falconlite and dynamic defaults to the model's trained context (max_position_embeddings).
+// Rotary scaling: config.json's, or --rope-* overrides (the threshold of falconlite and dynamic
+// defaults to the model's trained context, max_position_embeddings).
 static int rope_resolve(const eval_args *a, eval_opts *o) {
     model_config cfg;
     fl_error err = {0};
     if (model_config_load(a->dir, &cfg, &err)) return cli_fail("%s", err.msg);
     o->rope = cfg.rope;
-    o->has_rope =
-        a->rope_scaling || !isnan(a->rope_alpha) || !isnan(a->rope_factor) || a->rope_threshold;
-    if (!o->has_rope) return 0;
-    rope_config *r = &o->rope;
-    if (a->rope_scaling && rope_mode_parse(a->rope_scaling, &r->mode, &err))
-        return cli_fail("eval: --rope-scaling: %s", err.msg);
-    if (a->rope_threshold < 0) return cli_fail("eval: --rope-threshold must be positive");
-    r->threshold = a->rope_threshold ? a->rope_threshold : cfg.max_position_embeddings;
-    if (!isnan(a->rope_alpha)) r->alpha = a->rope_alpha;
-    if (!isnan(a->rope_factor)) r->factor = a->rope_factor;
-    if (r->mode == ROPE_FALCONLITE && !(r->alpha > 0))
-        return cli_fail("eval: --rope-scaling falconlite needs --rope-alpha > 0");
-    if ((r->mode == ROPE_DYNAMIC || r->mode == ROPE_LINEAR) && !(r->factor > 0))
-        return cli_fail("eval: --rope-scaling %s needs --rope-factor > 0", rope_mode_name(r->mode));
+    o->has_rope = rope_overrides_given(&a->rope);
+    if (o->has_rope && rope_config_apply_overrides(&cfg, &a->rope, &o->rope, &err))
+        return cli_fail("eval: %s", err.msg);
     return 0;
 }
 
@@ -194,8 +176,7 @@ int cmd_eval(int argc, char **argv) {
                    .seed = 1,
                    .max_new = -1,
                    .ctx = 1024,
-                   .rope_alpha = NAN,
-                   .rope_factor = NAN,
+                   .rope = ROPE_OVERRIDES_NONE,
                    .lengths = "1024,2048,4096,8192"};
     cli_opt opts[] = {
         {"model", CLI_STR, &a.dir, "model directory"},
@@ -207,11 +188,11 @@ int cmd_eval(int argc, char **argv) {
         {"max-new-tokens", CLI_INT, &a.max_new, "tokens to generate (passkey 10, lines 100)"},
         {"ctx", CLI_INT, &a.ctx, "ppl: window length in tokens (default 1024)"},
         {"max-tokens", CLI_INT, &a.max_tokens, "ppl: score at most this many tokens (0: all)"},
-        {"rope-scaling", CLI_STR, &a.rope_scaling, "none | falconlite | dynamic | linear"},
-        {"rope-alpha", CLI_FLOAT, &a.rope_alpha, "falconlite alpha (DNTK_ALPHA_SCALER)"},
-        {"rope-threshold", CLI_INT, &a.rope_threshold,
+        {"rope-scaling", CLI_STR, &a.rope.mode, "none | falconlite | dynamic | linear"},
+        {"rope-alpha", CLI_FLOAT, &a.rope.alpha, "falconlite alpha (DNTK_ALPHA_SCALER)"},
+        {"rope-threshold", CLI_INT, &a.rope.threshold,
          "trained length (default: max_position_embeddings)"},
-        {"rope-factor", CLI_FLOAT, &a.rope_factor, "dynamic / linear scaling factor"},
+        {"rope-factor", CLI_FLOAT, &a.rope.factor, "dynamic / linear scaling factor"},
         {"backend", CLI_STR, &a.backend, "cpu | cuda | auto (default)"},
         {"threads", CLI_INT, &a.threads, "CPU worker threads (default: all cores)"},
         {"verbose", CLI_FLAG, &a.verbose, "one stderr line per sample"},

@@ -11,6 +11,7 @@
 
 #include "common/dtype.h"
 #include "common/safetensors.h"
+#include "common/rng.h"
 #include "tools/cli_args.h"
 #include "tools/cli_common.h"
 #include "tools/commands.h"
@@ -57,18 +58,6 @@ typedef struct mk_plan {
     int n, cap;
     int gptq, group_size, act_order;
 } mk_plan;
-
-// splitmix64: one 64-bit state per tensor, seeded from (seed, tensor index).
-static uint64_t rng_next(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static double rng_uniform(uint64_t *x) { // (0, 1)
-    return ((double)(rng_next(x) >> 11) + 0.5) * 0x1.0p-53;
-}
 
 static int plan_add(mk_plan *p, const char *name, dtype type, int n_dim, int64_t d0, int64_t d1,
                     fill_kind fill, double value) {
@@ -161,7 +150,7 @@ static fl_code write_tensor(safetensors_writer *w, const tensor_spec *s, uint64_
         for (size_t k = 0; k < n; k++)
             perm[k] = (int32_t)k;
         for (size_t k = n - 1; k > 0; k--) {
-            size_t j = rng_next(&rng) % (k + 1);
+            size_t j = splitmix64_next(&rng) % (k + 1);
             int32_t t = perm[k];
             perm[k] = perm[j], perm[j] = t;
         }
@@ -173,8 +162,8 @@ static fl_code write_tensor(safetensors_writer *w, const tensor_spec *s, uint64_
         switch (s->fill) {
         case FILL_NORMAL_F16:
             for (size_t i = 0; i < m; i += 2) { // Box-Muller, two normals per pair of uniforms
-                double r = sqrt(-2.0 * log(rng_uniform(&rng))) * INIT_STD;
-                double a = 2.0 * M_PI * rng_uniform(&rng);
+                double r = sqrt(-2.0 * log(splitmix64_uniform(&rng))) * INIT_STD;
+                double a = 2.0 * M_PI * splitmix64_uniform(&rng);
                 h[i] = f32_to_fp16((float)(r * cos(a)));
                 if (i + 1 < m) h[i + 1] = f32_to_fp16((float)(r * sin(a)));
             }
@@ -185,7 +174,7 @@ static fl_code write_tensor(safetensors_writer *w, const tensor_spec *s, uint64_
             break;
         case FILL_RANDOM_I32:
             for (size_t i = 0; i < m; i += 2) {
-                uint64_t r = rng_next(&rng);
+                uint64_t r = splitmix64_next(&rng);
                 q[i] = (int32_t)(uint32_t)r;
                 if (i + 1 < m) q[i + 1] = (int32_t)(uint32_t)(r >> 32);
             }
@@ -196,7 +185,7 @@ static fl_code write_tensor(safetensors_writer *w, const tensor_spec *s, uint64_
             break;
         case FILL_SCALES_F16:
             for (size_t i = 0; i < m; i++)
-                h[i] = f32_to_fp16((float)(s->value * (0.75 + 0.5 * rng_uniform(&rng))));
+                h[i] = f32_to_fp16((float)(s->value * (0.75 + 0.5 * splitmix64_uniform(&rng))));
             break;
         case FILL_GIDX:
             for (size_t i = 0; i < m; i++)
@@ -359,7 +348,7 @@ int cmd_mkmodel(int argc, char **argv) {
     }
     for (int i = 0; i < plan.n && !fc; i++) {
         uint64_t ts = seed * 0x9e3779b97f4a7c15ull + (uint64_t)i;
-        fc = write_tensor(w, &plan.t[i], rng_next(&ts), &plan, buf, &err);
+        fc = write_tensor(w, &plan.t[i], splitmix64_next(&ts), &plan, buf, &err);
     }
     if (w) {
         fl_code fin = safetensors_writer_finish(w, fc ? NULL : &err);

@@ -54,8 +54,6 @@ char *eval_template_apply(eval_template t, const char *prompt);
 // The first (last = 0) or last number (a run of ASCII digits) in text; -1 when there is none.
 long eval_find_number(const char *text, int last);
 
-// 64-bit seeded generator (splitmix64) for reproducible samples.
-uint64_t eval_rng_next(uint64_t *state);
 // A summary object holding the common fields (suite, model, rope, template) for the suite to
 // complete and print.
 cJSON *eval_summary_create(const eval_opts *o, const char *suite);

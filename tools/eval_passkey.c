@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "tools/cli_common.h"
+#include "common/rng.h"
 #include "tools/eval.h"
 
 #define GARBAGE_REPEATS 2000 // upstream: " ".join([garbage] * 2000)
@@ -105,8 +106,8 @@ fl_code eval_passkey(const eval_opts *o, eval_engine *e, const char *lengths, fl
         double tokens = 0;
         if ((rc = garbage_fit(e, garbage_inf, max_chars, lens[li], &n_garbage, err))) break;
         for (int s = 0; !rc && s < o->samples; s++) {
-            int key = 1 + (int)(eval_rng_next(&rng) % 50000);
-            size_t prefix = (size_t)(eval_rng_next(&rng) % (n_garbage + 1));
+            int key = 1 + (int)(splitmix64_next(&rng) % 50000);
+            size_t prefix = (size_t)(splitmix64_next(&rng) % (n_garbage + 1));
             char *raw = prompt_build(garbage_inf, n_garbage, prefix, key);
             char *p = raw ? eval_template_apply(o->tmpl, raw) : NULL, *answer = NULL;
             int32_t *ids = NULL;
