@@ -286,13 +286,15 @@ static int make_dir(const char *dir) {
 
 int cmd_mkmodel(int argc, char **argv) {
     const char *preset_name = NULL, *out = NULL;
-    int gptq = 0, act_order = 0, group_size = 0;
+    int gptq = 0, act_order = 0, group_size = 0, n_layer = 0;
     uint64_t seed = 0;
     cli_opt opts[] = {
         {"preset", CLI_STR, &preset_name, "tiny | falcon-7b | falcon-40b (FalconLite's shapes)"},
         {"gptq", CLI_FLAG, &gptq, "4-bit GPTQ linear layers (AutoGPTQ v1 layout)"},
         {"group-size", CLI_INT, &group_size, "GPTQ group size (default 128, or 64 for falcon-7b)"},
         {"act-order", CLI_FLAG, &act_order, "GPTQ act-order: a permuted g_idx"},
+        {"layers", CLI_INT, &n_layer, "number of layers (default: the preset's); per-layer shapes "
+                                      "stay the preset's, for quick tensor-parallel checks"},
         {"seed", CLI_U64, &seed, "random seed (default 0)"},
         {"out", CLI_STR, &out, "output directory (created)"},
     };
@@ -312,6 +314,13 @@ int cmd_mkmodel(int argc, char **argv) {
         if (!strcmp(preset_name, presets[i].name)) pr = &presets[i];
     if (!pr)
         return cli_fail("mkmodel: unknown preset '%s' (tiny, falcon-7b, falcon-40b)", preset_name);
+    preset sized;
+    if (n_layer < 0) return cli_fail("mkmodel: --layers must be positive");
+    if (n_layer) {
+        sized = *pr;
+        sized.n_layer = n_layer;
+        pr = &sized;
+    }
     if ((act_order || group_size) && !gptq)
         return cli_fail("mkmodel: --act-order and --group-size need --gptq");
     mk_plan plan = {.gptq = gptq, .act_order = act_order};
