@@ -14,8 +14,6 @@
 #include "tools/commands.h"
 #include "tools/eval.h"
 
-#define SMOLLM2_SYSTEM "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
-
 fl_code eval_engine_open(const eval_opts *o, eval_engine *e, fl_error *err) {
     char threads[16];
     memset(e, 0, sizeof *e);
@@ -87,19 +85,6 @@ fl_code eval_prompt_nll(eval_engine *e, const int32_t *ids, int n, double *nll, 
     return rc;
 }
 
-char *eval_template_apply(eval_template t, const char *prompt) {
-    static const char *const fmt[] = {
-        [EVAL_TEMPLATE_NONE] = "%s",
-        [EVAL_TEMPLATE_CHATML] = "<|im_start|>user\n%s<|im_end|>\n<|im_start|>assistant\n",
-        [EVAL_TEMPLATE_SMOLLM2] = "<|im_start|>system\n" SMOLLM2_SYSTEM "<|im_end|>\n"
-                                  "<|im_start|>user\n%s<|im_end|>\n<|im_start|>assistant\n",
-    };
-    size_t n = strlen(prompt) + strlen(fmt[t]) + 1;
-    char *s = malloc(n);
-    if (s) snprintf(s, n, fmt[t], prompt);
-    return s;
-}
-
 long eval_find_number(const char *text, int last) {
     long found = -1;
     for (const char *p = text; *p;) {
@@ -116,10 +101,6 @@ long eval_find_number(const char *text, int last) {
     return found;
 }
 
-static const char *template_name(eval_template t) {
-    return t == EVAL_TEMPLATE_CHATML ? "chatml" : t == EVAL_TEMPLATE_SMOLLM2 ? "smollm2" : "none";
-}
-
 cJSON *eval_summary_create(const eval_opts *o, const char *suite) {
     cJSON *s = cJSON_CreateObject();
     cJSON_AddStringToObject(s, "suite", suite);
@@ -131,7 +112,7 @@ cJSON *eval_summary_create(const eval_opts *o, const char *suite) {
     if (o->rope.mode == ROPE_FALCONLITE) cJSON_AddNumberToObject(r, "alpha", o->rope.alpha);
     if (o->rope.mode == ROPE_DYNAMIC || o->rope.mode == ROPE_LINEAR)
         cJSON_AddNumberToObject(r, "factor", o->rope.factor);
-    cJSON_AddStringToObject(s, "template", template_name(o->tmpl));
+    cJSON_AddStringToObject(s, "template", o->tmpl_name);
     if (strcmp(suite, "ppl")) { // perplexity scores the whole text: no sampling of cases
         cJSON_AddNumberToObject(s, "samples", o->samples);
         cJSON_AddNumberToObject(s, "seed", (double)o->seed);
@@ -184,7 +165,8 @@ int cmd_eval(int argc, char **argv) {
         {"seed", CLI_U64, &a.seed, "passkey: seed of keys and positions (default 1)"},
         {"lengths", CLI_STR, &a.lengths, "passkey: prompt lengths in tokens (1024,2048,4096,8192)"},
         {"file", CLI_STR, &a.file, "lines: a LongEval *_lines.jsonl file; ppl: a text file"},
-        {"template", CLI_STR, &a.tmpl, "none | chatml | smollm2 (passkey: none; lines: chatml)"},
+        {"template", CLI_STR, &a.tmpl,
+         "none | chatml | smollm2 | oasst | auto (the model's; passkey: none; lines: chatml)"},
         {"max-new-tokens", CLI_INT, &a.max_new, "tokens to generate (passkey 10, lines 100)"},
         {"ctx", CLI_INT, &a.ctx, "ppl: window length in tokens (default 1024)"},
         {"max-tokens", CLI_INT, &a.max_tokens, "ppl: score at most this many tokens (0: all)"},
@@ -214,21 +196,23 @@ int cmd_eval(int argc, char **argv) {
                    .samples = a.samples,
                    .seed = a.seed,
                    .verbose = a.verbose};
-    const char *tmpl = a.tmpl ? a.tmpl : !strcmp(suite, "lines") ? "chatml" : "none";
-    if (!strcmp(tmpl, "none"))
-        o.tmpl = EVAL_TEMPLATE_NONE;
-    else if (!strcmp(tmpl, "chatml"))
-        o.tmpl = EVAL_TEMPLATE_CHATML;
-    else if (!strcmp(tmpl, "smollm2"))
-        o.tmpl = EVAL_TEMPLATE_SMOLLM2;
-    else
-        return cli_fail("eval: --template must be none, chatml or smollm2");
     o.max_new = a.max_new > 0 ? a.max_new : !strcmp(suite, "passkey") ? 10 : 100;
     if (rope_resolve(&a, &o)) return 1;
-    eval_engine e;
+    // A named template is checked before the model loads; "auto" reads the model's after.
+    const char *tmpl = a.tmpl ? a.tmpl : !strcmp(suite, "lines") ? "chatml" : "none";
+    int tmpl_auto = !strcmp(tmpl, "auto");
+    chat_template *ct = NULL;
     fl_error err = {0};
+    if (!tmpl_auto && chat_template_create(tmpl, &ct, &err))
+        return cli_fail("eval: --template must be none, chatml, smollm2, oasst or auto");
+    eval_engine e;
     fl_code fc = eval_engine_open(&o, &e, &err);
+    if (!fc && tmpl_auto) fc = chat_template_load(o.dir, e.tok, &ct, &err);
     if (!fc) {
+        o.tmpl = ct;
+        char name[32]; // "auto:chatml": the model's own template, default system turn included
+        snprintf(name, sizeof name, "auto:%s", chat_template_kind_name(ct));
+        o.tmpl_name = tmpl_auto ? name : tmpl;
         if (!strcmp(suite, "passkey"))
             fc = eval_passkey(&o, &e, a.lengths, &err);
         else if (!strcmp(suite, "lines"))
@@ -237,5 +221,6 @@ int cmd_eval(int argc, char **argv) {
             fc = eval_ppl(&o, &e, a.file, a.ctx, a.max_tokens, &err);
     }
     eval_engine_close(&e);
+    chat_template_free(ct);
     return fc ? cli_fail("%s", err.msg) : 0;
 }

@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/chat_template.h"
 #include "common/model_config.h"
 #include "shard/generation.h"
 #include "shard/model.h"
@@ -87,8 +88,8 @@ static const char *finish_name(gen_finish f) {
 }
 
 typedef struct gen_args {
-    const char *dir, *prompt, *backend;
-    int max_new, greedy, threads, ignore_eos, json, stats, kv_blocks;
+    const char *dir, *prompt, *backend, *system;
+    int max_new, greedy, threads, ignore_eos, json, stats, kv_blocks, chat;
     rope_overrides rope;
     sampling_params sampling;
 } gen_args;
@@ -111,6 +112,7 @@ typedef struct gen_run {
     kv_cache *kv;
     tokenizer *tok;
     gen_request *req;
+    char *chat_prompt; // --prompt in the model's chat template (--chat)
     int32_t *prompt;
     double *step_s; // [max_new] seconds per step (step 0: prefill)
     detok_stream *ds;
@@ -123,6 +125,7 @@ static void gen_run_free(gen_run *g) {
     model_free(g->m);
     if (g->be) g->be->free(g->be);
     tokenizer_free(g->tok);
+    free(g->chat_prompt);
     free(g->prompt);
     free(g->step_s);
 }
@@ -168,6 +171,20 @@ static void print_json(gen_run *g, const char *text) {
     cli_json_print(root);
 }
 
+// --prompt (after --system) in the model's chat template, into g->chat_prompt.
+static fl_code chat_prompt_build(const gen_args *a, gen_run *g, fl_error *err) {
+    chat_template *t = NULL;
+    fl_code rc = chat_template_load(a->dir, g->tok, &t, err);
+    if (!rc && chat_template_format(t) == CHAT_FORMAT_NONE)
+        rc = fl_error_set(err, FL_EUNSUPPORTED,
+                          "generate --chat: %s has no chat template falconlite knows (ChatML, "
+                          "OpenAssistant, Llama-2, Zephyr; or <|prompter|>, <|im_start|> tokens)",
+                          a->dir);
+    if (!rc) rc = chat_template_apply(t, a->system, a->prompt, &g->chat_prompt, err);
+    chat_template_free(t);
+    return rc;
+}
+
 // Loads everything, runs the request to its end; returns 0 or prints an error and returns 1.
 static int generate_run(const gen_args *a, const rope_config *rope, gen_run *g) {
     fl_error err = {0};
@@ -180,8 +197,10 @@ static int generate_run(const gen_args *a, const rope_config *rope, gen_run *g) 
     model_options mo = {.rank = 0, .world = 1, .rope_override = rope};
     if (model_load(a->dir, &mo, g->be, &g->m, &err)) return cli_fail("%s", err.msg);
     if (cli_tokenizer_load(a->dir, &g->tok, &err)) return cli_fail("%s", err.msg);
+    if (a->chat && chat_prompt_build(a, g, &err)) return cli_fail("%s", err.msg);
+    const char *input = a->chat ? g->chat_prompt : a->prompt;
     int n_prompt = 0;
-    if (tokenizer_encode(g->tok, a->prompt, strlen(a->prompt), &g->prompt, &n_prompt, &err))
+    if (tokenizer_encode(g->tok, input, strlen(input), &g->prompt, &n_prompt, &err))
         return cli_fail("%s", err.msg);
     if (n_prompt == 0) return cli_fail("generate: the prompt encodes to no tokens");
     int blocks = a->kv_blocks > 0 ? a->kv_blocks
@@ -238,6 +257,8 @@ int cmd_generate(int argc, char **argv) {
     cli_opt opts[] = {
         {"model", CLI_STR, &a.dir, "model directory"},
         {"prompt", CLI_STR, &a.prompt, "prompt text"},
+        {"chat", CLI_FLAG, &a.chat, "wrap --prompt in the model's chat template"},
+        {"system", CLI_STR, &a.system, "system message (implies --chat; default: the template's)"},
         {"max-new-tokens", CLI_INT, &a.max_new, "tokens to generate at most (default 32)"},
         {"greedy", CLI_FLAG, &a.greedy, "argmax decoding (the default without sampling flags)"},
         {"do-sample", CLI_FLAG, &sp->do_sample, "multinomial sampling"},
@@ -263,6 +284,7 @@ int cmd_generate(int argc, char **argv) {
     if (rc) return rc < 0 ? 2 : 0;
     if (!a.dir) return cli_fail("generate: --model is required");
     if (!a.prompt) return cli_fail("generate: --prompt is required");
+    if (a.system) a.chat = 1;
     if (a.max_new < 1) return cli_fail("generate: --max-new-tokens must be >= 1");
     if (a.threads < 0 || a.kv_blocks < 0)
         return cli_fail("generate: --threads and --kv-blocks must not be negative");

@@ -1,10 +1,12 @@
 // Shared machinery of `falconlite eval`: one model loaded with a chosen rotary scaling, greedy
-// generation and prompt log-likelihoods on it, prompt templates and answer extraction. Each
-// suite (tools/eval_passkey.c, eval_lines.c, eval_ppl.c) prints one JSON summary line.
+// generation and prompt log-likelihoods on it, a prompt template (common/chat_template.h) and
+// answer extraction. Each suite (tools/eval_passkey.c, eval_lines.c, eval_ppl.c) prints one JSON
+// summary line.
 #pragma once
 #include <cjson/cJSON.h>
 #include <stdint.h>
 
+#include "common/chat_template.h"
 #include "common/model_config.h"
 #include "common/status.h"
 #include "common/tokenizer.h"
@@ -12,18 +14,13 @@
 #include "shard/kv_cache.h"
 #include "shard/model.h"
 
-typedef enum eval_template {
-    EVAL_TEMPLATE_NONE = 0, // the prompt as is (the pass-key harness's raw prompt)
-    EVAL_TEMPLATE_CHATML,   // <|im_start|>user ... <|im_end|> <|im_start|>assistant
-    EVAL_TEMPLATE_SMOLLM2,  // ChatML with the default system turn SmolLM2's chat_template adds
-} eval_template;
-
 typedef struct eval_opts {
     const char *dir, *backend;
     int threads;
-    int has_rope;     // rope holds an override from --rope-* flags
-    rope_config rope; // effective rotary scaling (config.json's when no flag was given)
-    eval_template tmpl;
+    int has_rope;              // rope holds an override from --rope-* flags
+    rope_config rope;          // effective rotary scaling (config.json's when no flag was given)
+    const chat_template *tmpl; // wraps each prompt ("none": the prompt as is)
+    const char *tmpl_name;     // --template's value; "auto:<kind>" for the model's own
     int samples;
     uint64_t seed;
     int max_new;
@@ -49,8 +46,6 @@ fl_code eval_generate(eval_engine *e, const int32_t *ids, int n_ids, int max_new
 // Sum of -log p(ids[i] | ids[<i]) for i in [1, n) in one prefill.
 fl_code eval_prompt_nll(eval_engine *e, const int32_t *ids, int n, double *nll, fl_error *err);
 
-// The prompt wrapped in the template (malloc'd).
-char *eval_template_apply(eval_template t, const char *prompt);
 // The first (last = 0) or last number (a run of ASCII digits) in text; -1 when there is none.
 long eval_find_number(const char *text, int last);
 

@@ -39,11 +39,11 @@ fl_code eval_lines(const eval_opts *o, eval_engine *e, const char *file, fl_erro
         }
         const cJSON *nl = cJSON_GetObjectItemCaseSensitive(rec, "num_lines");
         if (cJSON_IsNumber(nl)) num_lines = nl->valueint;
-        char *p = eval_template_apply(o->tmpl, prompt->valuestring), *answer = NULL;
+        char *p = NULL, *answer = NULL;
         int32_t *ids = NULL;
         int n_ids = 0;
-        rc = p ? tokenizer_encode(e->tok, p, strlen(p), &ids, &n_ids, err)
-               : fl_error_set(err, FL_ENOMEM, "out of memory");
+        rc = chat_template_apply(o->tmpl, NULL, prompt->valuestring, &p, err);
+        if (!rc) rc = tokenizer_encode(e->tok, p, strlen(p), &ids, &n_ids, err);
         if (!rc) rc = eval_generate(e, ids, n_ids, o->max_new, &answer, err);
         if (!rc) {
             long got = eval_find_number(answer, 1);

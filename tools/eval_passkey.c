@@ -108,12 +108,13 @@ fl_code eval_passkey(const eval_opts *o, eval_engine *e, const char *lengths, fl
         for (int s = 0; !rc && s < o->samples; s++) {
             int key = 1 + (int)(splitmix64_next(&rng) % 50000);
             size_t prefix = (size_t)(splitmix64_next(&rng) % (n_garbage + 1));
-            char *raw = prompt_build(garbage_inf, n_garbage, prefix, key);
-            char *p = raw ? eval_template_apply(o->tmpl, raw) : NULL, *answer = NULL;
+            char *raw = prompt_build(garbage_inf, n_garbage, prefix, key), *p = NULL;
+            char *answer = NULL;
             int32_t *ids = NULL;
             int n_ids = 0;
-            rc = p ? tokenizer_encode(e->tok, p, strlen(p), &ids, &n_ids, err)
-                   : fl_error_set(err, FL_ENOMEM, "out of memory");
+            rc = raw ? chat_template_apply(o->tmpl, NULL, raw, &p, err)
+                     : fl_error_set(err, FL_ENOMEM, "out of memory");
+            if (!rc) rc = tokenizer_encode(e->tok, p, strlen(p), &ids, &n_ids, err);
             if (!rc) rc = eval_generate(e, ids, n_ids, o->max_new, &answer, err);
             if (!rc) {
                 long got = eval_find_number(answer, 0);
