@@ -20,6 +20,8 @@ static const struct {
     {"bench", cmd_bench, "benchmark prefill and decode on the local engine"},
     {"import-gguf", cmd_import_gguf, "convert a llama.cpp GGUF file into a model directory"},
     {"eval", cmd_eval, "quality evals: pass-key, line retrieval, perplexity"},
+    {"client", cmd_client, "call a running router over gRPC: generate, stream, tokenize, ..."},
+    {"bench-server", cmd_bench_server, "benchmark a running router (the model card's protocol)"},
 };
 
 static void usage(FILE *f) {

@@ -1,0 +1,417 @@
+// falconlite bench-server: the model card's protocol (DESIGN.md §6) through a running router.
+// For each input length and concurrency, N requests go through GenerateStream from `concurrency`
+// client threads; each request's timeline gives TTFT (first token), ITL (gaps between tokens) and
+// the card's TPS (generated tokens / end-to-end time); the cell's wall time gives the aggregate
+// throughput. Prompts are a fixed English text cut to exactly the wanted number of tokens, as the
+// router's Tokenize RPC counts them.
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tools/cli_args.h"
+#include "tools/cli_common.h"
+#include "tools/client_rpc.h"
+#include "tools/commands.h"
+
+#define BS_CONNECT_MS 10000
+#define BS_RPC_MS     600000
+#define BS_MAX_LIST   16
+
+// Repeated as often as a prompt needs; plain ASCII so any cut is a valid string.
+static const char bs_text[] =
+    "The history of the lighthouse is a story of light, stone and patience. Long before "
+    "electricity, keepers climbed narrow stairs each evening to trim wicks, polish lenses and "
+    "wind the clockwork that turned the great beams across the water. Ships far out at sea "
+    "counted the flashes to learn which coast they were passing, and a careful captain could "
+    "tell one tower from another by its rhythm alone. Storms tested every tower: waves broke "
+    "over the gallery, salt crusted the glass, and supplies ran short when boats could not "
+    "land for weeks. Many keepers kept journals of the weather, the birds that struck the "
+    "lantern at night, and the vessels that passed in fog. Today most lights run on their own, "
+    "watched by sensors and distant engineers, but the old towers still stand along the "
+    "cliffs, and visitors climb the same worn steps to look out over the sea. ";
+
+typedef struct bs_args {
+    const char *addr;
+    int lengths[BS_MAX_LIST], n_lengths, conc[BS_MAX_LIST], n_conc;
+    int new_tokens, requests, json, ignore_eos;
+} bs_args;
+
+// One request's timeline.
+typedef struct bs_req {
+    double ttft_s, e2e_s;
+    double end_s; // clock time of the last token (the cell's wall time ends at the latest)
+    int generated, n_itl;
+    bool eos;      // stopped at the model's EOS before new_tokens
+    double *itl_s; // [new_tokens] gaps between consecutive tokens, n_itl of them used
+} bs_req;
+
+// One (input length, concurrency) measurement, shared by its client threads.
+typedef struct bs_cell {
+    rpc_channel *ch;
+    const char *prompt;
+    int new_tokens, n_requests;
+    atomic_int next, done, tokens;
+    bs_req *reqs; // [n_requests]
+    pthread_mutex_t err_lock;
+    fl_error err; // the first failure
+    bool failed;
+} bs_cell;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+// Nearest-rank percentile of sorted v[n] (p in (0, 1]).
+static double percentile(const double *v, int n, double p) {
+    if (n == 0) return NAN;
+    int k = (int)ceil(p * n) - 1;
+    return v[k < 0 ? 0 : k];
+}
+
+static fl_code bs_request_run(bs_cell *c, bs_req *r, fl_error *err) {
+    Falconlite__V1__Parameters params = FALCONLITE__V1__PARAMETERS__INIT;
+    params.has_max_new_tokens = 1;
+    params.max_new_tokens = (uint32_t)c->new_tokens;
+    params.has_details = 1;
+    params.details = 1;
+    Falconlite__V1__GenerateRequest req = FALCONLITE__V1__GENERATE_REQUEST__INIT;
+    req.inputs = (char *)c->prompt;
+    req.parameters = &params;
+    if (!(r->itl_s = malloc(sizeof *r->itl_s * (size_t)c->new_tokens)))
+        return fl_error_set(err, FL_ENOMEM, "bench-server: out of memory");
+    double t0 = now_s(), last = t0;
+    rpc_stream *s =
+        rpc_stream_start(c->ch, CLIENT_METHOD_GENERATE_STREAM, &req.base,
+                         &falconlite__v1__generate_stream_response__descriptor, BS_RPC_MS, err);
+    if (!s) return err ? err->code : FL_EBACKEND;
+    fl_code rc;
+    for (;;) {
+        ProtobufCMessage *m = NULL;
+        if ((rc = rpc_stream_read(s, &m, err)) || !m) break;
+        const Falconlite__V1__GenerateStreamResponse *msg =
+            (const Falconlite__V1__GenerateStreamResponse *)m;
+        double t = now_s();
+        if (msg->token) {
+            if (r->generated == 0)
+                r->ttft_s = t - t0;
+            else if (r->n_itl < c->new_tokens)
+                r->itl_s[r->n_itl++] = t - last;
+            r->generated++;
+            last = t;
+            atomic_fetch_add(&c->tokens, 1);
+        }
+        if (msg->details)
+            r->eos = msg->details->finish_reason ==
+                     FALCONLITE__V1__FINISH_REASON__FINISH_REASON_EOS_TOKEN;
+        protobuf_c_message_free_unpacked(m, NULL);
+    }
+    r->e2e_s = last - t0;
+    r->end_s = last;
+    rpc_stream_free(s);
+    return rc;
+}
+
+static void *bs_worker(void *arg) {
+    bs_cell *c = arg;
+    for (;;) {
+        int i = atomic_fetch_add(&c->next, 1);
+        if (i >= c->n_requests) break;
+        fl_error e = {0};
+        if (bs_request_run(c, &c->reqs[i], &e)) {
+            pthread_mutex_lock(&c->err_lock);
+            if (!c->failed) c->err = e;
+            c->failed = true;
+            pthread_mutex_unlock(&c->err_lock);
+        }
+        atomic_fetch_add(&c->done, 1);
+    }
+    return NULL;
+}
+
+// Builds the cell's statistics as JSON (all times in ms).
+static cJSON *bs_cell_summary(const bs_cell *c, int input_len, int input_tokens, int conc,
+                              double wall_s) {
+    int n = c->n_requests, n_itl = 0, total = 0, eos = 0;
+    for (int i = 0; i < n; i++)
+        n_itl += c->reqs[i].n_itl;
+    double *tps = malloc(sizeof *tps * n), *ttft = malloc(sizeof *ttft * n);
+    double *e2e = malloc(sizeof *e2e * n), *itl = malloc(sizeof *itl * (n_itl + 1));
+    if (!tps || !ttft || !e2e || !itl) {
+        free(tps), free(ttft), free(e2e), free(itl);
+        return NULL;
+    }
+    n_itl = 0;
+    for (int i = 0; i < n; i++) {
+        const bs_req *r = &c->reqs[i];
+        tps[i] = r->e2e_s > 0 ? r->generated / r->e2e_s : 0;
+        ttft[i] = r->ttft_s * 1e3;
+        e2e[i] = r->e2e_s * 1e3;
+        for (int k = 0; k < r->n_itl; k++)
+            itl[n_itl++] = r->itl_s[k] * 1e3;
+        total += r->generated;
+        eos += r->eos;
+    }
+    qsort(tps, n, sizeof *tps, cmp_double);
+    qsort(ttft, n, sizeof *ttft, cmp_double);
+    qsort(e2e, n, sizeof *e2e, cmp_double);
+    qsort(itl, n_itl, sizeof *itl, cmp_double);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "input_length", input_len);
+    cJSON_AddNumberToObject(o, "input_tokens", input_tokens);
+    cJSON_AddNumberToObject(o, "concurrency", conc);
+    cJSON_AddNumberToObject(o, "requests", n);
+    cJSON_AddNumberToObject(o, "generated_tokens", total);
+    cJSON_AddNumberToObject(o, "eos_stops", eos);
+    cJSON_AddNumberToObject(o, "tps_median", percentile(tps, n, 0.5));
+    cJSON_AddNumberToObject(o, "e2e_ms_p50", percentile(e2e, n, 0.5));
+    cJSON_AddNumberToObject(o, "ttft_ms_p50", percentile(ttft, n, 0.5));
+    cJSON_AddNumberToObject(o, "ttft_ms_p99", percentile(ttft, n, 0.99));
+    // No gaps at all (one token per request) is reported as 0 rather than NaN, which JSON lacks.
+    cJSON_AddNumberToObject(o, "itl_ms_p50", n_itl ? percentile(itl, n_itl, 0.5) : 0);
+    cJSON_AddNumberToObject(o, "itl_ms_p99", n_itl ? percentile(itl, n_itl, 0.99) : 0);
+    cJSON_AddNumberToObject(o, "throughput_tokens_per_s", wall_s > 0 ? total / wall_s : 0);
+    cJSON_AddNumberToObject(o, "wall_s", wall_s);
+    free(tps), free(ttft), free(e2e), free(itl);
+    return o;
+}
+
+// Runs one cell; returns its summary, or NULL after printing an error.
+static cJSON *bs_cell_run(rpc_channel *ch, const char *prompt, int input_len, int input_tokens,
+                          int conc, const bs_args *a) {
+    bs_cell c = {.ch = ch,
+                 .prompt = prompt,
+                 .new_tokens = a->new_tokens,
+                 .n_requests = a->requests > 0 ? a->requests : 2 * conc};
+    c.reqs = calloc((size_t)c.n_requests, sizeof *c.reqs);
+    pthread_t *th = calloc((size_t)conc, sizeof *th);
+    if (!c.reqs || !th) {
+        free(c.reqs), free(th);
+        cli_fail("bench-server: out of memory");
+        return NULL;
+    }
+    pthread_mutex_init(&c.err_lock, NULL);
+    double t0 = now_s();
+    int started = 0;
+    for (; started < conc; started++)
+        if (pthread_create(&th[started], NULL, bs_worker, &c)) break;
+    if (started == 0) bs_worker(&c); // no threads to be had: run the cell serially
+    while (atomic_load(&c.done) < c.n_requests) {
+        fprintf(stderr, "\rbench-server: input %d, concurrency %d: %d/%d requests, %d tokens ",
+                input_len, conc, atomic_load(&c.done), c.n_requests, atomic_load(&c.tokens));
+        struct timespec ts = {0, 100 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+    for (int i = 0; i < started; i++)
+        pthread_join(th[i], NULL);
+    double wall = 0; // from the requests' own clocks, not this polling loop's
+    for (int i = 0; i < c.n_requests; i++)
+        if (c.reqs[i].end_s - t0 > wall) wall = c.reqs[i].end_s - t0;
+    fprintf(stderr, "\rbench-server: input %d, concurrency %d: %d/%d requests, %d tokens, %.1f s\n",
+            input_len, conc, c.n_requests, c.n_requests, atomic_load(&c.tokens), wall);
+    cJSON *summary = NULL;
+    int eos = 0;
+    for (int i = 0; i < c.n_requests; i++)
+        eos += c.reqs[i].eos;
+    if (c.failed)
+        cli_fail("bench-server: %s", c.err.msg);
+    else if (a->ignore_eos && eos)
+        cli_fail("bench-server: %d of %d requests stopped at EOS before %d tokens (--ignore-eos; "
+                 "the public API cannot ask the router to ignore EOS)",
+                 eos, c.n_requests, a->new_tokens);
+    else if (!(summary = bs_cell_summary(&c, input_len, input_tokens, conc, wall)))
+        cli_fail("bench-server: out of memory");
+    for (int i = 0; i < c.n_requests; i++)
+        free(c.reqs[i].itl_s);
+    free(c.reqs);
+    free(th);
+    pthread_mutex_destroy(&c.err_lock);
+    return summary;
+}
+
+static fl_code bs_count_tokens(rpc_channel *ch, const char *text, int *n, fl_error *err) {
+    Falconlite__V1__TokenizeResponse *r = NULL;
+    fl_code rc = client_rpc_tokenize(ch, text, BS_RPC_MS, &r, err);
+    if (rc == FL_OK) {
+        *n = (int)r->n_ids;
+        protobuf_c_message_free_unpacked(&r->base, NULL);
+    }
+    return rc;
+}
+
+// A prefix of the repeated text that the router encodes to exactly `len` tokens (the closest
+// below when no cut is exact; *n_tokens tells). Binary search on the character count, since a
+// longer prefix never encodes to fewer tokens in practice, then a short scan for an exact cut.
+static fl_code bs_prompt_make(rpc_channel *ch, int len, char **out, int *n_tokens, fl_error *err) {
+    size_t unit = sizeof bs_text - 1, cap = unit;
+    char *text = NULL;
+    int n = 0;
+    fl_code rc;
+    for (;;) { // grow until the text has at least len tokens
+        char *t = realloc(text, cap + 1);
+        if (!t) {
+            free(text);
+            return fl_error_set(err, FL_ENOMEM, "bench-server: out of memory");
+        }
+        text = t;
+        for (size_t at = 0; at < cap; at += unit)
+            memcpy(text + at, bs_text, unit);
+        text[cap] = 0;
+        if ((rc = bs_count_tokens(ch, text, &n, err))) goto fail;
+        if (n >= len) break;
+        cap *= 2;
+    }
+    // The longest prefix with count <= len; count(hi) >= len, count(lo) <= len is assumed.
+    size_t lo = 1, hi = cap;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo + 1) / 2;
+        char keep = text[mid];
+        text[mid] = 0;
+        rc = bs_count_tokens(ch, text, &n, err);
+        text[mid] = keep;
+        if (rc) goto fail;
+        if (n <= len)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    for (size_t cut = lo; cut >= 1 && lo - cut < 8; cut--) { // the longest cut that is exact
+        char keep = text[cut];
+        text[cut] = 0;
+        rc = bs_count_tokens(ch, text, &n, err);
+        text[cut] = keep;
+        if (rc) goto fail;
+        if (n == len) {
+            lo = cut;
+            break;
+        }
+    }
+    text[lo] = 0;
+    if ((rc = bs_count_tokens(ch, text, &n, err))) goto fail;
+    *out = text;
+    *n_tokens = n;
+    return FL_OK;
+fail:
+    free(text);
+    return rc;
+}
+
+static int bs_parse_list(const char *text, const char *flag, int *out, int *n_out) {
+    int32_t *v = NULL;
+    int n = 0;
+    fl_error err = {0};
+    if (cli_ids_parse(text, &v, &n, &err)) return cli_fail("bench-server: --%s: %s", flag, err.msg);
+    int bad = n == 0 || n > BS_MAX_LIST;
+    for (int i = 0; i < n && !bad; i++) {
+        bad = v[i] <= 0;
+        out[i] = v[i];
+    }
+    free(v);
+    if (bad)
+        return cli_fail("bench-server: --%s expects 1 to %d positive integers, e.g. 1,4,16", flag,
+                        BS_MAX_LIST);
+    *n_out = n;
+    return 0;
+}
+
+static void bs_print_table(cJSON *results) {
+    printf("%6s %6s %5s %5s %9s %9s %9s %9s %9s %11s\n", "input", "conc", "reqs", "eos", "TPS(med)",
+           "TTFT p50", "TTFT p99", "ITL p50", "ITL p99", "throughput");
+    printf("%6s %6s %5s %5s %9s %9s %9s %9s %9s %11s\n", "tokens", "", "", "", "tok/s", "ms", "ms",
+           "ms", "ms", "tok/s");
+    cJSON *r;
+    cJSON_ArrayForEach(r, results) {
+#define F(k) cJSON_GetObjectItem(r, k)->valuedouble
+        printf("%6.0f %6.0f %5.0f %5.0f %9.2f %9.2f %9.2f %9.3f %9.3f %11.2f\n", F("input_tokens"),
+               F("concurrency"), F("requests"), F("eos_stops"), F("tps_median"), F("ttft_ms_p50"),
+               F("ttft_ms_p99"), F("itl_ms_p50"), F("itl_ms_p99"), F("throughput_tokens_per_s"));
+#undef F
+    }
+}
+
+static int bs_run(const bs_args *a, rpc_channel *ch) {
+    fl_error err = {0};
+    Falconlite__V1__InfoResponse *info = NULL;
+    if (client_rpc_info(ch, BS_RPC_MS, &info, &err)) return cli_fail("bench-server: %s", err.msg);
+    uint32_t max_in = info->max_input_length, max_total = info->max_total_tokens;
+    protobuf_c_message_free_unpacked(&info->base, NULL);
+    for (int i = 0; i < a->n_lengths; i++)
+        if ((uint32_t)a->lengths[i] > max_in ||
+            (uint32_t)(a->lengths[i] + a->new_tokens) > max_total)
+            return cli_fail("bench-server: input length %d + %d new tokens exceeds the router's "
+                            "limits (max_input_length %u, max_total_tokens %u)",
+                            a->lengths[i], a->new_tokens, max_in, max_total);
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "addr", a->addr);
+    cJSON_AddNumberToObject(root, "new_tokens", a->new_tokens);
+    cJSON *results = cJSON_AddArrayToObject(root, "results");
+    int rc = 0;
+    for (int li = 0; li < a->n_lengths && rc == 0; li++) {
+        char *prompt = NULL;
+        int n_tok = 0;
+        if (bs_prompt_make(ch, a->lengths[li], &prompt, &n_tok, &err)) {
+            rc = cli_fail("bench-server: %s", err.msg);
+            break;
+        }
+        if (n_tok != a->lengths[li])
+            fprintf(stderr, "bench-server: no prompt cut gives exactly %d tokens; using %d\n",
+                    a->lengths[li], n_tok);
+        for (int ci = 0; ci < a->n_conc && rc == 0; ci++) {
+            cJSON *cell = bs_cell_run(ch, prompt, a->lengths[li], n_tok, a->conc[ci], a);
+            if (cell)
+                cJSON_AddItemToArray(results, cell);
+            else
+                rc = 1;
+        }
+        free(prompt);
+    }
+    if (rc == 0 && a->json)
+        cli_json_print(root);
+    else {
+        if (rc == 0) bs_print_table(results);
+        cJSON_Delete(root);
+    }
+    return rc;
+}
+
+int cmd_bench_server(int argc, char **argv) {
+    bs_args a = {.new_tokens = 256};
+    const char *lengths_s = "20,3300,5500,10000", *conc_s = "1";
+    cli_opt opts[] = {
+        {"addr", CLI_STR, &a.addr, "router gRPC address: host:port or unix:/path (required)"},
+        {"input-lengths", CLI_STR, &lengths_s,
+         "prompt lengths in tokens (default 20,3300,5500,10000)"},
+        {"new-tokens", CLI_INT, &a.new_tokens, "max_new_tokens of each request (default 256)"},
+        {"ignore-eos", CLI_FLAG, &a.ignore_eos,
+         "fail when a request stops at EOS (falconlite.v1 cannot ask the router to ignore it)"},
+        {"concurrency", CLI_STR, &conc_s, "client threads, one cell each (default 1)"},
+        {"requests", CLI_INT, &a.requests, "requests per cell (default 2 x concurrency)"},
+        {"json", CLI_FLAG, &a.json, "print one JSON object"},
+    };
+    int rc = cli_args_parse("bench-server", "Benchmarks a running router over GenerateStream.",
+                            argc, argv, opts, sizeof opts / sizeof opts[0]);
+    if (rc) return rc < 0 ? 2 : 0;
+    if (!a.addr) return cli_fail("bench-server: --addr is required");
+    if (a.new_tokens < 1) return cli_fail("bench-server: --new-tokens must be >= 1");
+    if (a.requests < 0) return cli_fail("bench-server: --requests must not be negative");
+    if (bs_parse_list(lengths_s, "input-lengths", a.lengths, &a.n_lengths) ||
+        bs_parse_list(conc_s, "concurrency", a.conc, &a.n_conc))
+        return 2;
+    fl_error err = {0};
+    rpc_channel *ch = client_rpc_connect(a.addr, BS_CONNECT_MS, &err);
+    if (!ch) return cli_fail("bench-server: %s", err.msg);
+    rc = bs_run(&a, ch);
+    rpc_channel_free(ch);
+    return rc;
+}

@@ -1,0 +1,350 @@
+// falconlite client: one call to a running router over its public gRPC API (falconlite.v1 and
+// grpc.health.v1): generate, stream, tokenize, info, health. --json prints what
+// `falconlite generate --json` / `falconlite tokenize --json` print, so outputs compare directly.
+#include <inttypes.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proto/health.pb-c.h"
+#include "tools/cli_args.h"
+#include "tools/cli_common.h"
+#include "tools/client_rpc.h"
+#include "tools/commands.h"
+
+#define CLIENT_MAX_STOP   64
+#define CLIENT_CONNECT_MS 10000
+#define CLIENT_UNSET_INT  INT32_MIN // sentinel: option not given (the parser rejects NAN)
+
+typedef struct client_args {
+    const char *addr, *action, *prompt;
+    int max_new, greedy, do_sample, top_k, truncate, details, json, full_text, timeout_s;
+    float temperature, top_p, typical_p, repetition_penalty;
+    uint64_t seed;
+    const char *stop[CLIENT_MAX_STOP];
+    int n_stop;
+} client_args;
+
+// Moves the action word and every --stop value out of argv (the shared parser knows neither a
+// positional argument nor a repeated option); what is left goes to cli_args_parse.
+static int client_split_argv(int argc, char **argv, const cli_opt *opts, int n_opts, client_args *a,
+                             char **rest, int *n_rest) {
+    *n_rest = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *s = argv[i];
+        if (!strcmp(s, "--stop") || !strncmp(s, "--stop=", 7)) {
+            const char *v = s[6] == '=' ? s + 7 : (i + 1 < argc ? argv[++i] : NULL);
+            if (!v) return cli_fail("client: --stop needs a value");
+            if (a->n_stop == CLIENT_MAX_STOP)
+                return cli_fail("client: at most %d --stop values", CLIENT_MAX_STOP);
+            a->stop[a->n_stop++] = v;
+            continue;
+        }
+        if (strncmp(s, "--", 2) != 0 && !a->action) {
+            a->action = s;
+            continue;
+        }
+        rest[(*n_rest)++] = argv[i];
+        if (strncmp(s, "--", 2) != 0 || strchr(s, '=')) continue;
+        for (int j = 0; j < n_opts; j++) // an option's value stays with it, even without "--"
+            if (!strcmp(s + 2, opts[j].name) && opts[j].kind != CLI_FLAG && i + 1 < argc)
+                rest[(*n_rest)++] = argv[++i];
+    }
+    return 0;
+}
+
+static int client_fail_rpc(const client_args *a, const fl_error *err) {
+    return cli_fail("client %s: %s", a->action, err->msg);
+}
+
+static bool client_is_sampling(const client_args *a) {
+    return a->do_sample || !isnan(a->temperature) || a->top_k != CLIENT_UNSET_INT ||
+           !isnan(a->top_p) || !isnan(a->typical_p);
+}
+
+// The request's Parameters: only what was given is set, so the router applies TGI's defaults.
+static void client_params_fill(const client_args *a, bool details, bool input_details,
+                               Falconlite__V1__Parameters *p) {
+#define SET(field, value)                                                                          \
+    do {                                                                                           \
+        p->has_##field = 1;                                                                        \
+        p->field = (value);                                                                        \
+    } while (0)
+    if (a->max_new != CLIENT_UNSET_INT) SET(max_new_tokens, (uint32_t)a->max_new);
+    if (a->do_sample) SET(do_sample, 1);
+    if (!isnan(a->temperature)) SET(temperature, a->temperature);
+    if (a->top_k != CLIENT_UNSET_INT) SET(top_k, a->top_k);
+    if (!isnan(a->top_p)) SET(top_p, a->top_p);
+    if (!isnan(a->typical_p)) SET(typical_p, a->typical_p);
+    if (!isnan(a->repetition_penalty)) SET(repetition_penalty, a->repetition_penalty);
+    if (a->seed != UINT64_MAX) SET(seed, a->seed);
+    if (a->truncate != CLIENT_UNSET_INT) SET(truncate, (uint32_t)a->truncate);
+    if (a->full_text) SET(return_full_text, 1);
+    if (details) SET(details, 1);
+    if (input_details) SET(decoder_input_details, 1);
+#undef SET
+    p->n_stop = (size_t)a->n_stop;
+    p->stop = (char **)a->stop;
+}
+
+static void json_add_seed(cJSON *root, protobuf_c_boolean has_seed, uint64_t seed) {
+    if (!has_seed) return;
+    char s[32]; // exact: a double would round seeds above 2^53
+    snprintf(s, sizeof s, "%" PRIu64, seed);
+    cJSON_AddItemToObject(root, "seed", cJSON_CreateRaw(s));
+}
+
+static void details_print(const char *finish, uint32_t n_tokens, protobuf_c_boolean has_seed,
+                          uint64_t seed) {
+    fprintf(stderr, "finish_reason: %s\ngenerated_tokens: %u\n", finish, n_tokens);
+    if (has_seed) fprintf(stderr, "seed: %" PRIu64 "\n", seed);
+}
+
+static int client_generate(const client_args *a, rpc_channel *ch) {
+    Falconlite__V1__Parameters params = FALCONLITE__V1__PARAMETERS__INIT;
+    client_params_fill(a, a->details || a->json, a->details && a->json, &params);
+    Falconlite__V1__GenerateRequest req = FALCONLITE__V1__GENERATE_REQUEST__INIT;
+    req.inputs = (char *)a->prompt;
+    req.parameters = &params;
+    rpc_result res;
+    fl_error err = {0};
+    if (rpc_unary(ch, CLIENT_METHOD_GENERATE, &req.base,
+                  &falconlite__v1__generate_response__descriptor, a->timeout_s * 1000, &res, &err))
+        return client_fail_rpc(a, &err);
+    const Falconlite__V1__GenerateResponse *r = (const Falconlite__V1__GenerateResponse *)res.resp;
+    const Falconlite__V1__Details *d = r->details;
+    const char *text = r->generated_text ? r->generated_text : "";
+    if (!a->json) {
+        printf("%s\n", text);
+        if (d)
+            details_print(client_finish_name(d->finish_reason), d->generated_tokens, d->has_seed,
+                          d->seed);
+    } else {
+        cJSON *root = cJSON_CreateObject();
+        if (d && d->n_prefill) {
+            cJSON *ids = cJSON_AddArrayToObject(root, "input_ids");
+            for (size_t i = 0; i < d->n_prefill; i++)
+                cJSON_AddItemToArray(ids, cJSON_CreateNumber(d->prefill[i]->id));
+        }
+        cJSON *toks = cJSON_AddArrayToObject(root, "tokens");
+        cJSON *lps = cJSON_AddArrayToObject(root, "logprobs");
+        for (size_t i = 0; d && i < d->n_tokens; i++) {
+            cJSON_AddItemToArray(toks, cJSON_CreateNumber(d->tokens[i]->id));
+            cJSON_AddItemToArray(lps, cJSON_CreateNumber(d->tokens[i]->logprob));
+        }
+        cJSON_AddStringToObject(root, "text", text);
+        if (d) {
+            cJSON_AddStringToObject(root, "finish_reason", client_finish_name(d->finish_reason));
+            cJSON_AddNumberToObject(root, "generated_tokens", d->generated_tokens);
+            json_add_seed(root, d->has_seed, d->seed);
+        }
+        cli_json_print(root);
+    }
+    rpc_result_clear(&res);
+    return 0;
+}
+
+// Text mode prints each token's text as it arrives; --json collects them into one object.
+static int client_stream(const client_args *a, rpc_channel *ch) {
+    Falconlite__V1__Parameters params = FALCONLITE__V1__PARAMETERS__INIT;
+    client_params_fill(a, a->details || a->json, false, &params);
+    Falconlite__V1__GenerateRequest req = FALCONLITE__V1__GENERATE_REQUEST__INIT;
+    req.inputs = (char *)a->prompt;
+    req.parameters = &params;
+    fl_error err = {0};
+    rpc_stream *s = rpc_stream_start(ch, CLIENT_METHOD_GENERATE_STREAM, &req.base,
+                                     &falconlite__v1__generate_stream_response__descriptor,
+                                     a->timeout_s * 1000, &err);
+    if (!s) return client_fail_rpc(a, &err);
+    cJSON *root = cJSON_CreateObject();
+    cJSON *toks = cJSON_AddArrayToObject(root, "tokens");
+    cJSON *lps = cJSON_AddArrayToObject(root, "logprobs");
+    int rc = 0;
+    bool printed = false;
+    for (;;) {
+        ProtobufCMessage *m = NULL;
+        if (rpc_stream_read(s, &m, &err)) {
+            if (printed) putchar('\n'); // end the partial line before the error
+            rc = client_fail_rpc(a, &err);
+            break;
+        }
+        if (!m) break;
+        const Falconlite__V1__GenerateStreamResponse *r =
+            (const Falconlite__V1__GenerateStreamResponse *)m;
+        const Falconlite__V1__Token *t = r->token;
+        if (t && !a->json && !t->special && t->text) {
+            fputs(t->text, stdout);
+            fflush(stdout);
+            printed = true;
+        }
+        if (t) {
+            cJSON_AddItemToArray(toks, cJSON_CreateNumber(t->id));
+            cJSON_AddItemToArray(lps, cJSON_CreateNumber(t->logprob));
+        }
+        if (r->generated_text) cJSON_AddStringToObject(root, "text", r->generated_text);
+        if (r->details) {
+            const Falconlite__V1__StreamDetails *d = r->details;
+            cJSON_AddStringToObject(root, "finish_reason", client_finish_name(d->finish_reason));
+            cJSON_AddNumberToObject(root, "generated_tokens", d->generated_tokens);
+            json_add_seed(root, d->has_seed, d->seed);
+            if (!a->json)
+                details_print(client_finish_name(d->finish_reason), d->generated_tokens,
+                              d->has_seed, d->seed);
+        }
+        protobuf_c_message_free_unpacked(m, NULL);
+    }
+    rpc_stream_free(s);
+    if (rc == 0 && a->json)
+        cli_json_print(root);
+    else
+        cJSON_Delete(root);
+    if (rc == 0 && !a->json) putchar('\n');
+    return rc;
+}
+
+static int client_tokenize(const client_args *a, rpc_channel *ch) {
+    Falconlite__V1__TokenizeResponse *r = NULL;
+    fl_error err = {0};
+    if (client_rpc_tokenize(ch, a->prompt, a->timeout_s * 1000, &r, &err))
+        return client_fail_rpc(a, &err);
+    if (a->json) {
+        cJSON *root = cJSON_CreateObject();
+        cJSON *ids = cJSON_AddArrayToObject(root, "ids");
+        cJSON *toks = cJSON_AddArrayToObject(root, "tokens");
+        for (size_t i = 0; i < r->n_ids; i++)
+            cJSON_AddItemToArray(ids, cJSON_CreateNumber(r->ids[i]));
+        for (size_t i = 0; i < r->n_tokens; i++)
+            cJSON_AddItemToArray(toks, cJSON_CreateString(r->tokens[i]));
+        cli_json_print(root);
+    } else {
+        for (size_t i = 0; i < r->n_ids; i++)
+            printf("%s%u", i ? "," : "", r->ids[i]);
+        putchar('\n');
+    }
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return 0;
+}
+
+static int client_info(const client_args *a, rpc_channel *ch) {
+    Falconlite__V1__InfoResponse *r = NULL;
+    fl_error err = {0};
+    if (client_rpc_info(ch, a->timeout_s * 1000, &r, &err)) return client_fail_rpc(a, &err);
+    cJSON *root = client_json_scalars(&r->base);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    if (a->json) {
+        cli_json_print(root);
+        return 0;
+    }
+    for (cJSON *it = root->child; it; it = it->next) {
+        char *v = cJSON_IsString(it) ? NULL : cJSON_PrintUnformatted(it);
+        printf("%s: %s\n", it->string, v ? v : it->valuestring);
+        free(v);
+    }
+    cJSON_Delete(root);
+    return 0;
+}
+
+static int client_health(const client_args *a, rpc_channel *ch) {
+    Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    rpc_result res;
+    fl_error err = {0};
+    if (rpc_unary(ch, CLIENT_METHOD_HEALTH_CHECK, &req.base,
+                  &grpc__health__v1__health_check_response__descriptor, a->timeout_s * 1000, &res,
+                  &err))
+        return client_fail_rpc(a, &err);
+    int st = ((const Grpc__Health__V1__HealthCheckResponse *)res.resp)->status;
+    rpc_result_clear(&res);
+    const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
+        &grpc__health__v1__health_check_response__serving_status__descriptor, st);
+    const char *name = v ? v->name : "UNKNOWN";
+    if (a->json) {
+        cJSON *root = cJSON_CreateObject();
+        cJSON_AddStringToObject(root, "status", name);
+        cli_json_print(root);
+    } else {
+        printf("%s\n", name);
+    }
+    if (st != GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING)
+        return cli_fail("client health: the router is %s", name);
+    return 0;
+}
+
+int cmd_client(int argc, char **argv) {
+    client_args a = {.max_new = CLIENT_UNSET_INT,
+                     .top_k = CLIENT_UNSET_INT,
+                     .truncate = CLIENT_UNSET_INT,
+                     .timeout_s = 600,
+                     .temperature = NAN,
+                     .top_p = NAN,
+                     .typical_p = NAN,
+                     .repetition_penalty = NAN,
+                     .seed = UINT64_MAX};
+    cli_opt opts[] = {
+        {"addr", CLI_STR, &a.addr, "router gRPC address: host:port or unix:/path (required)"},
+        {"prompt", CLI_STR, &a.prompt, "prompt text (generate, stream, tokenize)"},
+        {"max-new-tokens", CLI_INT, &a.max_new, "tokens to generate at most (router default 20)"},
+        {"greedy", CLI_FLAG, &a.greedy, "argmax decoding (the default without sampling flags)"},
+        {"do-sample", CLI_FLAG, &a.do_sample, "multinomial sampling"},
+        {"temperature", CLI_FLOAT, &a.temperature, "temperature (turns sampling on, as TGI)"},
+        {"top-k", CLI_INT, &a.top_k, "top-k (turns sampling on)"},
+        {"top-p", CLI_FLOAT, &a.top_p, "top-p (turns sampling on)"},
+        {"typical-p", CLI_FLOAT, &a.typical_p, "typical-p (turns sampling on; FalconLite: 0.2)"},
+        {"repetition-penalty", CLI_FLOAT, &a.repetition_penalty, "repetition penalty"},
+        {"seed", CLI_U64, &a.seed, "sampling seed (default: the router draws one)"},
+        {"stop", CLI_STR, NULL, "stop sequence (repeatable)"},
+        {"truncate", CLI_INT, &a.truncate, "keep only the last N prompt tokens"},
+        {"return-full-text", CLI_FLAG, &a.full_text, "prefix the output with the prompt"},
+        {"details", CLI_FLAG, &a.details,
+         "finish reason, token count and seed (stderr; with --json: also input_ids)"},
+        {"json", CLI_FLAG, &a.json, "print one JSON object (generate --json's keys)"},
+        {"timeout", CLI_INT, &a.timeout_s, "deadline of the call in seconds (default 600)"},
+    };
+    int n_opts = sizeof opts / sizeof opts[0];
+    char **rest = malloc(sizeof *rest * (size_t)(argc + 1));
+    if (!rest) return cli_fail("client: out of memory");
+    int n_rest = 0;
+    int rc = client_split_argv(argc, argv, opts, n_opts, &a, rest, &n_rest);
+    if (rc == 0)
+        rc = cli_args_parse("client <generate|stream|tokenize|info|health>",
+                            "Calls a running falconlite-router over its public gRPC API.", n_rest,
+                            rest, opts, n_opts);
+    free(rest);
+    if (rc) return rc < 0 ? 2 : 0;
+    if (!a.action)
+        return cli_fail("client: an action is required: generate, stream, tokenize, "
+                        "info or health");
+    static const struct {
+        const char *name;
+        int (*run)(const client_args *, rpc_channel *);
+        bool needs_prompt;
+    } actions[] = {
+        {"generate", client_generate, true}, {"stream", client_stream, true},
+        {"tokenize", client_tokenize, true}, {"info", client_info, false},
+        {"health", client_health, false},
+    };
+    int act = -1;
+    for (int i = 0; i < (int)(sizeof actions / sizeof actions[0]); i++)
+        if (!strcmp(a.action, actions[i].name)) act = i;
+    if (act < 0)
+        return cli_fail("client: unknown action '%s' (generate, stream, tokenize, info, health)",
+                        a.action);
+    if (!a.addr) return cli_fail("client: --addr is required");
+    if (actions[act].needs_prompt && !a.prompt)
+        return cli_fail("client %s: --prompt is required", a.action);
+    if (a.max_new != CLIENT_UNSET_INT && a.max_new < 0)
+        return cli_fail("client: --max-new-tokens must not be negative");
+    if (a.truncate != CLIENT_UNSET_INT && a.truncate < 0)
+        return cli_fail("client: --truncate must not be negative");
+    if (a.timeout_s < 0) return cli_fail("client: --timeout must not be negative");
+    if (a.greedy && client_is_sampling(&a))
+        return cli_fail("client: --greedy conflicts with --do-sample, --temperature, --top-k, "
+                        "--top-p and --typical-p");
+    fl_error err = {0};
+    rpc_channel *ch = client_rpc_connect(a.addr, CLIENT_CONNECT_MS, &err);
+    if (!ch) return cli_fail("client %s: %s", a.action, err.msg);
+    rc = actions[act].run(&a, ch);
+    rpc_channel_free(ch);
+    return rc;
+}
