@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/chat_template.h"
+#include "common/tokenizer.h"
 #include "proto/health.pb-c.h"
 #include "tools/cli_args.h"
 #include "tools/cli_common.h"
@@ -19,7 +21,8 @@
 #define CLIENT_UNSET_INT  INT32_MIN // sentinel: option not given (the parser rejects NAN)
 
 typedef struct client_args {
-    const char *addr, *action, *prompt;
+    const char *addr, *action, *prompt, *model_dir, *system;
+    int chat;
     int max_new, greedy, do_sample, top_k, truncate, details, json, full_text, timeout_s;
     float temperature, top_p, typical_p, repetition_penalty;
     uint64_t seed;
@@ -271,6 +274,21 @@ static int client_health(const client_args *a, rpc_channel *ch) {
     return 0;
 }
 
+// The single-turn chat prompt for --prompt with the template of the model directory (the router
+// serves that model; the TGI API takes raw text, so the client formats, as the model card's did).
+static fl_code client_chat_prompt(const client_args *a, char **out, fl_error *err) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tokenizer.json", a->model_dir);
+    tokenizer *tok = NULL; // for the vocabulary fallback (<|prompter|>, <|im_start|>)
+    fl_code rc = tokenizer_load(path, &tok, err);
+    chat_template *t = NULL;
+    if (!rc) rc = chat_template_load(a->model_dir, tok, &t, err);
+    if (!rc) rc = chat_template_apply(t, a->system, a->prompt, out, err);
+    chat_template_free(t);
+    tokenizer_free(tok);
+    return rc;
+}
+
 int cmd_client(int argc, char **argv) {
     client_args a = {.max_new = CLIENT_UNSET_INT,
                      .top_k = CLIENT_UNSET_INT,
@@ -284,6 +302,9 @@ int cmd_client(int argc, char **argv) {
     cli_opt opts[] = {
         {"addr", CLI_STR, &a.addr, "router gRPC address: host:port or unix:/path (required)"},
         {"prompt", CLI_STR, &a.prompt, "prompt text (generate, stream, tokenize)"},
+        {"chat", CLI_FLAG, &a.chat, "wrap --prompt in the chat template of --model's directory"},
+        {"system", CLI_STR, &a.system, "system message for --chat (default: the template's)"},
+        {"model", CLI_STR, &a.model_dir, "model directory whose chat template --chat applies"},
         {"max-new-tokens", CLI_INT, &a.max_new, "tokens to generate at most (router default 20)"},
         {"greedy", CLI_FLAG, &a.greedy, "argmax decoding (the default without sampling flags)"},
         {"do-sample", CLI_FLAG, &a.do_sample, "multinomial sampling"},
@@ -342,9 +363,19 @@ int cmd_client(int argc, char **argv) {
         return cli_fail("client: --greedy conflicts with --do-sample, --temperature, --top-k, "
                         "--top-p and --typical-p");
     fl_error err = {0};
+    char *chat_prompt = NULL;
+    if (a.chat || a.system) {
+        if (!a.model_dir) return cli_fail("client: --chat needs --model DIR (for its template)");
+        if (client_chat_prompt(&a, &chat_prompt, &err)) return cli_fail("client: %s", err.msg);
+        a.prompt = chat_prompt;
+    }
     rpc_channel *ch = client_rpc_connect(a.addr, CLIENT_CONNECT_MS, &err);
-    if (!ch) return cli_fail("client %s: %s", a.action, err.msg);
+    if (!ch) {
+        free(chat_prompt);
+        return cli_fail("client %s: %s", a.action, err.msg);
+    }
     rc = actions[act].run(&a, ch);
     rpc_channel_free(ch);
+    free(chat_prompt);
     return rc;
 }
