@@ -134,6 +134,11 @@ struct backend {
     void (*gather_rows)(backend *b, void *out, const void *x, const int32_t *rows_dev, int n_rows,
                         int d);
 
+    // ---- optional (NULL when unsupported): the cudaStream_t every op is queued on, so that
+    // work outside the backend (NCCL collectives, shard/comm_nccl.c) can join the same stream
+    // order instead of synchronising. A NULL member or a NULL result: the backend has none.
+    void *(*native_stream)(backend *b);
+
     // ---- optional (NULL when unsupported): replay a whole decode step as one graph.
     // For a decode-only batch the driver first calls graph_replay(key); 1 means the step's ops
     // were replayed from a capture (the driver has already refreshed the same device input
@@ -141,6 +146,9 @@ struct backend {
     // The key covers n_seq, n_tok, the driver's buffer generation and max_ctx rounded up to a
     // multiple of GRAPH_CTX_BUCKET, so ops captured in a graph must size launches only from those
     // (e.g. the bucketed max_ctx), never from other host values. graph_reset drops every graph.
+    // A capture may include collectives that a comm queued on native_stream between the ops
+    // (tensor parallelism): every rank then captures and replays the same steps, and the comm
+    // drops the graphs (graph_reset) before it tears its communicator down.
     int (*graph_replay)(backend *b, uint64_t key);
     void (*graph_capture_begin)(backend *b, uint64_t key);
     void (*graph_capture_end)(backend *b, uint64_t key);

@@ -76,6 +76,18 @@ fl_code comm_all_gather_f32(comm *c, const float *in, float *out, size_t n, fl_e
     return rc;
 }
 
+fl_code comm_step_wait(comm *c, backend *be, fl_error *err) {
+    if (c->broken)
+        return fl_error_set(err, FL_EBACKEND, "comm rank %d: broken by an earlier error", c->rank);
+    fl_code rc = c->ops->step_wait(c, be, err);
+    if (rc != FL_OK) c->broken = 1;
+    return rc;
+}
+
+int comm_capturable(const comm *c) {
+    return c->capturable && !c->broken;
+}
+
 void comm_free(comm *c) {
     if (!c) return;
     if (c->ops) c->ops->free(c);

@@ -11,13 +11,24 @@ typedef struct comm comm;
 // Joins the communicator of `world` ranks called id (the same string on every rank, unique per
 // launch of the rank group): NCCL when be is the CUDA backend, else shared memory through a file
 // in dir (NULL: /dev/shm). Blocks until every rank has joined or timeout_ms has passed.
+// The comm is bound to be: be must outlive it (with NCCL, comm_free drops be's graphs first).
 fl_code comm_create(backend *be, int rank, int world, const char *id, const char *dir,
                     int timeout_ms, comm **out, fl_error *err);
 
 int comm_rank(const comm *c);
 int comm_world(const comm *c);
-// In place: buf[n] = sum over ranks of buf[n].
+// In place: buf[n] = sum over ranks of buf[n]. It may only be queued (NCCL on the backend's
+// stream): buf holds the sum once comm_step_wait has returned.
 fl_code comm_all_reduce_sum(comm *c, backend *be, void *buf, size_t n, fl_error *err);
+// Waits until the work queued on the backend, collectives included, is done, and returns the
+// first error of either (a peer rank that exited included, instead of hanging). Call it before
+// reading results on the host; it also syncs the backend.
+fl_code comm_step_wait(comm *c, backend *be, fl_error *err);
+// 1 when collectives are queued on the backend's stream, so a backend graph capture may include
+// them (every rank must then capture and replay the same steps); 0 when they run on the host
+// (shared memory), synchronise, or the communicator is broken. NCCL queues on the stream unless
+// the environment sets FALCONLITE_NCCL_STREAM=0 (then: backend sync, default stream, host wait).
+int comm_capturable(const comm *c);
 // Host f32: out[world * n] = concatenation of every rank's in[n] (rank order).
 fl_code comm_all_gather_f32(comm *c, const float *in, float *out, size_t n, fl_error *err);
 void comm_free(comm *c);

@@ -7,6 +7,7 @@
 typedef struct comm_ops {
     fl_code (*all_reduce_sum)(comm *c, backend *be, void *buf, size_t n, fl_error *err);
     fl_code (*all_gather_f32)(comm *c, const float *in, float *out, size_t n, fl_error *err);
+    fl_code (*step_wait)(comm *c, backend *be, fl_error *err);
     void (*free)(comm *c);
 } comm_ops;
 
@@ -14,7 +15,8 @@ struct comm {
     int rank, world;
     const comm_ops *ops;
     void *impl;
-    int broken; // a transport error happened: the ranks are out of step, every later op fails
+    int capturable; // collectives are queued on the backend's stream (comm_capturable)
+    int broken;     // a transport error happened: the ranks are out of step, every later op fails
 };
 
 // The rank of a peer whose process (pids[rank], 0 = unknown) has exited, else -1. Ranks run on one

@@ -2,10 +2,18 @@
 // the rendezvous directory; the others read it and every rank joins with ncclCommInitRank on its
 // current device (set by the CUDA backend).
 //
-// The backend's stream is not visible through kernels/backend.h, so collectives run on the
-// legacy default stream between a backend sync and a wait for that stream: correct whatever
-// stream the backend uses, at the price of a host round trip per collective. The wait polls, so
-// that a peer rank that died (NCCL would block forever) aborts the communicator with an error.
+// All-reduces are queued on the backend's stream (backend.native_stream): stream order puts them
+// between the ops, with no host round trip per layer, and a decode step's graph capture can
+// include them. The host waits once per step (comm_step_wait). Without a backend stream, or with
+// FALCONLITE_NCCL_STREAM=0, they run on the legacy default stream between a backend sync and a
+// host wait instead: correct whatever stream the backend uses, at a round trip per collective.
+// Waits poll, so that a peer rank that died (NCCL would block forever) aborts the communicator
+// with an error. Host all-gathers always run on the default stream with a wait: the host needs
+// their result at once.
+//
+// NCCL (2.26+) will not destroy or abort a communicator while a graph that captured one of its
+// collectives lives, so the comm drops the backend's graphs first; destroying a graph exec that
+// is still running defers its release until the aborted kernels have exited.
 #ifdef FALCONLITE_HAVE_CUDA
 #include <errno.h>
 #include <fcntl.h>
@@ -25,8 +33,10 @@
 #define NCCL_PEER_CHECK_MS 100
 
 typedef struct nccl_comm {
-    ncclComm_t nc; // NULL once aborted
-    float *dev;    // [cap] scratch for host all-gathers: world * n floats
+    ncclComm_t nc;       // NULL once aborted
+    backend *be;         // the backend the comm was made for: its graphs may hold our collectives
+    cudaStream_t stream; // all-reduce stream: the backend's (c->capturable) or the default stream
+    float *dev;          // [cap] scratch for host all-gathers: world * n floats
     size_t cap;
     int32_t *pids; // [world] every rank's process id
 } nccl_comm;
@@ -47,13 +57,20 @@ static int64_t now_us(void) {
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-// Waits for the collective queued on the default stream. A dead peer or an NCCL error aborts the
-// communicator (its kernels then exit) and fails.
-static fl_code nccl_wait(comm *c, const char *what, fl_error *err) {
+// Releases every graph that may have captured a collective of this communicator, which NCCL
+// requires before it destroys or aborts it.
+static void nccl_graphs_drop(comm *c) {
+    nccl_comm *nc = c->impl;
+    if (c->capturable && nc->be->graph_reset) nc->be->graph_reset(nc->be);
+}
+
+// Waits for the work queued on stream. A dead peer or an NCCL error aborts the communicator (its
+// kernels then exit) and fails.
+static fl_code nccl_wait(comm *c, cudaStream_t stream, const char *what, fl_error *err) {
     nccl_comm *nc = c->impl;
     int64_t start = now_us(), last_check = start;
     for (;;) {
-        cudaError_t e = cudaStreamQuery(0);
+        cudaError_t e = cudaStreamQuery(stream);
         if (e == cudaSuccess) return FL_OK;
         if (e != cudaErrorNotReady) return cuda_check(e, what, err);
         int64_t t = now_us();
@@ -66,6 +83,7 @@ static fl_code nccl_wait(comm *c, const char *what, fl_error *err) {
         ncclCommGetAsyncError(nc->nc, &async);
         int dead = comm_dead_peer(c, nc->pids);
         if (async == ncclSuccess && dead < 0) continue;
+        nccl_graphs_drop(c);
         ncclCommAbort(nc->nc);
         nc->nc = NULL;
         if (dead >= 0)
@@ -91,11 +109,23 @@ static fl_code nccl_all_reduce_sum(comm *c, backend *be, void *buf, size_t n, fl
     default:
         return fl_error_set(err, FL_EUNSUPPORTED, "comm: no NCCL type for act dtype");
     }
-    fl_code rc = be->sync(be, err);
-    if (rc != FL_OK) return rc;
-    rc = nccl_check(ncclAllReduce(buf, buf, n, t, ncclSum, nc->nc, 0), "all-reduce", err);
-    if (rc != FL_OK) return rc;
-    return nccl_wait(c, "all-reduce", err);
+    if (!c->capturable) {
+        fl_code rc = be->sync(be, err);
+        if (rc != FL_OK) return rc;
+    }
+    fl_code rc =
+        nccl_check(ncclAllReduce(buf, buf, n, t, ncclSum, nc->nc, nc->stream), "all-reduce", err);
+    if (rc != FL_OK || c->capturable) return rc; // queued: comm_step_wait waits for it
+    return nccl_wait(c, nc->stream, "all-reduce", err);
+}
+
+static fl_code nccl_step_wait(comm *c, backend *be, fl_error *err) {
+    nccl_comm *nc = c->impl;
+    if (c->capturable) {
+        fl_code rc = nccl_wait(c, nc->stream, "step", err);
+        if (rc != FL_OK) return rc;
+    }
+    return be->sync(be, err);
 }
 
 static fl_code nccl_all_gather_f32(comm *c, const float *in, float *out, size_t n, fl_error *err) {
@@ -115,7 +145,7 @@ static fl_code nccl_all_gather_f32(comm *c, const float *in, float *out, size_t 
                             "all-gather upload", err);
     if (rc == FL_OK)
         rc = nccl_check(ncclAllGather(mine, nc->dev, n, ncclFloat, nc->nc, 0), "all-gather", err);
-    if (rc == FL_OK) rc = nccl_wait(c, "all-gather", err);
+    if (rc == FL_OK) rc = nccl_wait(c, 0, "all-gather", err);
     if (rc == FL_OK)
         rc = cuda_check(cudaMemcpy(out, nc->dev, need * sizeof(float), cudaMemcpyDeviceToHost),
                         "all-gather download", err);
@@ -125,14 +155,18 @@ static fl_code nccl_all_gather_f32(comm *c, const float *in, float *out, size_t 
 static void nccl_free(comm *c) {
     nccl_comm *nc = c->impl;
     if (!nc) return;
-    if (nc->nc) ncclCommDestroy(nc->nc);
+    if (nc->nc) {
+        nccl_graphs_drop(c);
+        ncclCommDestroy(nc->nc);
+    }
     cudaFree(nc->dev);
     free(nc->pids);
     free(nc);
     c->impl = NULL;
 }
 
-static const comm_ops nccl_ops = {nccl_all_reduce_sum, nccl_all_gather_f32, nccl_free};
+static const comm_ops nccl_ops = {nccl_all_reduce_sum, nccl_all_gather_f32, nccl_step_wait,
+                                  nccl_free};
 
 static fl_code id_publish(const char *path, const ncclUniqueId *id, fl_error *err) {
     char tmp[4300];
@@ -191,6 +225,7 @@ fl_code comm_nccl_create(comm *c, backend *be, const char *path, int timeout_ms,
     if (c->rank == 0) unlink(id_path); // every rank has joined: the id is no longer needed
     c->impl = nc;
     c->ops = &nccl_ops;
+    nc->be = be;
     // Learn the peers' process ids (for nccl_wait): all-gather through a device buffer.
     nc->pids = calloc((size_t)c->world, sizeof *nc->pids);
     int32_t *dev = NULL;
@@ -212,7 +247,15 @@ fl_code comm_nccl_create(comm *c, backend *be, const char *path, int timeout_ms,
     if (rc != FL_OK) {
         nccl_free(c);
         c->ops = NULL;
+        return rc;
     }
-    return rc;
+    // The kill switch restores the host-synchronised path (and with it no graphs at world > 1).
+    const char *on = getenv("FALCONLITE_NCCL_STREAM");
+    void *stream = be->native_stream ? be->native_stream(be) : NULL;
+    if (stream && !(on && strcmp(on, "0") == 0)) {
+        nc->stream = (cudaStream_t)stream;
+        c->capturable = 1;
+    }
+    return FL_OK;
 }
 #endif

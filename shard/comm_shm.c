@@ -138,6 +138,11 @@ static fl_code shm_all_gather_f32(comm *c, const float *in, float *out, size_t n
     return FL_OK;
 }
 
+// Collectives ran on the host when they were called: only the backend's own work is pending.
+static fl_code shm_step_wait(comm *c, backend *be, fl_error *err) {
+    return be->sync(be, err);
+}
+
 static void shm_free(comm *c) {
     shm_comm *s = c->impl;
     if (!s) return;
@@ -151,7 +156,7 @@ static void shm_free(comm *c) {
     c->impl = NULL;
 }
 
-static const comm_ops shm_ops = {shm_all_reduce_sum, shm_all_gather_f32, shm_free};
+static const comm_ops shm_ops = {shm_all_reduce_sum, shm_all_gather_f32, shm_step_wait, shm_free};
 
 // Rank 0 builds the file under a temporary name and renames it into place, so the other ranks
 // never see a half-initialised header.

@@ -324,9 +324,10 @@ fl_code model_forward(model *m, kv_cache *kv, const fwd_seq *seqs, int n_seq, fl
                      .block_tables_dev = s->bt,
                      .slots_dev = s->slots};
 
-    // Decode steps replay a captured graph where the backend has them. Collectives are not
-    // captured, so tensor-parallel steps always issue their ops.
-    int use_graph = decode_only && m->world == 1 && be->graph_replay;
+    // Decode steps replay a captured graph where the backend has them. Tensor-parallel steps do
+    // only where the comm queues its collectives on the backend's stream (then every rank, fed
+    // the same batches, captures and replays the same keys, as NCCL requires).
+    int use_graph = decode_only && be->graph_replay && (m->world == 1 || comm_capturable(m->comm));
     if (use_graph && s->graph_kv != kv) { // captured graphs point at another cache's pools
         be->graph_reset(be);
         s->graph_kv = kv;
@@ -338,7 +339,8 @@ fl_code model_forward(model *m, kv_cache *kv, const fwd_seq *seqs, int n_seq, fl
         if (use_graph) be->graph_capture_end(be, key);
         if (rc) return rc;
     }
-    if ((rc = be->sync(be, err))) return rc;
+    // Collectives may still be queued with the ops: wait for both before the host reads.
+    if ((rc = m->world == 1 ? be->sync(be, err) : comm_step_wait(m->comm, be, err))) return rc;
     if (m->world == 1)
         be->act_to_f32(be, logits, s->logits, (size_t)n_rows * m->cfg.n_vocab);
     else if ((rc = logits_gather(m, n_rows, logits, err)))

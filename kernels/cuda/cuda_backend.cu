@@ -164,6 +164,10 @@ static float *cb_vector_create(backend *b, const float *v, int n) {
     return p;
 }
 
+static void *cb_native_stream(backend *b) {
+    return cuda_ctx_of(b)->stream;
+}
+
 // ---- decode-step graphs
 static cuda_graph_entry *graph_find(cuda_ctx *c, uint64_t key) {
     for (int i = 0; i < c->n_graphs; i++)
@@ -317,6 +321,7 @@ extern "C" backend *backend_cuda_create(int device, fl_error *err) {
     b->swiglu = cuda_swiglu;
     b->add = cuda_add;
     b->gather_rows = cuda_gather_rows;
+    b->native_stream = cb_native_stream;
     b->graph_replay = cb_graph_replay;
     b->graph_capture_begin = cb_graph_capture_begin;
     b->graph_capture_end = cb_graph_capture_end;

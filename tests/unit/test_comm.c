@@ -1,7 +1,9 @@
 // Shared-memory communicator (shard/comm.h) across two real processes: the test is rank 0 and
 // forks rank 1. Checks all-reduce and all-gather results for odd sizes (including ones that span
 // several chunks), many repetitions to shake out barrier races, and that a dead peer or a missing
-// peer gives an error instead of a hang.
+// peer gives an error instead of a hang. With two GPUs, the same for NCCL on the backend's
+// stream (collectives queued, one wait per step, captured in a graph and replayed) and on the
+// host-synchronised path that FALCONLITE_NCCL_STREAM=0 restores.
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -19,9 +21,14 @@
 #include <cuda_runtime.h>
 #endif
 
-// comm only needs the backend's name and activation type; the shared-memory path works on host
-// f32 buffers, which is what the CPU backend's activations are.
-static backend cpu_like = {.name = "cpu", .act_dtype = DTYPE_F32};
+// comm only needs the backend's name, activation type and sync; the shared-memory path works on
+// host f32 buffers, which is what the CPU backend's activations are.
+static int cpu_syncs;
+static fl_code cpu_sync(backend *b, fl_error *err) {
+    cpu_syncs++;
+    return FL_OK;
+}
+static backend cpu_like = {.name = "cpu", .act_dtype = DTYPE_F32, .sync = cpu_sync};
 
 static const size_t sizes[] = {1, 3, 17, 1023, 4097, 65537, 1048576 + 7}; // last: 2 chunks
 
@@ -53,7 +60,8 @@ static int reduce_and_gather(int rank, const char *id) {
         fprintf(stderr, "rank %d: %s\n", rank, err.msg);
         return 0;
     }
-    int ok = comm_rank(c) == rank && comm_world(c) == 2;
+    // Host collectives are done when they return: nothing a graph could capture.
+    int ok = comm_rank(c) == rank && comm_world(c) == 2 && !comm_capturable(c);
     size_t max_n = sizes[sizeof sizes / sizeof sizes[0] - 1];
     float *buf = malloc(max_n * sizeof(float));
     float *out = malloc(2 * max_n * sizeof(float));
@@ -63,11 +71,14 @@ static int reduce_and_gather(int rank, const char *id) {
         for (int it = 0; ok && it < iters; it++) {
             for (size_t i = 0; i < n; i++)
                 buf[i] = value(rank, it, i);
-            if (comm_all_reduce_sum(c, &cpu_like, buf, n, &err) != FL_OK) {
+            int syncs = cpu_syncs;
+            if (comm_all_reduce_sum(c, &cpu_like, buf, n, &err) != FL_OK ||
+                comm_step_wait(c, &cpu_like, &err) != FL_OK) {
                 fprintf(stderr, "rank %d: %s\n", rank, err.msg);
                 ok = 0;
                 break;
             }
+            ok = cpu_syncs == syncs + 1; // the step wait syncs the backend
             for (size_t i = 0; i < n && ok; i++)
                 if (buf[i] != value(0, it, i) + value(1, it, i)) {
                     fprintf(stderr, "rank %d: all-reduce n=%zu iter %d [%zu] = %g\n", rank, n, it,
@@ -118,6 +129,7 @@ static int join_then_leave(int rank, const char *id) {
     int ok = rc == FL_EBACKEND && strstr(err.msg, "rank 1") != NULL;
     // Once broken, the communicator keeps failing.
     ok = ok && comm_all_gather_f32(c, &x, &x, 0, &err) == FL_EBACKEND;
+    ok = ok && comm_step_wait(c, &cpu_like, &err) == FL_EBACKEND;
     comm_free(c);
     return ok;
 }
@@ -160,28 +172,109 @@ static void test_world_one(void **state) {
     assert_int_equal(comm_all_reduce_sum(c, &cpu_like, x, 3, &err), FL_OK);
     assert_int_equal(comm_all_gather_f32(c, x, y, 3, &err), FL_OK);
     assert_true(x[0] == 1 && x[2] == 3 && y[1] == 2);
+    int syncs = cpu_syncs;
+    assert_int_equal(comm_step_wait(c, &cpu_like, &err), FL_OK);
+    assert_int_equal(cpu_syncs, syncs + 1);
     comm_free(c);
 }
 
 #ifdef FALCONLITE_HAVE_CUDA
 // NCCL between two GPUs: f16 all-reduce on device buffers (the CUDA backend's activations) and
-// the host f32 all-gather. Each process picks GPU <rank>.
-static fl_code cuda_sync(backend *b, fl_error *err) {
-    cudaError_t e = cudaDeviceSynchronize();
+// the host f32 all-gather. Each process picks GPU <rank> and plays the CUDA backend with its own
+// non-blocking stream: copies are queued on it, sync waits for it, and graph_reset drops the
+// test's graph (as the backend drops its captured decode steps).
+static cudaStream_t test_stream;
+static cudaGraphExec_t test_graph;
+static void *graph_in, *graph_buf; // [GRAPH_N] the captured step's input and reduce buffer
+#define GRAPH_N 8192               // one decode token of Falcon-40B's d_model
+
+static fl_code stream_sync(backend *b, fl_error *err) {
+    cudaError_t e = cudaStreamSynchronize(test_stream);
     return e == cudaSuccess ? FL_OK : fl_error_set(err, FL_EBACKEND, "%s", cudaGetErrorString(e));
 }
 
-static int nccl_body(int rank, const char *id) {
-    if (cudaSetDevice(rank) != cudaSuccess) return 0;
-    backend be = {.name = "cuda", .act_dtype = DTYPE_F16, .sync = cuda_sync};
+static void *stream_of(backend *b) {
+    return test_stream;
+}
+
+static void graph_drop(backend *b) {
+    if (test_graph) cudaGraphExecDestroy(test_graph);
+    test_graph = NULL;
+}
+
+static void halves_fill(_Float16 *h, size_t n, int rank, int iter) {
+    // values up to 31.2 in 1/32 steps: sums of two ranks stay exact in f16
+    for (size_t i = 0; i < n; i++)
+        h[i] = (_Float16)(value(rank, iter, i) / 16.0f);
+}
+
+// Reads d back (after the stream's work) and checks it holds both ranks' halves_fill sums.
+static int halves_summed(const void *d, _Float16 *h, size_t n, int iter) {
+    cudaMemcpyAsync(h, d, n * sizeof *h, cudaMemcpyDeviceToHost, test_stream);
+    if (cudaStreamSynchronize(test_stream) != cudaSuccess) return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((float)h[i] != value(0, iter, i) / 16.0f + value(1, iter, i) / 16.0f) return 0;
+    return 1;
+}
+
+// Decode steps as the forward driver runs them at TP > 1: a copy of the step's input (standing
+// in for the ops) and an all-reduce queued after it, captured once and replayed with new inputs,
+// each step followed by a plain (prefill-like) all-reduce on the same stream and one wait.
+static int graph_steps(comm *c, backend *be, int rank) {
+    _Float16 *h = malloc(GRAPH_N * sizeof *h);
+    void *plain = NULL;
+    fl_error err = {0};
+    int ok = h && cudaMalloc(&graph_in, GRAPH_N * 2) == cudaSuccess &&
+             cudaMalloc(&graph_buf, GRAPH_N * 2) == cudaSuccess &&
+             cudaMalloc(&plain, GRAPH_N * 2) == cudaSuccess &&
+             cudaStreamBeginCapture(test_stream, cudaStreamCaptureModeRelaxed) == cudaSuccess;
+    if (ok) {
+        cudaGraph_t g = NULL;
+        ok = cudaMemcpyAsync(graph_buf, graph_in, GRAPH_N * 2, cudaMemcpyDeviceToDevice,
+                             test_stream) == cudaSuccess;
+        ok = comm_all_reduce_sum(c, be, graph_buf, GRAPH_N, &err) == FL_OK && ok;
+        ok = cudaStreamEndCapture(test_stream, &g) == cudaSuccess && ok;
+        ok = ok && cudaGraphInstantiate(&test_graph, g, 0) == cudaSuccess;
+        if (g) cudaGraphDestroy(g);
+    }
+    for (int it = 0; ok && it < 10; it++) {
+        halves_fill(h, GRAPH_N, rank, 100 + it);
+        cudaMemcpyAsync(graph_in, h, GRAPH_N * 2, cudaMemcpyHostToDevice, test_stream);
+        ok = cudaGraphLaunch(test_graph, test_stream) == cudaSuccess;
+        halves_fill(h, GRAPH_N, rank, 200 + it);
+        cudaMemcpyAsync(plain, h, GRAPH_N * 2, cudaMemcpyHostToDevice, test_stream);
+        ok = ok && comm_all_reduce_sum(c, be, plain, GRAPH_N, &err) == FL_OK &&
+             comm_step_wait(c, be, &err) == FL_OK;
+        ok = ok && halves_summed(graph_buf, h, GRAPH_N, 100 + it) &&
+             halves_summed(plain, h, GRAPH_N, 200 + it);
+        if (!ok) fprintf(stderr, "rank %d: graph step %d: %s\n", rank, it, err.msg);
+    }
+    cudaFree(plain);
+    free(h);
+    return ok;
+}
+
+// on_stream 0: the kill switch (FALCONLITE_NCCL_STREAM=0) restores the host-synchronised path
+// although the backend has a stream.
+static int nccl_body(int rank, const char *id, int on_stream) {
+    alarm(120); // a hang (a collective or an abort that never returns) fails instead of blocking
+    if (!on_stream) setenv("FALCONLITE_NCCL_STREAM", "0", 1);
+    if (cudaSetDevice(rank) != cudaSuccess ||
+        cudaStreamCreateWithFlags(&test_stream, cudaStreamNonBlocking) != cudaSuccess)
+        return 0;
+    backend be = {.name = "cuda",
+                  .act_dtype = DTYPE_F16,
+                  .sync = stream_sync,
+                  .native_stream = stream_of,
+                  .graph_reset = graph_drop};
     comm *c = NULL;
-    fl_error err;
+    fl_error err = {0};
     if (comm_create(&be, rank, 2, id, NULL, 60000, &c, &err) != FL_OK) {
         fprintf(stderr, "rank %d: %s\n", rank, err.msg);
         return 0;
     }
+    int ok = comm_capturable(c) == on_stream;
     static const size_t ns[] = {1, 4097, (1u << 20) + 3};
-    int ok = 1;
     for (size_t si = 0; ok && si < 3; si++) {
         size_t n = ns[si];
         _Float16 *h = malloc(n * sizeof *h);
@@ -189,18 +282,17 @@ static int nccl_body(int rank, const char *id) {
         void *d = NULL;
         ok = h && in && out && cudaMalloc(&d, n * sizeof *h) == cudaSuccess;
         for (int it = 0; ok && it < 20; it++) {
-            // values up to 63.5 in halves: sums stay exact in f16
-            for (size_t i = 0; i < n; i++)
-                h[i] = (_Float16)(value(rank, it, i) / 16.0f);
-            cudaMemcpy(d, h, n * sizeof *h, cudaMemcpyHostToDevice);
+            halves_fill(h, n, rank, it);
+            cudaMemcpyAsync(d, h, n * sizeof *h, cudaMemcpyHostToDevice, test_stream);
             if (comm_all_reduce_sum(c, &be, d, n, &err) != FL_OK) {
                 fprintf(stderr, "rank %d: %s\n", rank, err.msg);
                 ok = 0;
                 break;
             }
-            cudaMemcpy(h, d, n * sizeof *h, cudaMemcpyDeviceToHost);
-            for (size_t i = 0; i < n && ok; i++)
-                ok = (float)h[i] == value(0, it, i) / 16.0f + value(1, it, i) / 16.0f;
+            // The host-synchronised path is done when the call returns; the stream path once
+            // the step has been waited for.
+            if (on_stream) ok = comm_step_wait(c, &be, &err) == FL_OK;
+            ok = ok && halves_summed(d, h, n, it);
             for (size_t i = 0; i < n; i++)
                 in[i] = value(rank, it, i);
             ok = ok && comm_all_gather_f32(c, in, out, n, &err) == FL_OK;
@@ -214,16 +306,59 @@ static int nccl_body(int rank, const char *id) {
         free(in);
         free(out);
     }
+    if (on_stream && ok) {
+        ok = graph_steps(c, &be, rank);
+        float x = 1, y[2]; // every rank is done with the steps before rank 1 leaves
+        ok = ok && comm_all_gather_f32(c, &x, y, 1, &err) == FL_OK;
+    }
     if (rank == 1) _exit(ok ? 0 : 1); // dies holding the communicator, as a crashed shard would
-    // Rank 1 is gone (the test reaps it): the next collective must fail instead of hanging.
-    _Float16 *d = NULL;
-    cudaMalloc((void **)&d, sizeof *d);
-    fl_code rc = comm_all_reduce_sum(c, &be, d, 1, &err);
+    // Rank 1 is gone (the test reaps it): the next step must fail instead of hanging. On the
+    // stream path that step is a graph replay, whose graph must be dropped before NCCL aborts.
+    fl_code rc = FL_OK;
+    if (on_stream) {
+        ok = ok && cudaGraphLaunch(test_graph, test_stream) == cudaSuccess;
+        rc = comm_step_wait(c, &be, &err);
+        ok = ok && test_graph == NULL;
+    } else {
+        _Float16 *d = NULL;
+        cudaMalloc((void **)&d, sizeof *d);
+        rc = comm_all_reduce_sum(c, &be, d, 1, &err);
+        cudaFree(d);
+    }
     ok = ok && rc == FL_EBACKEND && strstr(err.msg, "rank 1 exited") != NULL;
     if (!ok) fprintf(stderr, "rank 0: after peer death: %s\n", err.msg);
-    cudaFree(d);
+    ok = ok && !comm_capturable(c); // broken: the driver issues ops, which then fail
     comm_free(c);
+    cudaFree(graph_in);
+    cudaFree(graph_buf);
     return ok;
+}
+
+static int nccl_stream_body(int rank, const char *id) {
+    return nccl_body(rank, id, 1);
+}
+
+static int nccl_kill_switch_body(int rank, const char *id) {
+    return nccl_body(rank, id, 0);
+}
+
+// Runs body as ranks 0 and 1 in two children, so this process never initialises CUDA.
+static void nccl_run(int (*body)(int rank, const char *id), const char *what) {
+    char id[64];
+    make_id(id, sizeof id, what);
+    fflush(NULL);
+    pid_t r1 = fork();
+    if (r1 == 0) _exit(body(1, id) ? 0 : 1);
+    pid_t r0 = fork();
+    if (r0 == 0) _exit(body(0, id) ? 0 : 1);
+    int s0 = 0, s1 = 0;
+    waitpid(r1, &s1, 0); // reaped first, so rank 0 sees it gone
+    waitpid(r0, &s0, 0);
+    if (WIFSIGNALED(s0) || WIFSIGNALED(s1))
+        fprintf(stderr, "%s: rank 0 signal %d, rank 1 signal %d (14: hung)\n", what,
+                WIFSIGNALED(s0) ? WTERMSIG(s0) : 0, WIFSIGNALED(s1) ? WTERMSIG(s1) : 0);
+    assert_true(WIFEXITED(s0) && WEXITSTATUS(s0) == 0);
+    assert_true(WIFEXITED(s1) && WEXITSTATUS(s1) == 0);
 }
 
 static void test_nccl_two_gpus(void **state) {
@@ -240,18 +375,8 @@ static void test_nccl_two_gpus(void **state) {
         fprintf(stderr, "skip: NCCL test needs 2 GPUs\n");
         skip();
     }
-    char id[64];
-    make_id(id, sizeof id, "nccl");
-    // Both ranks in children, so this process never initialises CUDA.
-    pid_t r1 = fork();
-    if (r1 == 0) _exit(nccl_body(1, id) ? 0 : 1);
-    pid_t r0 = fork();
-    if (r0 == 0) _exit(nccl_body(0, id) ? 0 : 1);
-    int s0 = 0, s1 = 0;
-    waitpid(r1, &s1, 0); // reaped first, so rank 0 sees it gone
-    waitpid(r0, &s0, 0);
-    assert_true(WIFEXITED(s0) && WEXITSTATUS(s0) == 0);
-    assert_true(WIFEXITED(s1) && WEXITSTATUS(s1) == 0);
+    nccl_run(nccl_stream_body, "nccl-stream");
+    nccl_run(nccl_kill_switch_body, "nccl-sync");
 }
 #endif
 
