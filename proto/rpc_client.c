@@ -176,29 +176,65 @@ static void cq_destroy(grpc_completion_queue *cq) {
     grpc_completion_queue_destroy(cq);
 }
 
-fl_code rpc_unary_all(rpc_channel **chs, int n, const char *method, const ProtobufCMessage *req,
-                      const ProtobufCMessageDescriptor *resp_desc, int timeout_ms, rpc_result *res,
-                      fl_error *err) {
-    if (n <= 0) return FL_OK;
-    pending_call *ps = calloc((size_t)n, sizeof *ps);
-    if (!ps) return fl_error_set(err, FL_ENOMEM, "rpc %s: out of memory", method);
-    grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+struct rpc_fanout {
+    rpc_channel **chs; // [n], borrowed
+    int n;
+    const char *method; // of the call in flight, borrowed
+    grpc_completion_queue *cq;
+    pending_call ps[]; // [n]
+};
+
+rpc_fanout *rpc_fanout_create(rpc_channel **chs, int n, fl_error *err) {
+    rpc_fanout *f = calloc(1, sizeof *f + sizeof(pending_call) * (size_t)n);
+    if (!f) {
+        fl_error_set(err, FL_ENOMEM, "rpc fan-out: out of memory");
+        return NULL;
+    }
+    f->chs = chs;
+    f->n = n;
+    f->cq = grpc_completion_queue_create_for_pluck(NULL);
+    return f;
+}
+
+void rpc_fanout_free(rpc_fanout *f) {
+    if (!f) return;
+    cq_destroy(f->cq);
+    free(f);
+}
+
+void rpc_fanout_start(rpc_fanout *f, const char *method, const ProtobufCMessage *req,
+                      int timeout_ms) {
+    f->method = method;
     gpr_timespec deadline = deadline_after(timeout_ms);
     grpc_byte_buffer *bb = rpc_codec_pack(req); // one encoding shared by every call
-    for (int i = 0; i < n; i++)
-        pending_start(&ps[i], chs[i], cq, method, bb, deadline);
+    for (int i = 0; i < f->n; i++)
+        pending_start(&f->ps[i], f->chs[i], f->cq, method, bb, deadline);
     grpc_byte_buffer_destroy(bb); // each call holds its own copy
+}
+
+fl_code rpc_fanout_finish(rpc_fanout *f, const ProtobufCMessageDescriptor *resp_desc,
+                          rpc_result *res, fl_error *err) {
     fl_code rc = FL_OK;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < f->n; i++) {
         fl_error e;
-        fl_code ci = pending_finish(&ps[i], chs[i], cq, method, resp_desc, &res[i], &e);
+        fl_code ci = pending_finish(&f->ps[i], f->chs[i], f->cq, f->method, resp_desc, &res[i], &e);
         if (ci != FL_OK && rc == FL_OK) {
             rc = ci;
             if (err) *err = e;
         }
     }
-    cq_destroy(cq);
-    free(ps);
+    return rc;
+}
+
+fl_code rpc_unary_all(rpc_channel **chs, int n, const char *method, const ProtobufCMessage *req,
+                      const ProtobufCMessageDescriptor *resp_desc, int timeout_ms, rpc_result *res,
+                      fl_error *err) {
+    if (n <= 0) return FL_OK;
+    rpc_fanout *f = rpc_fanout_create(chs, n, err);
+    if (!f) return err ? err->code : FL_ENOMEM;
+    rpc_fanout_start(f, method, req, timeout_ms);
+    fl_code rc = rpc_fanout_finish(f, resp_desc, res, err);
+    rpc_fanout_free(f);
     return rc;
 }
 

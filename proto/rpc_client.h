@@ -36,6 +36,19 @@ fl_code rpc_unary_all(rpc_channel **chs, int n, const char *method, const Protob
                       const ProtobufCMessageDescriptor *resp_desc, int timeout_ms, rpc_result *res,
                       fl_error *err);
 
+// The same fan-out, reusable and in two halves, so a caller that repeats one call (the router's
+// Decode, every token) allocates nothing per call and can work while the servers do. start sends
+// the call to every channel chs[i] (read at each start) and returns at once; finish waits for all
+// of them and fills res[n] as rpc_unary_all does. Each start is followed by exactly one finish
+// before the next start; one thread at a time. chs and method must outlive the fan-out / finish.
+typedef struct rpc_fanout rpc_fanout;
+rpc_fanout *rpc_fanout_create(rpc_channel **chs, int n, fl_error *err);
+void rpc_fanout_free(rpc_fanout *f);
+void rpc_fanout_start(rpc_fanout *f, const char *method, const ProtobufCMessage *req,
+                      int timeout_ms);
+fl_code rpc_fanout_finish(rpc_fanout *f, const ProtobufCMessageDescriptor *resp_desc,
+                          rpc_result *res, fl_error *err);
+
 // A server-streaming call, read one message at a time by one thread (threads may share the
 // channel, each with its own stream).
 typedef struct rpc_stream rpc_stream;

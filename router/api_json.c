@@ -108,6 +108,8 @@ static bool parse_params(const cJSON *p, gen_params_in *o, char *msg, size_t cap
     if (!get_bool(p, "decoder_input_details", false, &o->decoder_input_details, msg, cap,
                   "parameters."))
         return false;
+    // falconlite extension, absent from TGI's schema: generate max_new_tokens past EOS.
+    if (!get_bool(p, "ignore_eos", true, &o->ignore_eos, msg, cap, "parameters.")) return false;
     // cJSON reads numbers as doubles: seeds above 2^53 lose their low bits (clients use small
     // seeds; gRPC carries exact u64s).
     const cJSON *seed = cJSON_GetObjectItemCaseSensitive(p, "seed");

@@ -242,11 +242,16 @@ static void send_generations(batcher *b, const shard_step *step, entry_set *set)
 // TGI filter_batch: keeps the shards' batch in line with the live entries. Returns whether a
 // batch is left (in *batch).
 static bool filter_batch(batcher *b, cached_batch *batch, entry_set *set) {
-    if (batch->n == set->n) return true;
     uint64_t *keep = malloc(sizeof *keep * (size_t)(batch->n ? batch->n : 1));
     int n_keep = 0;
     for (int i = 0; keep && i < batch->n; i++)
         if (set_find(set, batch->request_ids[i]) >= 0) keep[n_keep++] = batch->request_ids[i];
+    // The set may also hold requests the shards finished in this step (their last token is not
+    // delivered yet); only requests the router dropped need a FilterBatch.
+    if (keep && n_keep == batch->n) {
+        free(keep);
+        return true;
+    }
     fl_error err = {0};
     fl_code rc;
     if (n_keep == 0) {
@@ -276,33 +281,40 @@ static bool filter_batch(batcher *b, cached_batch *batch, entry_set *set) {
     return true;
 }
 
-// Returns whether a cached batch is left (in *out); set holds the entries still running.
-static bool step_done(batcher *b, fl_code rc, const fl_error *err, shard_step *step,
-                      const uint64_t *batch_ids, int n_batches, entry_set *set, cached_batch *out,
-                      metric_method method, double t0) {
+// Metrics and failure handling of one Prefill or Decode: false when it failed (the set's
+// requests then got their errors and the step is cleared).
+static bool step_ok(batcher *b, fl_code rc, const fl_error *err, shard_step *step,
+                    const uint64_t *batch_ids, int n_batches, entry_set *set, metric_method method,
+                    double t0) {
     metrics_batch_inference(method, rc == FL_OK, time_now() - t0);
-    if (rc != FL_OK) {
-        log_error("%s failed: %s", method == METRIC_PREFILL ? "Prefill" : "Decode", err->msg);
-        for (int i = 0; i < n_batches; i++)
-            b->api->clear(b->api->self, batch_ids[i], NULL);
-        char msg[600];
-        snprintf(msg, sizeof msg, "Request failed during generation: %s", err->msg);
-        set_fail_all(set, GEN_ERR_GENERATION, msg);
-        atomic_store(&b->healthy, false);
-        shard_step_clear(step);
-        return false;
+    if (rc == FL_OK) {
+        atomic_store(&b->healthy, true);
+        return true;
     }
-    atomic_store(&b->healthy, true);
-    send_generations(b, step, set);
-    bool has = step->has_batch;
-    if (has) {
-        *out = step->batch;
-        memset(&step->batch, 0, sizeof step->batch);
-        has = filter_batch(b, out, set);
-    }
+    log_error("%s failed: %s", method == METRIC_PREFILL ? "Prefill" : "Decode", err->msg);
+    for (int i = 0; i < n_batches; i++)
+        b->api->clear(b->api->self, batch_ids[i], NULL);
+    char msg[600];
+    snprintf(msg, sizeof msg, "Request failed during generation: %s", err->msg);
+    set_fail_all(set, GEN_ERR_GENERATION, msg);
+    atomic_store(&b->healthy, false);
     shard_step_clear(step);
-    if (!has) set_fail_all(set, GEN_ERR_INCOMPLETE, "Incomplete generation"); // should be empty
-    return has;
+    return false;
+}
+
+// Takes the step's cached batch into *out, without the requests that left the set. Returns
+// whether a batch is left.
+static bool step_batch(batcher *b, shard_step *step, entry_set *set, cached_batch *out) {
+    if (!step->has_batch) return false;
+    *out = step->batch;
+    memset(&step->batch, 0, sizeof step->batch);
+    return filter_batch(b, out, set);
+}
+
+// Delivers a step's generations and frees it.
+static void step_deliver(batcher *b, shard_step *step, entry_set *set) {
+    send_generations(b, step, set);
+    shard_step_clear(step);
 }
 
 static bool prefill(batcher *b, queue_entry **entries, int n, uint32_t max_tokens, entry_set *set,
@@ -326,20 +338,38 @@ static bool prefill(batcher *b, queue_entry **entries, int n, uint32_t max_token
     fl_code rc = reqs ? b->api->prefill(b->api->self, &batch, &step, &err)
                       : fl_error_set(&err, FL_ENOMEM, "out of memory");
     free(reqs);
-    return step_done(b, rc, &err, &step, &batch.id, 1, set, out, METRIC_PREFILL, t0);
+    if (!step_ok(b, rc, &err, &step, &batch.id, 1, set, METRIC_PREFILL, t0)) return false;
+    send_generations(b, &step, set);
+    bool has = step_batch(b, &step, set, out);
+    shard_step_clear(&step);
+    if (!has) set_fail_all(set, GEN_ERR_INCOMPLETE, "Incomplete generation"); // should be empty
+    return has;
 }
 
-static bool decode(batcher *b, cached_batch *batches, int n, entry_set *set, cached_batch *out) {
+// One decode step, pipelined with the delivery of the previous one: the Decode is sent first,
+// then *pending (the previous step's generations: detokenization, stop sequences, client writes)
+// is delivered while the shards compute, then the reply is awaited and becomes the new *pending.
+// A request that stopped or lost its client in *pending is thus computed one step more; its
+// token from this step is discarded (send_generations skips requests no longer in the set) and
+// it is filtered out of the shards' batch now, before the next step. Returns whether a cached
+// batch is left (in *out).
+static bool decode(batcher *b, cached_batch *batches, int n, entry_set *set, shard_step *pending,
+                   cached_batch *out) {
     shard_step step = {0};
     fl_error err = {0};
     uint64_t ids[2];
     for (int i = 0; i < n; i++)
         ids[i] = batches[i].id;
     double t0 = time_now();
-    fl_code rc = b->api->decode(b->api->self, batches, n, &step, &err);
+    fl_code rc = b->api->decode_start(b->api->self, batches, n, &err);
     for (int i = 0; i < n; i++)
         cached_batch_clear(&batches[i]);
-    return step_done(b, rc, &err, &step, ids, n, set, out, METRIC_DECODE, t0);
+    step_deliver(b, pending, set);
+    if (rc == FL_OK) rc = b->api->decode_finish(b->api->self, &step, &err);
+    if (!step_ok(b, rc, &err, &step, ids, n, set, METRIC_DECODE, t0)) return false;
+    bool has = step_batch(b, &step, set, out);
+    *pending = step;
+    return has;
 }
 
 static int next_batch(batcher *b, int min_size, uint32_t token_budget, uint32_t *max_tokens) {
@@ -361,11 +391,13 @@ static void run_batches(batcher *b) {
            (n = next_batch(b, 0, b->cfg.max_batch_total_tokens, &max_tokens)) > 0) {
         cached_batch batches[2];
         memset(batches, 0, sizeof batches);
+        shard_step pending = {0}; // the last decode step's generations, not delivered yet
         bool has = prefill(b, b->scratch, n, max_tokens, &set, &batches[0]);
         uint32_t waiting_tokens = 1;
         while (has) {
             metrics_set_batch(batches[0].n, batches[0].max_tokens);
             if (atomic_load(&b->abort)) {
+                step_deliver(b, &pending, &set);
                 b->api->clear(b->api->self, batches[0].id, NULL);
                 cached_batch_clear(&batches[0]);
                 set_fail_all(&set, GEN_ERR_GENERATION,
@@ -389,9 +421,11 @@ static void run_batches(batcher *b) {
                 set_merge(&set, &fresh);
                 waiting_tokens = 1;
             }
-            has = decode(b, batches, n_batches, &set, &batches[0]);
+            has = decode(b, batches, n_batches, &set, &pending, &batches[0]);
             waiting_tokens++;
         }
+        step_deliver(b, &pending, &set);
+        set_fail_all(&set, GEN_ERR_INCOMPLETE, "Incomplete generation"); // should be empty
         metrics_set_batch(0, 0);
     }
     set_fail_all(&set, GEN_ERR_INCOMPLETE, "Incomplete generation");

@@ -201,6 +201,7 @@ static Falconlite__Shard__V1__Batch *batch_build(pb_built *b, const shard_batch 
         np->repetition_penalty = p->repetition_penalty;
         np->watermark = p->watermark;
         sp->max_new_tokens = p->max_new_tokens;
+        sp->ignore_eos_token = p->ignore_eos;
         q->id = r->id;
         q->n_input_ids = (size_t)r->n_input;
         q->input_ids = ids;
@@ -410,6 +411,7 @@ fl_code pb_api_generate_request(const ProtobufCMessage *msg, gen_request_in *out
     o->watermark = p->has_watermark && p->watermark;
     o->details = p->has_details && p->details;
     o->decoder_input_details = p->has_decoder_input_details && p->decoder_input_details;
+    o->ignore_eos = p->has_ignore_eos && p->ignore_eos;
     if (p->n_stop > 0) {
         o->stop = calloc(p->n_stop, sizeof(char *));
         if (!o->stop) return fl_error_set(err, FL_ENOMEM, "out of memory");

@@ -33,6 +33,7 @@ typedef struct gen_params_in {
     bool watermark;
     bool details;
     bool decoder_input_details;
+    bool ignore_eos; // falconlite extension (not in TGI's schema): do not stop at EOS
 } gen_params_in;
 
 typedef struct gen_request_in {
@@ -62,6 +63,7 @@ typedef struct gen_params {
     bool details;
     bool decoder_input_details;
     bool return_full_text;
+    bool ignore_eos; // generate max_new_tokens tokens even past EOS (benchmarks)
 } gen_params;
 
 // A request ready for the queue: prompt token ids after left truncation.

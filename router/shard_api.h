@@ -60,8 +60,12 @@ void shard_step_clear(shard_step *s);
 typedef struct shard_api {
     void *self;
     fl_code (*prefill)(void *self, const shard_batch *batch, shard_step *out, fl_error *err);
-    fl_code (*decode)(void *self, const cached_batch *batches, int n, shard_step *out,
-                      fl_error *err);
+    // Decode in two halves so the router can deliver the previous step's tokens while the
+    // shards compute this one: decode_start sends the step and returns; decode_finish waits for
+    // its result. Each successful start is followed by exactly one finish, with no other call
+    // between them. A failed start needs no finish.
+    fl_code (*decode_start)(void *self, const cached_batch *batches, int n, fl_error *err);
+    fl_code (*decode_finish)(void *self, shard_step *out, fl_error *err);
     // Keeps only keep[n_keep] (n_keep >= 1) of the cached batch; *out is the filtered batch.
     fl_code (*filter)(void *self, uint64_t batch_id, const uint64_t *keep, int n_keep,
                       cached_batch *out, fl_error *err);

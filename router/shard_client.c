@@ -19,6 +19,10 @@ struct shard_client {
     // Calls that run collectives on the ranks (everything but Info and Health) must reach every
     // rank in the same order, or the ranks' all-reduces pair up wrongly: one at a time.
     pthread_mutex_t step_mu;
+    // Decode runs every token: its fan-out and results are reused. step_mu is held from
+    // decode_start to decode_finish.
+    rpc_fanout *decoder;
+    rpc_result *decode_res; // [n]
     shard_api api;
 };
 
@@ -30,6 +34,18 @@ static fl_code channel_open(shard_client *c, int rank, fl_error *err) {
     if (c->chs[rank]) rpc_channel_free(c->chs[rank]);
     c->chs[rank] = ch;
     return FL_OK;
+}
+
+// Clients see the shard's own message (TGI: "Request failed during generation: <msg>"); the log
+// keeps which rank and method failed.
+static void rank_error(shard_client *c, pb_shard_method m, const rpc_result *res, fl_error *err) {
+    log_warn("%s", err ? err->msg : pb_shard_path(m));
+    for (int i = 0; i < c->n; i++) {
+        if (res[i].status != GRPC_STATUS_OK && res[i].msg[0]) {
+            fl_error_set(err, FL_EBACKEND, "%s", res[i].msg);
+            break;
+        }
+    }
 }
 
 // Sends m to every rank; *res gets one result per rank (free with results_free; res[0].resp is
@@ -44,17 +60,7 @@ static fl_code call_all(shard_client *c, pb_shard_method m, pb_built *req, int t
     fl_code rc = rpc_unary_all(c->chs, c->n, pb_shard_path(m), pb_built_msg(req),
                                pb_shard_response_desc(m), timeout_ms, *res, err);
     pb_built_free(req);
-    if (rc != FL_OK) {
-        // Clients see the shard's own message (TGI: "Request failed during generation: <msg>");
-        // the log keeps which rank and method failed.
-        log_warn("%s", err ? err->msg : pb_shard_path(m));
-        for (int i = 0; i < c->n; i++) {
-            if ((*res)[i].status != GRPC_STATUS_OK && (*res)[i].msg[0]) {
-                fl_error_set(err, FL_EBACKEND, "%s", (*res)[i].msg);
-                break;
-            }
-        }
-    }
+    if (rc != FL_OK) rank_error(c, m, *res, err);
     return rc;
 }
 
@@ -81,13 +87,25 @@ static fl_code sc_prefill(void *self, const shard_batch *batch, shard_step *out,
     return rc;
 }
 
-static fl_code sc_decode(void *self, const cached_batch *batches, int n, shard_step *out,
-                         fl_error *err) {
+static fl_code sc_decode_start(void *self, const cached_batch *batches, int n, fl_error *err) {
     shard_client *c = self;
-    rpc_result *res;
-    fl_code rc = step_all(c, PB_SHARD_DECODE, pb_shard_decode_request(batches, n), 0, &res, err);
+    pb_built *req = pb_shard_decode_request(batches, n);
+    if (!req) return fl_error_set(err, FL_ENOMEM, "Decode: out of memory");
+    pthread_mutex_lock(&c->step_mu);
+    rpc_fanout_start(c->decoder, pb_shard_path(PB_SHARD_DECODE), pb_built_msg(req), 0);
+    pb_built_free(req); // the calls hold their own encoding
+    return FL_OK;
+}
+
+static fl_code sc_decode_finish(void *self, shard_step *out, fl_error *err) {
+    shard_client *c = self;
+    rpc_result *res = c->decode_res;
+    fl_code rc = rpc_fanout_finish(c->decoder, pb_shard_response_desc(PB_SHARD_DECODE), res, err);
+    pthread_mutex_unlock(&c->step_mu);
+    if (rc != FL_OK) rank_error(c, PB_SHARD_DECODE, res, err);
     if (rc == FL_OK) rc = pb_shard_step_from(res[0].resp, out, err);
-    results_free(c, res);
+    for (int i = 0; i < c->n; i++)
+        rpc_result_clear(&res[i]);
     return rc;
 }
 
@@ -119,7 +137,8 @@ fl_code shard_client_create(const char *uds_path, int n_ranks, shard_client **ou
     c->n = n_ranks;
     pthread_mutex_init(&c->step_mu, NULL);
     c->chs = calloc((size_t)n_ranks, sizeof *c->chs);
-    if (!c->chs) {
+    c->decode_res = calloc((size_t)n_ranks, sizeof *c->decode_res);
+    if (!c->chs || !c->decode_res) {
         shard_client_free(c);
         return fl_error_set(err, FL_ENOMEM, "shard client: out of memory");
     }
@@ -130,16 +149,24 @@ fl_code shard_client_create(const char *uds_path, int n_ranks, shard_client **ou
             return rc;
         }
     }
-    c->api = (shard_api){c, sc_prefill, sc_decode, sc_filter, sc_clear};
+    // After the channels: their creation initialises grpc, which the queue needs.
+    c->decoder = rpc_fanout_create(c->chs, n_ranks, err);
+    if (!c->decoder) {
+        shard_client_free(c);
+        return FL_ENOMEM;
+    }
+    c->api = (shard_api){c, sc_prefill, sc_decode_start, sc_decode_finish, sc_filter, sc_clear};
     *out = c;
     return FL_OK;
 }
 
 void shard_client_free(shard_client *c) {
     if (!c) return;
+    rpc_fanout_free(c->decoder); // before the channels, whose release may shut grpc down
     for (int i = 0; c->chs && i < c->n; i++)
         if (c->chs[i]) rpc_channel_free(c->chs[i]);
     free(c->chs);
+    free(c->decode_res);
     pthread_mutex_destroy(&c->step_mu);
     free(c);
 }

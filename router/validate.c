@@ -102,6 +102,7 @@ fl_code validate_params(const validate_limits *lim, gen_request_in *in, gen_para
     out->details = p->details;
     out->decoder_input_details = p->decoder_input_details;
     out->return_full_text = p->return_full_text;
+    out->ignore_eos = p->ignore_eos;
     return FL_OK;
 }
 

@@ -55,6 +55,7 @@ typedef struct bs_cell {
     rpc_channel *ch;
     const char *prompt;
     int new_tokens, n_requests;
+    bool ignore_eos; // ask the router for new_tokens tokens past EOS (falconlite extension)
     atomic_int next, done, tokens;
     bs_req *reqs; // [n_requests]
     pthread_mutex_t err_lock;
@@ -86,6 +87,8 @@ static fl_code bs_request_run(bs_cell *c, bs_req *r, fl_error *err) {
     params.max_new_tokens = (uint32_t)c->new_tokens;
     params.has_details = 1;
     params.details = 1;
+    params.has_ignore_eos = c->ignore_eos;
+    params.ignore_eos = c->ignore_eos;
     Falconlite__V1__GenerateRequest req = FALCONLITE__V1__GENERATE_REQUEST__INIT;
     req.inputs = (char *)c->prompt;
     req.parameters = &params;
@@ -193,6 +196,7 @@ static cJSON *bs_cell_run(rpc_channel *ch, const char *prompt, int input_len, in
     bs_cell c = {.ch = ch,
                  .prompt = prompt,
                  .new_tokens = a->new_tokens,
+                 .ignore_eos = a->ignore_eos,
                  .n_requests = a->requests > 0 ? a->requests : 2 * conc};
     c.reqs = calloc((size_t)c.n_requests, sizeof *c.reqs);
     pthread_t *th = calloc((size_t)conc, sizeof *th);
@@ -226,10 +230,6 @@ static cJSON *bs_cell_run(rpc_channel *ch, const char *prompt, int input_len, in
         eos += c.reqs[i].eos;
     if (c.failed)
         cli_fail("bench-server: %s", c.err.msg);
-    else if (a->ignore_eos && eos)
-        cli_fail("bench-server: %d of %d requests stopped at EOS before %d tokens (--ignore-eos; "
-                 "the public API cannot ask the router to ignore EOS)",
-                 eos, c.n_requests, a->new_tokens);
     else if (!(summary = bs_cell_summary(&c, input_len, input_tokens, conc, wall)))
         cli_fail("bench-server: out of memory");
     for (int i = 0; i < c.n_requests; i++)
@@ -394,7 +394,7 @@ int cmd_bench_server(int argc, char **argv) {
          "prompt lengths in tokens (default 20,3300,5500,10000)"},
         {"new-tokens", CLI_INT, &a.new_tokens, "max_new_tokens of each request (default 256)"},
         {"ignore-eos", CLI_FLAG, &a.ignore_eos,
-         "fail when a request stops at EOS (falconlite.v1 cannot ask the router to ignore it)"},
+         "generate --new-tokens tokens even past EOS (the card's protocol)"},
         {"concurrency", CLI_STR, &conc_s, "client threads, one cell each (default 1)"},
         {"requests", CLI_INT, &a.requests, "requests per cell (default 2 x concurrency)"},
         {"json", CLI_FLAG, &a.json, "print one JSON object"},

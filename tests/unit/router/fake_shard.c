@@ -1,5 +1,6 @@
 #include "fake_shard.h"
 
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,6 +85,7 @@ static void step(fake_shard *f, fake_batch *b, shard_step *out, const shard_batc
 
 static fl_code fake_prefill(void *self, const shard_batch *batch, shard_step *out, fl_error *err) {
     fake_shard *f = self;
+    assert(!f->decoding); // nothing may run between decode_start and decode_finish
     if (f->n_prefill < 16) f->decodes_before_prefill[f->n_prefill] = f->n_decode;
     f->n_prefill++;
     if (batch->n > f->max_prefill_size) f->max_prefill_size = batch->n;
@@ -122,9 +124,10 @@ static fl_code fake_prefill(void *self, const shard_batch *batch, shard_step *ou
     return FL_OK;
 }
 
-static fl_code fake_decode(void *self, const cached_batch *batches, int n, shard_step *out,
-                           fl_error *err) {
+// The step runs at start (as if the shard were instant); finish hands its result over.
+static fl_code fake_decode_start(void *self, const cached_batch *batches, int n, fl_error *err) {
     fake_shard *f = self;
+    if (f->watch && f->n_decode < 64) f->watch_at_decode[f->n_decode] = *f->watch;
     f->n_decode++;
     if (n > f->max_decode_batches) f->max_decode_batches = n;
     fake_batch *first = find_batch(f, batches[0].id);
@@ -142,13 +145,26 @@ static fl_code fake_decode(void *self, const cached_batch *batches, int n, shard
         o->n = 0;
         o->live = false;
     }
-    step(f, first, out, NULL);
+    assert(!f->decoding);
+    memset(&f->decoded, 0, sizeof f->decoded);
+    step(f, first, &f->decoded, NULL);
+    f->decoding = true;
+    return FL_OK;
+}
+
+static fl_code fake_decode_finish(void *self, shard_step *out, fl_error *err) {
+    fake_shard *f = self;
+    assert(f->decoding);
+    f->decoding = false;
+    *out = f->decoded;
+    memset(&f->decoded, 0, sizeof f->decoded);
     return FL_OK;
 }
 
 static fl_code fake_filter(void *self, uint64_t batch_id, const uint64_t *keep, int n_keep,
                            cached_batch *out, fl_error *err) {
     fake_shard *f = self;
+    assert(!f->decoding); // nothing may run between decode_start and decode_finish
     f->n_filter++;
     fake_batch *b = find_batch(f, batch_id);
     if (!b) return fl_error_set(err, FL_ENOTFOUND, "batch not found");
@@ -171,6 +187,7 @@ static fl_code fake_filter(void *self, uint64_t batch_id, const uint64_t *keep, 
 
 static fl_code fake_clear(void *self, uint64_t batch_id, fl_error *err) {
     fake_shard *f = self;
+    assert(!f->decoding); // nothing may run between decode_start and decode_finish
     f->n_clear++;
     fake_batch *b = find_batch(f, batch_id);
     if (b) batch_drop(f, b);
@@ -183,7 +200,8 @@ void fake_shard_init(fake_shard *f, uint32_t capacity) {
     f->fail_prefill_token = -1;
     f->api.self = f;
     f->api.prefill = fake_prefill;
-    f->api.decode = fake_decode;
+    f->api.decode_start = fake_decode_start;
+    f->api.decode_finish = fake_decode_finish;
     f->api.filter = fake_filter;
     f->api.clear = fake_clear;
 }

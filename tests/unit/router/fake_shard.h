@@ -39,6 +39,10 @@ typedef struct fake_shard {
     int max_prefill_size; // largest prefill batch seen
     int max_decode_batches;
     int decodes_before_prefill[16]; // n_decode when each prefill arrived
+    const int *watch;               // optional: a counter the test advances (tokens delivered)
+    int watch_at_decode[64];        // *watch when each decode_start arrived
+    bool decoding;                  // a decode_start awaits its decode_finish
+    shard_step decoded;             // its result
     int32_t fail_prefill_token;     // a prompt containing this id fails its prefill (-1: never)
     uint64_t filtered_out[256];     // request ids removed by FilterBatch
     int n_filtered_out;

@@ -17,6 +17,8 @@
 
 static tokenizer *tok;
 
+static int delivered; // TOKEN and END events received by all sinks
+
 // What one request's sink received.
 typedef struct result {
     char text[4096]; // concatenated token texts
@@ -41,6 +43,7 @@ static bool res_send(void *user, gen_event *ev) {
         break;
     case GEN_EVENT_TOKEN:
     case GEN_EVENT_END:
+        delivered++;
         r->n_tokens++;
         strncat(r->text, ev->token.text, sizeof r->text - strlen(r->text) - 1);
         if (ev->kind == GEN_EVENT_END) {
@@ -144,6 +147,26 @@ static void test_single_request(void **state) {
     fixture_free(&f);
 }
 
+// Each Decode goes to the shards before the previous step's token is delivered, so delivery
+// (detokenization, stop sequences, client writes) overlaps the shards' next step.
+static void test_decode_overlaps_delivery(void **state) {
+    fixture f;
+    fixture_init(&f, default_cfg(), 16000);
+    delivered = 0;
+    f.shard.watch = &delivered;
+    result r = {0};
+    submit(f.q, &r, "Hello world", 6, NULL);
+    batcher_run_until_idle(f.b);
+    assert_int_equal(r.n_tokens, 6);
+    assert_int_equal(f.shard.n_decode, 5);
+    // The prefill's token goes out before the first Decode; after that, each Decode is sent
+    // while its predecessor's token is still undelivered.
+    int want[5] = {1, 1, 2, 3, 4};
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(f.shard.watch_at_decode[i], want[i]);
+    fixture_free(&f);
+}
+
 static void test_eos_and_stop_sequence(void **state) {
     fixture f;
     fixture_init(&f, default_cfg(), 16000);
@@ -159,6 +182,9 @@ static void test_eos_and_stop_sequence(void **state) {
     assert_int_equal(stop.finish, FINISH_STOP_SEQUENCE);
     assert_string_equal(stop.generated_text, "one two"); // the stop sequence stays in the text
     assert_int_equal(stop.generated_tokens, 2);
+    // The shards computed one token more while "two" was delivered; the client never sees it.
+    assert_int_equal(stop.n_tokens, 2);
+    assert_string_equal(stop.text, "one two");
     assert_int_equal(other.generated_tokens, 8);
     // The router stopped "stop" itself, so it had to filter it out of the shards' batch.
     assert_int_equal(f.shard.n_filter, 1);
@@ -305,6 +331,7 @@ static int teardown(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_single_request),
+        cmocka_unit_test(test_decode_overlaps_delivery),
         cmocka_unit_test(test_eos_and_stop_sequence),
         cmocka_unit_test(test_concurrent_equals_solo),
         cmocka_unit_test(test_waiting_served_ratio),

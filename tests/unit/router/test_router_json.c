@@ -42,6 +42,19 @@ static void test_parse_request(void **state) {
     // No parameters at all: every default.
     assert_int_equal(parse("{\"inputs\":\"x\"}", &in, NULL, msg), JSON_PARSE_OK);
     assert_false(in.params.has_max_new_tokens || in.params.has_top_k || in.params.do_sample);
+    assert_false(in.params.ignore_eos);
+    gen_request_in_clear(&in);
+
+    // The falconlite extension ignore_eos (absent from TGI's schema).
+    assert_int_equal(
+        parse("{\"inputs\":\"x\",\"parameters\":{\"ignore_eos\":true}}", &in, NULL, msg),
+        JSON_PARSE_OK);
+    assert_true(in.params.ignore_eos);
+    gen_request_in_clear(&in);
+    assert_int_equal(
+        parse("{\"inputs\":\"x\",\"parameters\":{\"ignore_eos\":null}}", &in, NULL, msg),
+        JSON_PARSE_OK);
+    assert_false(in.params.ignore_eos);
     gen_request_in_clear(&in);
 }
 
@@ -62,6 +75,9 @@ static void test_parse_errors(void **state) {
                      JSON_PARSE_TYPE);
     assert_int_equal(parse("{\"inputs\":\"x\",\"parameters\":{\"do_sample\":1}}", &in, NULL, msg),
                      JSON_PARSE_TYPE);
+    assert_int_equal(parse("{\"inputs\":\"x\",\"parameters\":{\"ignore_eos\":1}}", &in, NULL, msg),
+                     JSON_PARSE_TYPE);
+    assert_non_null(strstr(msg, "parameters.ignore_eos"));
     // Out-of-range values that parse are left for validation (TGI's 422 with its message).
     assert_int_equal(
         parse("{\"inputs\":\"x\",\"parameters\":{\"top_k\":-1,\"top_p\":1.0}}", &in, NULL, msg),
