@@ -23,7 +23,7 @@ fl_code fl_error_wrap(fl_error *err, const char *fmt, ...) {
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, err->msg, sizeof old);
-    snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
+    snprintf(err->msg, sizeof err->msg, "%.200s: %.300s", prefix, old);
     return err->code;
 }
 

@@ -26,8 +26,8 @@ fl_code comm_all_reduce_sum(comm *c, backend *be, void *buf, size_t n, fl_error 
 fl_code comm_step_wait(comm *c, backend *be, fl_error *err);
 // 1 when collectives are queued on the backend's stream, so a backend graph capture may include
 // them (every rank must then capture and replay the same steps); 0 when they run on the host
-// (shared memory), synchronise, or the communicator is broken. NCCL queues on the stream unless
-// the environment sets FALCONLITE_NCCL_STREAM=0 (then: backend sync, default stream, host wait).
+// (shared memory), synchronise, or the communicator is broken. NCCL queues on the stream only when
+// the environment sets FALCONLITE_NCCL_STREAM=1 (default: backend sync, default stream, host wait).
 int comm_capturable(const comm *c);
 // Host f32: out[world * n] = concatenation of every rank's in[n] (rank order).
 fl_code comm_all_gather_f32(comm *c, const float *in, float *out, size_t n, fl_error *err);

@@ -2,11 +2,12 @@
 // the rendezvous directory; the others read it and every rank joins with ncclCommInitRank on its
 // current device (set by the CUDA backend).
 //
-// All-reduces are queued on the backend's stream (backend.native_stream): stream order puts them
-// between the ops, with no host round trip per layer, and a decode step's graph capture can
-// include them. The host waits once per step (comm_step_wait). Without a backend stream, or with
-// FALCONLITE_NCCL_STREAM=0, they run on the legacy default stream between a backend sync and a
-// host wait instead: correct whatever stream the backend uses, at a round trip per collective.
+// Default (validated on 2x H200): all-reduces run on the legacy default stream between a backend
+// sync and a host wait: correct whatever stream the backend uses, at a round trip per collective.
+// FALCONLITE_NCCL_STREAM=1 (not yet run on GPUs) queues them on the backend's stream instead
+// (backend.native_stream): stream order puts them between the ops, with no host round trip per
+// layer, and a decode step's graph capture can include them; the host waits once per step
+// (comm_step_wait).
 // Waits poll, so that a peer rank that died (NCCL would block forever) aborts the communicator
 // with an error. Host all-gathers always run on the default stream with a wait: the host needs
 // their result at once.
@@ -249,10 +250,11 @@ fl_code comm_nccl_create(comm *c, backend *be, const char *path, int timeout_ms,
         c->ops = NULL;
         return rc;
     }
-    // The kill switch restores the host-synchronised path (and with it no graphs at world > 1).
+    // The stream path is opt-in until it has run on GPUs (tests/unit/test_comm's NCCL case and
+    // tests/gpu/run_server_tp.sh); the default stays the host-synchronised one.
     const char *on = getenv("FALCONLITE_NCCL_STREAM");
     void *stream = be->native_stream ? be->native_stream(be) : NULL;
-    if (stream && !(on && strcmp(on, "0") == 0)) {
+    if (stream && on && strcmp(on, "1") == 0) {
         nc->stream = (cudaStream_t)stream;
         c->capturable = 1;
     }

@@ -3,7 +3,7 @@
 // several chunks), many repetitions to shake out barrier races, and that a dead peer or a missing
 // peer gives an error instead of a hang. With two GPUs, the same for NCCL on the backend's
 // stream (collectives queued, one wait per step, captured in a graph and replayed) and on the
-// host-synchronised path that FALCONLITE_NCCL_STREAM=0 restores.
+// default host-synchronised path (FALCONLITE_NCCL_STREAM=1 opts into the stream one).
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -254,11 +254,11 @@ static int graph_steps(comm *c, backend *be, int rank) {
     return ok;
 }
 
-// on_stream 0: the kill switch (FALCONLITE_NCCL_STREAM=0) restores the host-synchronised path
-// although the backend has a stream.
+// on_stream 1 opts into the stream path (FALCONLITE_NCCL_STREAM=1); 0 keeps the default
+// host-synchronised path although the backend has a stream.
 static int nccl_body(int rank, const char *id, int on_stream) {
     alarm(120); // a hang (a collective or an abort that never returns) fails instead of blocking
-    if (!on_stream) setenv("FALCONLITE_NCCL_STREAM", "0", 1);
+    setenv("FALCONLITE_NCCL_STREAM", on_stream ? "1" : "0", 1);
     if (cudaSetDevice(rank) != cudaSuccess ||
         cudaStreamCreateWithFlags(&test_stream, cudaStreamNonBlocking) != cudaSuccess)
         return 0;
