@@ -1,9 +1,12 @@
 #include "tools/cli_common.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 fl_code cli_tokenizer_load(const char *model_dir, tokenizer **out, fl_error *err) {
     char path[4096];
@@ -59,4 +62,60 @@ fl_code cli_ids_parse(const char *text, int32_t **ids, int *n_ids, fl_error *err
     *ids = v;
     *n_ids = n;
     return FL_OK;
+}
+
+#define COPY_REPEATS 3
+
+double cli_now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+typedef struct copy_job {
+    char *dst;
+    const char *src;
+    size_t n;
+} copy_job;
+
+static void *copy_run(void *arg) {
+    copy_job *j = arg;
+    memcpy(j->dst, j->src, j->n);
+    return NULL;
+}
+
+double cli_host_copy_bandwidth(int n_threads) {
+    if (n_threads <= 0) n_threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (n_threads <= 0) n_threads = 1;
+    char *src = malloc(CLI_COPY_PROBE_BYTES), *dst = malloc(CLI_COPY_PROBE_BYTES);
+    copy_job jobs[64];
+    pthread_t th[64];
+    double best = 0;
+    if (n_threads > 64) n_threads = 64;
+    if (src && dst) {
+        memset(src, 1, CLI_COPY_PROBE_BYTES); // fault the pages in before timing
+        memset(dst, 2, CLI_COPY_PROBE_BYTES);
+        size_t per = CLI_COPY_PROBE_BYTES / n_threads;
+        for (int r = 0; r < COPY_REPEATS; r++) {
+            double t0 = cli_now_s();
+            for (int i = 0; i < n_threads; i++) {
+                jobs[i] = (copy_job){dst + i * per, src + i * per,
+                                     i == n_threads - 1 ? CLI_COPY_PROBE_BYTES - i * per : per};
+                if (i > 0) pthread_create(&th[i], NULL, copy_run, &jobs[i]);
+            }
+            copy_run(&jobs[0]);
+            for (int i = 1; i < n_threads; i++)
+                pthread_join(th[i], NULL);
+            double bw = 2.0 * CLI_COPY_PROBE_BYTES / (cli_now_s() - t0);
+            if (bw > best) best = bw;
+        }
+    }
+    free(src);
+    free(dst);
+    return best;
+}
+
+int cli_cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
 }

@@ -1,5 +1,5 @@
 // Helpers the falconlite subcommands share: loading a model directory's tokenizer, printing
-// JSON, parsing id lists.
+// JSON, parsing id lists, timing.
 #pragma once
 #include <cjson/cJSON.h>
 #include <stdint.h>
@@ -15,3 +15,13 @@ void cli_json_print(cJSON *root);
 cJSON *cli_json_ids(const int32_t *ids, int n);
 // Parses "1,2,3" (spaces allowed) into a malloc'd array.
 fl_code cli_ids_parse(const char *text, int32_t **ids, int *n_ids, fl_error *err);
+
+// Monotonic clock in seconds.
+double cli_now_s(void);
+// qsort comparator for doubles (ascending).
+int cli_cmp_double(const void *a, const void *b);
+#define CLI_COPY_PROBE_BYTES (256u << 20) // >> any L3, so the copy runs from memory
+// The host's copy bandwidth in bytes/s (read + write bytes) with n_threads threads (0: all cores)
+// splitting one memcpy of a buffer far larger than any L3, best of a few repeats; 0 without the
+// memory.
+double cli_host_copy_bandwidth(int n_threads);

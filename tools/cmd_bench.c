@@ -20,7 +20,7 @@
 #include "kernels/cuda/cuda_info.h"
 #endif
 
-#define BENCH_MAX_LIST 16
+#define BENCH_MAX_LIST   16
 #define COPY_PROBE_BYTES ((size_t)1 << 30)
 
 typedef struct bench_result {
@@ -30,17 +30,6 @@ typedef struct bench_result {
     double bytes_per_step, achieved_bps, copy_fraction;
     size_t peak_mem;
 } bench_result;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 static int parse_int_list(const char *text, int *out, int max, const char *flag) {
     int n = 0;
@@ -76,7 +65,7 @@ typedef struct bench_env {
     const model_config *cfg;
     size_t mem_total; // device memory (0: unknown)
     size_t min_free;
-    double copy_bps;  // measured copy bandwidth (0: not measured)
+    double copy_bps; // measured copy bandwidth (0: not measured)
     int new_tokens, ignore_eos;
     unsigned seed;
 } bench_env;
@@ -112,21 +101,23 @@ static fl_code bench_one(bench_env *e, int input_len, int batch, bench_result *r
     r->input_len = input_len;
     r->batch = batch;
     e->min_free = (size_t)-1;
-    const double t0 = now_s();
+    const double t0 = cli_now_s();
     for (int b = 0; b < batch; b++)
         fs[b] = (fwd_seq){prompt + (size_t)b * input_len, input_len, &seqs[b], 0};
     code = model_forward(e->m, e->kv, fs, batch, logits, err);
     if (code != FL_OK) goto done;
-    r->ttft_s = now_s() - t0;
+    r->ttft_s = cli_now_s() - t0;
     track_memory(e);
     int generated = 1, n_steps = 0, running = 1;
-    for (int b = 0; b < batch; b++) next[b] = argmax(logits + (size_t)b * n_vocab, n_vocab);
+    for (int b = 0; b < batch; b++)
+        next[b] = argmax(logits + (size_t)b * n_vocab, n_vocab);
     while (generated < e->new_tokens && running) {
-        for (int b = 0; b < batch; b++) fs[b] = (fwd_seq){&next[b], 1, &seqs[b], 0};
-        const double s0 = now_s();
+        for (int b = 0; b < batch; b++)
+            fs[b] = (fwd_seq){&next[b], 1, &seqs[b], 0};
+        const double s0 = cli_now_s();
         code = model_forward(e->m, e->kv, fs, batch, logits, err);
         if (code != FL_OK) goto done;
-        steps[n_steps++] = now_s() - s0;
+        steps[n_steps++] = cli_now_s() - s0;
         generated++;
         for (int b = 0; b < batch; b++) {
             next[b] = argmax(logits + (size_t)b * n_vocab, n_vocab);
@@ -138,13 +129,13 @@ static fl_code bench_one(bench_env *e, int input_len, int batch, bench_result *r
                     generated, e->new_tokens);
         }
     }
-    r->e2e_s = now_s() - t0;
+    r->e2e_s = cli_now_s() - t0;
     track_memory(e);
     r->generated = generated;
     r->card_tps = (double)batch * generated / r->e2e_s;
     r->prefill_tok_s = (double)batch * input_len / r->ttft_s;
     if (n_steps > 0) {
-        qsort(steps, (size_t)n_steps, sizeof(double), cmp_double);
+        qsort(steps, (size_t)n_steps, sizeof(double), cli_cmp_double);
         r->step_median_s = steps[n_steps / 2];
         r->step_p99_s = steps[(n_steps * 99) / 100 < n_steps ? (n_steps * 99) / 100 : n_steps - 1];
         r->decode_tok_s = batch / r->step_median_s;
@@ -159,7 +150,8 @@ static fl_code bench_one(bench_env *e, int input_len, int batch, bench_result *r
     fprintf(stderr, "\rbench: input %d batch %d: done (%.1f tok/s)%20s\n", input_len, batch,
             r->card_tps, "");
 done:
-    for (int b = 0; b < batch && seqs; b++) kv_seq_release(e->kv, &seqs[b]);
+    for (int b = 0; b < batch && seqs; b++)
+        kv_seq_release(e->kv, &seqs[b]);
     free(seqs);
     free(fs);
     free(prompt);
@@ -170,14 +162,14 @@ done:
 }
 
 static void print_table(const bench_result *res, int n, const bench_env *e) {
-    printf("%6s %5s %9s %10s %10s %9s %9s %9s %8s %9s\n", "input", "batch", "TTFT_ms",
-           "prefill/s", "decode/s", "ITL_ms", "card_TPS", "GB/s", "of_copy", "peak_GiB");
+    printf("%6s %5s %9s %10s %10s %9s %9s %9s %8s %9s\n", "input", "batch", "TTFT_ms", "prefill/s",
+           "decode/s", "ITL_ms", "card_TPS", "GB/s", "of_copy", "peak_GiB");
     for (int i = 0; i < n; i++) {
         const bench_result *r = &res[i];
         printf("%6d %5d %9.1f %10.1f %10.1f %9.2f %9.1f %9.1f %7.1f%% %9.2f\n", r->input_len,
-               r->batch, r->ttft_s * 1e3, r->prefill_tok_s, r->decode_tok_s,
-               r->step_median_s * 1e3, r->card_tps, r->achieved_bps / 1e9,
-               r->copy_fraction * 100, (double)r->peak_mem / (1u << 30));
+               r->batch, r->ttft_s * 1e3, r->prefill_tok_s, r->decode_tok_s, r->step_median_s * 1e3,
+               r->card_tps, r->achieved_bps / 1e9, r->copy_fraction * 100,
+               (double)r->peak_mem / (1u << 30));
     }
     if (e->copy_bps > 0) printf("copy bandwidth (read+write): %.1f GB/s\n", e->copy_bps / 1e9);
 }
@@ -249,14 +241,17 @@ int cmd_bench(int argc, char **argv) {
         be = backend_create(backend_name, &err);
     if (!be) return cli_fail("bench: %s", err.msg);
     e.be = be;
+    if (!strcmp(be->name, "cpu")) {
+        fprintf(stderr, "bench: measuring host copy bandwidth\n");
+        e.copy_bps = cli_host_copy_bandwidth(threads);
+    }
 #ifdef FALCONLITE_HAVE_CUDA
     if (!strcmp(be->name, "cuda")) {
         cuda_device_info info;
         char msg[256];
         if (cuda_device_info_get(0, &info, msg, sizeof msg) == 0) {
             snprintf(device, sizeof device, "%s (sm_%d%d, %d SMs, %.1f GiB)", info.name,
-                     info.cc_major, info.cc_minor, info.n_sm,
-                     (double)info.mem_total / (1u << 30));
+                     info.cc_major, info.cc_minor, info.n_sm, (double)info.mem_total / (1u << 30));
             e.mem_total = info.mem_total;
         }
         fprintf(stderr, "bench: measuring copy bandwidth on %s\n", device);
@@ -266,7 +261,7 @@ int cmd_bench(int argc, char **argv) {
 #endif
     fprintf(stderr, "bench: loading %s on %s\n", model_dir, be->name);
     model_options mo = {0, 1, NULL, NULL};
-    double tl = now_s();
+    double tl = cli_now_s();
     fl_code code = model_load(model_dir, &mo, be, &e.m, &err);
     if (code != FL_OK) {
         be->free(be);
@@ -274,10 +269,12 @@ int cmd_bench(int argc, char **argv) {
     }
     e.cfg = model_get_config(e.m);
     fprintf(stderr, "bench: loaded in %.1f s (%.2f GB of weights per decode step)\n",
-            now_s() - tl, (double)model_weight_bytes(e.m) / 1e9);
+            cli_now_s() - tl, (double)model_weight_bytes(e.m) / 1e9);
     int max_len = 0, max_batch = 0;
-    for (int i = 0; i < n_len; i++) max_len = lengths[i] > max_len ? lengths[i] : max_len;
-    for (int i = 0; i < n_batch; i++) max_batch = batches[i] > max_batch ? batches[i] : max_batch;
+    for (int i = 0; i < n_len; i++)
+        max_len = lengths[i] > max_len ? lengths[i] : max_len;
+    for (int i = 0; i < n_batch; i++)
+        max_batch = batches[i] > max_batch ? batches[i] : max_batch;
     const int blocks_per_seq = (max_len + new_tokens + KV_BLOCK_SIZE - 1) / KV_BLOCK_SIZE;
     code = model_kv_cache_create(e.m, blocks_per_seq * max_batch, &e.kv, &err);
     bench_result *res = calloc((size_t)n_len * n_batch, sizeof *res);
@@ -292,8 +289,7 @@ int cmd_bench(int argc, char **argv) {
     }
     for (int i = 0; i < n_len && code == FL_OK; i++)
         for (int j = 0; j < n_batch && code == FL_OK; j++)
-            if ((code = bench_one(&e, lengths[i], batches[j], &res[n_res], &err)) == FL_OK)
-                n_res++;
+            if ((code = bench_one(&e, lengths[i], batches[j], &res[n_res], &err)) == FL_OK) n_res++;
     if (n_res > 0) {
         if (json)
             print_json(res, n_res, &e, device);

@@ -63,17 +63,6 @@ typedef struct bs_cell {
     bool failed;
 } bs_cell;
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 // Nearest-rank percentile of sorted v[n] (p in (0, 1]).
 static double percentile(const double *v, int n, double p) {
     if (n == 0) return NAN;
@@ -94,7 +83,7 @@ static fl_code bs_request_run(bs_cell *c, bs_req *r, fl_error *err) {
     req.parameters = &params;
     if (!(r->itl_s = malloc(sizeof *r->itl_s * (size_t)c->new_tokens)))
         return fl_error_set(err, FL_ENOMEM, "bench-server: out of memory");
-    double t0 = now_s(), last = t0;
+    double t0 = cli_now_s(), last = t0;
     rpc_stream *s =
         rpc_stream_start(c->ch, CLIENT_METHOD_GENERATE_STREAM, &req.base,
                          &falconlite__v1__generate_stream_response__descriptor, BS_RPC_MS, err);
@@ -105,7 +94,7 @@ static fl_code bs_request_run(bs_cell *c, bs_req *r, fl_error *err) {
         if ((rc = rpc_stream_read(s, &m, err)) || !m) break;
         const Falconlite__V1__GenerateStreamResponse *msg =
             (const Falconlite__V1__GenerateStreamResponse *)m;
-        double t = now_s();
+        double t = cli_now_s();
         if (msg->token) {
             if (r->generated == 0)
                 r->ttft_s = t - t0;
@@ -166,10 +155,10 @@ static cJSON *bs_cell_summary(const bs_cell *c, int input_len, int input_tokens,
         total += r->generated;
         eos += r->eos;
     }
-    qsort(tps, n, sizeof *tps, cmp_double);
-    qsort(ttft, n, sizeof *ttft, cmp_double);
-    qsort(e2e, n, sizeof *e2e, cmp_double);
-    qsort(itl, n_itl, sizeof *itl, cmp_double);
+    qsort(tps, n, sizeof *tps, cli_cmp_double);
+    qsort(ttft, n, sizeof *ttft, cli_cmp_double);
+    qsort(e2e, n, sizeof *e2e, cli_cmp_double);
+    qsort(itl, n_itl, sizeof *itl, cli_cmp_double);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "input_length", input_len);
     cJSON_AddNumberToObject(o, "input_tokens", input_tokens);
@@ -206,7 +195,7 @@ static cJSON *bs_cell_run(rpc_channel *ch, const char *prompt, int input_len, in
         return NULL;
     }
     pthread_mutex_init(&c.err_lock, NULL);
-    double t0 = now_s();
+    double t0 = cli_now_s();
     int started = 0;
     for (; started < conc; started++)
         if (pthread_create(&th[started], NULL, bs_worker, &c)) break;

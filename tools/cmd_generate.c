@@ -17,63 +17,6 @@
 #include "tools/cli_common.h"
 #include "tools/commands.h"
 
-#define COPY_BYTES   (256u << 20) // >> any L3, so the copy runs from memory
-#define COPY_REPEATS 3
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-typedef struct copy_job {
-    char *dst;
-    const char *src;
-    size_t n;
-} copy_job;
-
-static void *copy_run(void *arg) {
-    copy_job *j = arg;
-    memcpy(j->dst, j->src, j->n);
-    return NULL;
-}
-
-// The machine's copy bandwidth in bytes/s (read + write) with n_threads threads splitting one
-// large memcpy, best of a few repeats; 0 when the buffers cannot be had.
-static double copy_bandwidth(int n_threads) {
-    char *src = malloc(COPY_BYTES), *dst = malloc(COPY_BYTES);
-    copy_job jobs[64];
-    pthread_t th[64];
-    double best = 0;
-    if (n_threads > 64) n_threads = 64;
-    if (src && dst) {
-        memset(src, 1, COPY_BYTES); // fault the pages in before timing
-        memset(dst, 2, COPY_BYTES);
-        size_t per = COPY_BYTES / n_threads;
-        for (int r = 0; r < COPY_REPEATS; r++) {
-            double t0 = now_s();
-            for (int i = 0; i < n_threads; i++) {
-                jobs[i] = (copy_job){dst + i * per, src + i * per,
-                                     i == n_threads - 1 ? COPY_BYTES - i * per : per};
-                if (i > 0) pthread_create(&th[i], NULL, copy_run, &jobs[i]);
-            }
-            copy_run(&jobs[0]);
-            for (int i = 1; i < n_threads; i++)
-                pthread_join(th[i], NULL);
-            double bw = 2.0 * COPY_BYTES / (now_s() - t0);
-            if (bw > best) best = bw;
-        }
-    }
-    free(src);
-    free(dst);
-    return best;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static const char *finish_name(gen_finish f) {
     switch (f) {
     case GEN_FINISH_LENGTH:
@@ -143,18 +86,18 @@ static void print_stats(const gen_args *a, gen_run *g) {
     double *d = malloc(sizeof *d * n_dec);
     if (!d) return;
     memcpy(d, g->step_s + 1, sizeof *d * n_dec);
-    qsort(d, n_dec, sizeof *d, cmp_double);
+    qsort(d, n_dec, sizeof *d, cli_cmp_double);
     double med = n_dec % 2 ? d[n_dec / 2] : 0.5 * (d[n_dec / 2 - 1] + d[n_dec / 2]);
     free(d);
     double wbytes = (double)model_weight_bytes(g->m), achieved = wbytes / med;
     int threads = a->threads > 0 ? a->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    double copy = copy_bandwidth(threads > 0 ? threads : 1);
+    double copy = cli_host_copy_bandwidth(threads);
     fprintf(stderr, "decode: %d tokens, median %.2f ms/token (%.2f tokens/s)\n", n_dec, med * 1e3,
             1.0 / med);
     fprintf(stderr, "weight bytes per decode token: %.0f (%.3f GiB)\n", wbytes, wbytes / (1 << 30));
     fprintf(stderr, "achieved weight bandwidth: %.2f GB/s\n", achieved / 1e9);
     fprintf(stderr, "machine copy bandwidth (memcpy %u MiB, %d threads, read+write): %.2f GB/s\n",
-            COPY_BYTES >> 20, threads, copy / 1e9);
+            CLI_COPY_PROBE_BYTES >> 20, threads, copy / 1e9);
     if (copy > 0) fprintf(stderr, "fraction of copy bandwidth: %.2f\n", achieved / copy);
 }
 
@@ -220,9 +163,9 @@ static int generate_run(const gen_args *a, const rope_config *rope, gen_run *g) 
 
     gen_request *r = g->req;
     while (r->finish == GEN_RUNNING) {
-        double t0 = now_s();
+        double t0 = cli_now_s();
         if (gen_batch_step(g->m, g->kv, &r, 1, &err)) return cli_fail("%s", err.msg);
-        g->step_s[r->n_generated - 1] = now_s() - t0;
+        g->step_s[r->n_generated - 1] = cli_now_s() - t0;
         if (g->ds) {
             char *piece = NULL;
             size_t len = 0;
