@@ -2,6 +2,7 @@
 // plus the name of its pre-tokenizer; HF's tokenizer.json needs the vocabulary as a map, the
 // special tokens as added_tokens and the pre-tokenizer spelled out as a pipeline.
 #include "tools/gguf_tokenizer.h"
+#include "tools/tokenizer_json.h"
 
 #include <cjson/cJSON.h>
 #include <inttypes.h>
@@ -10,15 +11,6 @@
 
 // llama.cpp's token types (llama_token_type).
 enum { TOKEN_NORMAL = 1, TOKEN_UNKNOWN = 2, TOKEN_CONTROL = 3, TOKEN_USER_DEFINED = 4 };
-
-static cJSON *byte_level(void) {
-    cJSON *b = cJSON_CreateObject();
-    cJSON_AddStringToObject(b, "type", "ByteLevel");
-    cJSON_AddBoolToObject(b, "add_prefix_space", 0);
-    cJSON_AddBoolToObject(b, "trim_offsets", 1);
-    cJSON_AddBoolToObject(b, "use_regex", 1);
-    return b;
-}
 
 static cJSON *digits(int individual) {
     cJSON *d = cJSON_CreateObject();
@@ -30,29 +22,15 @@ static cJSON *digits(int individual) {
 // The HF pre_tokenizer of a llama.cpp pre-tokenizer name, for the names whose HF pipeline is
 // known exactly: llama.cpp's regex list for each is the one HF's pipeline runs.
 static cJSON *pre_tokenizer_for(const char *pre) {
-    if (!strcmp(pre, "gpt-2") || !strcmp(pre, "gpt2")) return byte_level();
+    if (!strcmp(pre, "gpt-2") || !strcmp(pre, "gpt2")) return tokenizer_json_byte_level(0);
+    if (!strcmp(pre, "falcon")) return tokenizer_json_falcon_pre_tokenizer();
     cJSON *seq = cJSON_CreateObject(), *list = cJSON_CreateArray();
     cJSON_AddStringToObject(seq, "type", "Sequence");
     cJSON_AddItemToObject(seq, "pretokenizers", list);
     if (!strcmp(pre, "smollm") || !strcmp(pre, "starcoder")) {
         // SmolLM2 / StarCoder: single digits, then GPT-2's byte-level split.
         cJSON_AddItemToArray(list, digits(1));
-        cJSON_AddItemToArray(list, byte_level());
-        return seq;
-    }
-    if (!strcmp(pre, "falcon")) {
-        cJSON *p = cJSON_CreateObject(), *s = cJSON_CreateObject(), *rx = cJSON_CreateObject();
-        cJSON_AddStringToObject(p, "type", "Punctuation");
-        cJSON_AddStringToObject(p, "behavior", "Contiguous");
-        cJSON_AddItemToArray(list, p);
-        cJSON_AddItemToArray(list, byte_level());
-        cJSON_AddItemToArray(list, digits(0));
-        cJSON_AddStringToObject(rx, "Regex", "[0-9][0-9][0-9]");
-        cJSON_AddStringToObject(s, "type", "Split");
-        cJSON_AddItemToObject(s, "pattern", rx);
-        cJSON_AddStringToObject(s, "behavior", "Isolated");
-        cJSON_AddBoolToObject(s, "invert", 0);
-        cJSON_AddItemToArray(list, s);
+        cJSON_AddItemToArray(list, tokenizer_json_byte_level(0));
         return seq;
     }
     cJSON_Delete(seq);
@@ -124,21 +102,14 @@ static fl_code added_tokens_build(const gguf_file *g, const gguf_kv *tokens, cJS
         if (type != TOKEN_CONTROL && type != TOKEN_USER_DEFINED) continue;
         char *t = token_dup(g, tokens, i, err);
         if (!t) return err ? err->code : FL_EFORMAT;
-        cJSON *a = cJSON_CreateObject();
-        cJSON_AddNumberToObject(a, "id", (double)i);
-        cJSON_AddStringToObject(a, "content", t);
-        cJSON_AddBoolToObject(a, "single_word", 0);
-        cJSON_AddBoolToObject(a, "lstrip", 0);
-        cJSON_AddBoolToObject(a, "rstrip", 0);
-        cJSON_AddBoolToObject(a, "normalized", 0);
-        cJSON_AddBoolToObject(a, "special", type == TOKEN_CONTROL);
-        cJSON_AddItemToArray(list, a);
+        cJSON_AddItemToArray(list, tokenizer_json_added_token((int)i, t, type == TOKEN_CONTROL));
         free(t);
     }
     return FL_OK;
 }
 
-static fl_code tokenizer_json_build(const gguf_file *g, const gguf_kv *tokens, cJSON *root,
+// Builds *root (NULL on failure before it exists; the caller frees it either way).
+static fl_code tokenizer_json_build(const gguf_file *g, const gguf_kv *tokens, cJSON **root,
                                     fl_error *err) {
     char *model_name = NULL, *pre = NULL;
     fl_code rc = gguf_get_string(g, "tokenizer.ggml.model", 0, &model_name, err);
@@ -157,25 +128,8 @@ static fl_code tokenizer_json_build(const gguf_file *g, const gguf_kv *tokens, c
     free(model_name);
     free(pre);
     if (rc) return rc;
-    cJSON_AddStringToObject(root, "version", "1.0");
-    cJSON_AddNullToObject(root, "truncation");
-    cJSON_AddNullToObject(root, "padding");
-    cJSON *added = cJSON_AddArrayToObject(root, "added_tokens");
-    cJSON_AddNullToObject(root, "normalizer");
-    cJSON_AddItemToObject(root, "pre_tokenizer", pt);
-    cJSON_AddNullToObject(root, "post_processor");
-    cJSON *dec = byte_level();
-    cJSON_ReplaceItemInObject(dec, "add_prefix_space", cJSON_CreateTrue());
-    cJSON_AddItemToObject(root, "decoder", dec);
-    cJSON *model = cJSON_AddObjectToObject(root, "model");
-    cJSON_AddStringToObject(model, "type", "BPE");
-    cJSON_AddNullToObject(model, "dropout");
-    cJSON_AddNullToObject(model, "unk_token");
-    cJSON_AddNullToObject(model, "continuing_subword_prefix");
-    cJSON_AddNullToObject(model, "end_of_word_suffix");
-    cJSON_AddBoolToObject(model, "fuse_unk", 0);
-    cJSON_AddBoolToObject(model, "byte_fallback", 0);
-    cJSON_AddBoolToObject(model, "ignore_merges", 0);
+    cJSON *added, *model;
+    *root = tokenizer_json_create(pt, &added, &model);
     if ((rc = added_tokens_build(g, tokens, added, err))) return rc;
     return model_build(g, tokens, model, err);
 }
@@ -228,9 +182,9 @@ fl_code gguf_tokenizer_build(const gguf_file *g, int n_ctx, cJSON **tokenizer_js
     *tokenizer_json = *tokenizer_config = NULL;
     fl_code rc = string_array(g, "tokenizer.ggml.tokens", 0, &tokens, err);
     if (rc) return rc;
-    cJSON *tj = cJSON_CreateObject(), *tc = cJSON_CreateObject();
-    if (!tj || !tc) rc = fl_error_set(err, FL_ENOMEM, "%s: out of memory", gguf_name(g));
-    if (!rc) rc = tokenizer_json_build(g, tokens, tj, err);
+    cJSON *tj = NULL, *tc = cJSON_CreateObject();
+    if (!tc) rc = fl_error_set(err, FL_ENOMEM, "%s: out of memory", gguf_name(g));
+    if (!rc) rc = tokenizer_json_build(g, tokens, &tj, err);
     if (!rc) rc = tokenizer_config_build(g, tokens, n_ctx, tc, err);
     if (rc) {
         cJSON_Delete(tj);

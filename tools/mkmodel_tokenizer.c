@@ -1,4 +1,5 @@
 #include "tools/mkmodel_tokenizer.h"
+#include "tools/tokenizer_json.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -35,30 +36,6 @@ static void byte_level_alphabet(char out[N_BYTES][4]) {
     }
 }
 
-static cJSON *added_token(int id, const char *content) {
-    cJSON *t = cJSON_CreateObject();
-    cJSON_AddNumberToObject(t, "id", id);
-    cJSON_AddStringToObject(t, "content", content);
-    cJSON_AddBoolToObject(t, "single_word", 0);
-    cJSON_AddBoolToObject(t, "lstrip", 0);
-    cJSON_AddBoolToObject(t, "rstrip", 0);
-    cJSON_AddBoolToObject(t, "normalized", 0);
-    cJSON_AddBoolToObject(t, "special", 1);
-    return t;
-}
-
-// Falcon's tokenizer.json pre_tokenizer, component for component.
-static cJSON *falcon_pre_tokenizer(void) {
-    return cJSON_Parse(
-        "{\"type\":\"Sequence\",\"pretokenizers\":["
-        "{\"type\":\"Punctuation\",\"behavior\":\"Contiguous\"},"
-        "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"trim_offsets\":true,"
-        "\"use_regex\":true},"
-        "{\"type\":\"Digits\",\"individual_digits\":false},"
-        "{\"type\":\"Split\",\"pattern\":{\"Regex\":\"[0-9][0-9][0-9]\"},\"behavior\":\"Isolated\","
-        "\"invert\":false}]}");
-}
-
 fl_code mkmodel_tokenizer_write(const char *path, int n_vocab, int oa_start, fl_error *err) {
     int n_model = oa_start >= 0 ? oa_start : n_vocab; // ids of the BPE model's own vocabulary
     int n_merges = n_model - N_FALCON_SPECIAL - N_BYTES;
@@ -67,34 +44,14 @@ fl_code mkmodel_tokenizer_write(const char *path, int n_vocab, int oa_start, fl_
     char alphabet[N_BYTES][4];
     byte_level_alphabet(alphabet);
 
-    cJSON *root = cJSON_CreateObject();
-    cJSON_AddStringToObject(root, "version", "1.0");
-    cJSON_AddNullToObject(root, "truncation");
-    cJSON_AddNullToObject(root, "padding");
-    cJSON *added = cJSON_AddArrayToObject(root, "added_tokens");
-    cJSON_AddNullToObject(root, "normalizer");
-    cJSON_AddItemToObject(root, "pre_tokenizer", falcon_pre_tokenizer());
-    cJSON_AddNullToObject(root, "post_processor");
-    cJSON *dec = cJSON_AddObjectToObject(root, "decoder");
-    cJSON_AddStringToObject(dec, "type", "ByteLevel");
-    cJSON_AddBoolToObject(dec, "add_prefix_space", 1);
-    cJSON_AddBoolToObject(dec, "trim_offsets", 1);
-    cJSON_AddBoolToObject(dec, "use_regex", 1);
-    cJSON *model = cJSON_AddObjectToObject(root, "model");
-    cJSON_AddStringToObject(model, "type", "BPE");
-    cJSON_AddNullToObject(model, "dropout");
-    cJSON_AddNullToObject(model, "unk_token");
-    cJSON_AddNullToObject(model, "continuing_subword_prefix");
-    cJSON_AddNullToObject(model, "end_of_word_suffix");
-    cJSON_AddBoolToObject(model, "fuse_unk", 0);
-    cJSON_AddBoolToObject(model, "byte_fallback", 0);
-    cJSON_AddBoolToObject(model, "ignore_merges", 0);
+    cJSON *added, *model;
+    cJSON *root = tokenizer_json_create(tokenizer_json_falcon_pre_tokenizer(), &added, &model);
     cJSON *vocab = cJSON_AddObjectToObject(model, "vocab");
     cJSON *merges = cJSON_AddArrayToObject(model, "merges");
 
     int id = 0;
     for (; id < N_FALCON_SPECIAL; id++) {
-        cJSON_AddItemToArray(added, added_token(id, falcon_special[id]));
+        cJSON_AddItemToArray(added, tokenizer_json_added_token(id, falcon_special[id], 1));
         cJSON_AddNumberToObject(vocab, falcon_special[id], id);
     }
     for (int b = 0; b < N_BYTES; b++)
@@ -128,11 +85,11 @@ fl_code mkmodel_tokenizer_write(const char *path, int n_vocab, int oa_start, fl_
     }
     free(queue);
     for (int i = 0; oa_start >= 0 && i < N_OA_SPECIAL; i++)
-        cJSON_AddItemToArray(added, added_token(id++, oa_special[i]));
+        cJSON_AddItemToArray(added, tokenizer_json_added_token(id++, oa_special[i], 1));
     for (int pad = 0; id < n_vocab; pad++) {
         char name[32];
         snprintf(name, sizeof name, "<|pad_%d|>", pad);
-        cJSON_AddItemToArray(added, added_token(id++, name));
+        cJSON_AddItemToArray(added, tokenizer_json_added_token(id++, name, 1));
     }
 
     char *text = cJSON_PrintUnformatted(root);
