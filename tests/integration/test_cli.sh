@@ -3,14 +3,7 @@
 # generate --json (shape, token count, determinism per seed) -> tokenize/detokenize round trip,
 # and bad inputs -> non-zero exit with one "falconlite: error:" line.
 set -uo pipefail
-BIN="${FL_BIN_DIR:?FL_BIN_DIR not set}/falconlite"
-PY="${FL_PYTHON:-python3}"
-command -v "$PY" >/dev/null || PY=python3
-[ -x "$BIN" ] || { echo "skip: $BIN not built"; exit 77; }
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+. "$(dirname "$0")/common.sh"
 
 # Runs a command that must fail with exit status != 0 and a "falconlite: error:" line.
 expect_error() {

@@ -4,15 +4,7 @@
 # (random weights: accuracies are whatever they are, but within [0, 1]), rotary flags show up in
 # the summary, and bad input exits 1 with one "falconlite: error:" line.
 set -uo pipefail
-BIN="${FL_BIN_DIR:?FL_BIN_DIR not set}/falconlite"
-DATA="${FL_TEST_DATA:?FL_TEST_DATA not set}/golden/data"
-PY="${FL_PYTHON:-python3}"
-command -v "$PY" >/dev/null || PY=python3
-[ -x "$BIN" ] || { echo "skip: $BIN not built"; exit 77; }
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+. "$(dirname "$0")/common.sh"
 check() { # json-file python-expression-on-d what
     "$PY" -c "import json,sys; d=json.load(open(sys.argv[1])); assert ($2), d" "$1" 2>"$TMP/pyerr" \
         || fail "$3: $(tail -1 "$TMP/pyerr")"

@@ -6,15 +6,7 @@
 # which only holds when the importer undoes the Q/K permutation. Then --gptq, and corrupt files
 # -> exit 1 with one "falconlite: error:" line naming the file.
 set -uo pipefail
-BIN="${FL_BIN_DIR:?FL_BIN_DIR not set}/falconlite"
-DATA="${FL_TEST_DATA:?FL_TEST_DATA not set}/golden/data"
-PY="${FL_PYTHON:-python3}"
-command -v "$PY" >/dev/null || PY=python3
-[ -x "$BIN" ] || { echo "skip: $BIN not built"; exit 77; }
-TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+. "$(dirname "$0")/common.sh"
 GGUF="$DATA/gguf/tiny_llama.gguf"
 ORIG="$DATA/models/llama_gqa_fp32"
 
