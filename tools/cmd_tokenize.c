@@ -70,9 +70,10 @@ int cmd_detokenize(int argc, char **argv) {
     int n_vocab = tokenizer_vocab_size(tok);
     for (int i = 0; i < n_ids; i++) {
         if (ids[i] >= n_vocab) {
+            int bad = ids[i];
             free(ids);
             tokenizer_free(tok);
-            return cli_fail("detokenize: id %d is outside the vocabulary [0, %d)", ids[i], n_vocab);
+            return cli_fail("detokenize: id %d is outside the vocabulary [0, %d)", bad, n_vocab);
         }
     }
     char *text = NULL;
