@@ -384,7 +384,7 @@ static fl_code dir_list(const char *dir, char ***out, int *n_out, fl_error *err)
         names_free(names, n);
         return rc;
     }
-    qsort(names, (size_t)n, sizeof *names, str_cmp);
+    if (n > 1) qsort(names, (size_t)n, sizeof *names, str_cmp);
     *out = names;
     *n_out = n;
     return FL_OK;
