@@ -1,22 +1,29 @@
-// Workers sleep on a condition variable between loops (the machine may be shared, so they do
-// not spin) and take chunks of the current loop from an atomic counter.
+// Workers take chunks of the current loop from an atomic counter. Between loops they spin on
+// the loop counter for a short while (a decode step posts hundreds of small loops back to back,
+// and a futex wake-up per loop costs more than the loop) and then sleep on a condition variable
+// (the machine may be shared). The caller waits for the last worker the same way.
 #include "kernels/cpu/thread_pool.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
+
+#define POOL_SPIN_NS 50000 // spin this long before sleeping
 
 struct thread_pool {
     int n_threads;
     pthread_t *workers; // [n_threads - 1]
     pthread_mutex_t mu;
-    pthread_cond_t wake; // a new loop (or stop) was posted
-    pthread_cond_t done; // the last worker finished the loop
-    uint64_t generation; // bumped for every loop
-    int stop;
-    int busy; // workers still inside the current loop
+    pthread_cond_t wake;             // a new loop (or stop) was posted
+    pthread_cond_t done;             // the last worker finished the loop
+    atomic_uint_fast64_t generation; // bumped (release) after a loop's fields are written
+    atomic_int stop;
+    atomic_int busy; // workers still inside the current loop
+    int sleepers;    // workers waiting on wake (under mu)
+    int waiting;     // the caller waits on done (under mu)
 
-    // the current loop
+    // the current loop, published by the release on generation
     thread_pool_fn fn;
     void *arg;
     int64_t n_items, chunk;
@@ -27,6 +34,40 @@ typedef struct worker_start {
     thread_pool *pool;
     int thread;
 } worker_start;
+
+static int64_t pool_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static inline void pool_pause(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+// Spins until expr holds or POOL_SPIN_NS pass; evaluates to whether it held.
+#define POOL_SPIN_UNTIL(expr)                                                                      \
+    ({                                                                                             \
+        int held_ = 0;                                                                             \
+        int64_t t0_ = 0;                                                                           \
+        for (unsigned i_ = 0;; i_++) {                                                             \
+            if (expr) {                                                                            \
+                held_ = 1;                                                                         \
+                break;                                                                             \
+            }                                                                                      \
+            if ((i_ & 63) == 63) {                                                                 \
+                int64_t t_ = pool_now_ns();                                                        \
+                if (!t0_)                                                                          \
+                    t0_ = t_;                                                                      \
+                else if (t_ - t0_ > POOL_SPIN_NS)                                                  \
+                    break;                                                                         \
+            }                                                                                      \
+            pool_pause();                                                                          \
+        }                                                                                          \
+        held_;                                                                                     \
+    })
 
 static void pool_run_chunks(thread_pool *p, int thread) {
     for (;;) {
@@ -43,21 +84,26 @@ static void *pool_worker_main(void *start_arg) {
     thread_pool *p = start.pool;
     uint64_t seen = 0;
     for (;;) {
-        pthread_mutex_lock(&p->mu);
-        while (!p->stop && p->generation == seen)
-            pthread_cond_wait(&p->wake, &p->mu);
-        if (p->stop) {
+        if (!POOL_SPIN_UNTIL(atomic_load_explicit(&p->generation, memory_order_acquire) != seen ||
+                             atomic_load(&p->stop))) {
+            pthread_mutex_lock(&p->mu);
+            p->sleepers++;
+            while (!atomic_load(&p->stop) &&
+                   atomic_load_explicit(&p->generation, memory_order_acquire) == seen)
+                pthread_cond_wait(&p->wake, &p->mu);
+            p->sleepers--;
             pthread_mutex_unlock(&p->mu);
-            return NULL;
         }
-        seen = p->generation;
-        pthread_mutex_unlock(&p->mu);
+        if (atomic_load(&p->stop)) return NULL;
+        seen = atomic_load_explicit(&p->generation, memory_order_acquire);
 
         pool_run_chunks(p, start.thread);
 
-        pthread_mutex_lock(&p->mu);
-        if (--p->busy == 0) pthread_cond_signal(&p->done);
-        pthread_mutex_unlock(&p->mu);
+        if (atomic_fetch_sub(&p->busy, 1) == 1) {
+            pthread_mutex_lock(&p->mu);
+            if (p->waiting) pthread_cond_signal(&p->done);
+            pthread_mutex_unlock(&p->mu);
+        }
     }
 }
 
@@ -94,7 +140,7 @@ thread_pool *thread_pool_create(int n_threads) {
 void thread_pool_free(thread_pool *p) {
     if (!p) return;
     pthread_mutex_lock(&p->mu);
-    p->stop = 1;
+    atomic_store(&p->stop, 1);
     pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->mu);
     for (int i = 0; i < p->n_threads - 1; i++)
@@ -121,21 +167,27 @@ void thread_pool_for(thread_pool *p, int64_t n, int64_t grain, thread_pool_fn fn
     int64_t chunk = (n + 4 * p->n_threads - 1) / (4 * p->n_threads);
     if (chunk < grain) chunk = grain;
 
-    pthread_mutex_lock(&p->mu);
     p->fn = fn;
     p->arg = arg;
     p->n_items = n;
     p->chunk = chunk;
     atomic_store(&p->next, 0);
-    p->busy = p->n_threads - 1;
-    p->generation++;
-    pthread_cond_broadcast(&p->wake);
+    atomic_store(&p->busy, p->n_threads - 1);
+    atomic_fetch_add_explicit(&p->generation, 1, memory_order_release);
+    // A worker about to sleep re-checks generation under mu, so checking sleepers under mu after
+    // the bump loses no wake-up.
+    pthread_mutex_lock(&p->mu);
+    if (p->sleepers) pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->mu);
 
     pool_run_chunks(p, 0);
 
-    pthread_mutex_lock(&p->mu);
-    while (p->busy > 0)
-        pthread_cond_wait(&p->done, &p->mu);
-    pthread_mutex_unlock(&p->mu);
+    if (!POOL_SPIN_UNTIL(atomic_load(&p->busy) == 0)) {
+        pthread_mutex_lock(&p->mu);
+        p->waiting = 1;
+        while (atomic_load(&p->busy) > 0)
+            pthread_cond_wait(&p->done, &p->mu);
+        p->waiting = 0;
+        pthread_mutex_unlock(&p->mu);
+    }
 }
