@@ -487,8 +487,7 @@ fl_code safetensors_open_dir(const char *dir, safetensors **out, fl_error *err) 
 
 // ---- checks ---------------------------------------------------------------------------------
 
-// "[256, 64]"; -1 (any extent) prints as "*".
-static void shape_format(char *buf, size_t cap, int n_dim, const int64_t *shape) {
+void st_shape_format(char *buf, size_t cap, int n_dim, const int64_t *shape) {
     size_t n = (size_t)snprintf(buf, cap, "[");
     for (int i = 0; i < n_dim && n < cap; i++) {
         if (shape[i] < 0)
@@ -499,6 +498,27 @@ static void shape_format(char *buf, size_t cap, int n_dim, const int64_t *shape)
     if (n < cap) snprintf(buf + n, cap - n, "]");
 }
 
+static fl_code shape_check(const st_tensor *t, int n_dim, const int64_t *shape, fl_error *err) {
+    int ok = t->n_dim == n_dim;
+    for (int i = 0; ok && i < n_dim; i++)
+        ok = shape[i] < 0 || shape[i] == t->shape[i];
+    if (ok) return FL_OK;
+    char have[160], want[160];
+    st_shape_format(have, sizeof have, t->n_dim, t->shape);
+    st_shape_format(want, sizeof want, n_dim, shape);
+    return fl_error_set(err, FL_EINVAL, "%s: tensor '%s' has shape %s, expected %s", t->file,
+                        t->name, have, want);
+}
+
+fl_code safetensors_expect_shape(const safetensors *st, const char *name, int n_dim,
+                                 const int64_t *shape, const st_tensor **out, fl_error *err) {
+    const st_tensor *t = safetensors_find(st, name);
+    if (!t) return fl_error_set(err, FL_ENOTFOUND, "%s: tensor '%s' not found", st->source, name);
+    fl_code rc = shape_check(t, n_dim, shape, err);
+    if (!rc && out) *out = t;
+    return rc;
+}
+
 fl_code safetensors_expect(const safetensors *st, const char *name, dtype type, int n_dim,
                            const int64_t *shape, const st_tensor **out, fl_error *err) {
     const st_tensor *t = safetensors_find(st, name);
@@ -507,18 +527,9 @@ fl_code safetensors_expect(const safetensors *st, const char *name, dtype type, 
         return fl_error_set(err, FL_EINVAL, "%s: tensor '%s' has dtype %s, expected %s", t->file,
                             name, dtype_name(t->type), dtype_name(type));
     }
-    int ok = t->n_dim == n_dim;
-    for (int i = 0; ok && i < n_dim; i++)
-        ok = shape[i] < 0 || shape[i] == t->shape[i];
-    if (!ok) {
-        char have[160], want[160];
-        shape_format(have, sizeof have, t->n_dim, t->shape);
-        shape_format(want, sizeof want, n_dim, shape);
-        return fl_error_set(err, FL_EINVAL, "%s: tensor '%s' has shape %s, expected %s", t->file,
-                            name, have, want);
-    }
-    if (out) *out = t;
-    return FL_OK;
+    fl_code rc = shape_check(t, n_dim, shape, err);
+    if (!rc && out) *out = t;
+    return rc;
 }
 
 // ---- writer ---------------------------------------------------------------------------------

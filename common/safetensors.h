@@ -36,6 +36,12 @@ const st_tensor *safetensors_find(const safetensors *st, const char *name); // N
 fl_code safetensors_expect(const safetensors *st, const char *name, dtype type, int n_dim,
                            const int64_t *shape, const st_tensor **out, fl_error *err);
 
+// The same without the dtype check (callers that accept several dtypes check those themselves).
+fl_code safetensors_expect_shape(const safetensors *st, const char *name, int n_dim,
+                                 const int64_t *shape, const st_tensor **out, fl_error *err);
+// Formats a shape as "[256, 64]" into buf; -1 (any extent) prints as "*".
+void st_shape_format(char *buf, size_t cap, int n_dim, const int64_t *shape);
+
 // Streaming writer: declare every tensor, then write their bytes in declaration order, so a
 // 22 GB checkpoint is written with little memory.
 typedef struct safetensors_writer safetensors_writer;

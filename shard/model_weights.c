@@ -39,35 +39,6 @@ typedef struct mat_spec {
     int allow_gptq; // linear layers may be GPTQ; embedding and LM head are dense
 } mat_spec;
 
-static void shape_str(char *buf, size_t cap, int n_dim, const int64_t *shape) {
-    size_t len = (size_t)snprintf(buf, cap, "[");
-    for (int i = 0; i < n_dim && len < cap; i++)
-        len += (size_t)snprintf(buf + len, cap - len, "%s%" PRId64, i ? ", " : "", shape[i]);
-    if (len < cap) snprintf(buf + len, cap - len, "]");
-}
-
-// Finds a tensor and checks its shape against the one the config implies.
-static fl_code tensor_get(loader *ld, const char *name, int n_dim, const int64_t *shape,
-                          const st_tensor **out, fl_error *err) {
-    const st_tensor *t = safetensors_find(ld->st, name);
-    if (!t)
-        return fl_error_set(err, FL_ENOTFOUND, "%s: tensor '%s' not found in the checkpoint",
-                            ld->dir, name);
-    int ok = t->n_dim == n_dim;
-    for (int i = 0; ok && i < n_dim; i++)
-        ok = t->shape[i] == shape[i];
-    if (!ok) {
-        char have[96], want[96];
-        shape_str(have, sizeof have, t->n_dim, t->shape);
-        shape_str(want, sizeof want, n_dim, shape);
-        return fl_error_set(err, FL_EINVAL,
-                            "%s: tensor '%s' has shape %s, expected %s from config.json", t->file,
-                            name, have, want);
-    }
-    *out = t;
-    return FL_OK;
-}
-
 static int dtype_is_float(dtype t) {
     return t == DTYPE_F32 || t == DTYPE_F16 || t == DTYPE_BF16;
 }
@@ -94,7 +65,7 @@ static float tensor_f32_at(const st_tensor *t, int64_t i) {
 static fl_code vector_load(loader *ld, const char *name, float **out, fl_error *err) {
     int64_t d = ld->cfg->d_model;
     const st_tensor *t;
-    fl_code rc = tensor_get(ld, name, 1, &d, &t, err);
+    fl_code rc = safetensors_expect_shape(ld->st, name, 1, &d, &t, err);
     if (!rc) rc = tensor_check_dtype(t, 1, DTYPE_F32, err);
     if (rc) return rc;
     float *host = malloc((size_t)d * sizeof *host);
@@ -132,7 +103,7 @@ static fl_code bias_build(loader *ld, const mat_spec *s, float **out, fl_error *
     for (int p = 0; p < s->n_parts; p++) {
         char name[192];
         snprintf(name, sizeof name, "%s.bias", s->names[p]);
-        fl_code rc = tensor_get(ld, name, 1, &s->part_n_out[p], &t[p], err);
+        fl_code rc = safetensors_expect_shape(ld->st, name, 1, &s->part_n_out[p], &t[p], err);
         if (!rc) rc = tensor_check_dtype(t[p], 1, DTYPE_F32, err);
         if (rc) return rc;
     }
@@ -156,7 +127,7 @@ static fl_code dense_build(loader *ld, const mat_spec *s, host_matrix *hm, void 
         char name[192];
         snprintf(name, sizeof name, "%s.weight", s->names[p]);
         int64_t shape[2] = {s->part_n_out[p], s->n_in};
-        fl_code rc = tensor_get(ld, name, 2, shape, &t[p], err);
+        fl_code rc = safetensors_expect_shape(ld->st, name, 2, shape, &t[p], err);
         if (!rc) rc = tensor_check_dtype(t[p], 1, DTYPE_F32, err);
         if (rc) return rc;
         if (t[p]->type != t[0]->type)
@@ -199,19 +170,19 @@ static fl_code gptq_part_get(loader *ld, const mat_spec *s, int p, int n_groups,
     int64_t qw_shape[2] = {k / 8, n}, qz_shape[2] = {n_groups, n / 8}, sc_shape[2] = {n_groups, n};
     fl_code rc;
     snprintf(name, sizeof name, "%s.qweight", s->names[p]);
-    if ((rc = tensor_get(ld, name, 2, qw_shape, &g->qweight, err)) ||
+    if ((rc = safetensors_expect_shape(ld->st, name, 2, qw_shape, &g->qweight, err)) ||
         (rc = tensor_check_dtype(g->qweight, 0, DTYPE_I32, err)))
         return rc;
     snprintf(name, sizeof name, "%s.qzeros", s->names[p]);
-    if ((rc = tensor_get(ld, name, 2, qz_shape, &g->qzeros, err)) ||
+    if ((rc = safetensors_expect_shape(ld->st, name, 2, qz_shape, &g->qzeros, err)) ||
         (rc = tensor_check_dtype(g->qzeros, 0, DTYPE_I32, err)))
         return rc;
     snprintf(name, sizeof name, "%s.scales", s->names[p]);
-    if ((rc = tensor_get(ld, name, 2, sc_shape, &g->scales, err))) return rc;
+    if ((rc = safetensors_expect_shape(ld->st, name, 2, sc_shape, &g->scales, err))) return rc;
     if (g->scales->type != DTYPE_F16 && g->scales->type != DTYPE_F32)
         return tensor_check_dtype(g->scales, 0, DTYPE_F16, err);
     snprintf(name, sizeof name, "%s.g_idx", s->names[p]);
-    if ((rc = tensor_get(ld, name, 1, &k, &g->g_idx, err)) ||
+    if ((rc = safetensors_expect_shape(ld->st, name, 1, &k, &g->g_idx, err)) ||
         (rc = tensor_check_dtype(g->g_idx, 0, DTYPE_I32, err)))
         return rc;
     const int32_t *gi = g->g_idx->data;

@@ -65,13 +65,6 @@ static void human_bytes(double b, char *out, size_t n) {
     snprintf(out, n, u ? "%.2f %s" : "%.0f %s", b, units[u]);
 }
 
-static void shape_str(const st_tensor *t, char *out, size_t n) {
-    size_t off = snprintf(out, n, "[");
-    for (int d = 0; d < t->n_dim && off < n; d++)
-        off += snprintf(out + off, n - off, "%s%lld", d ? ", " : "", (long long)t->shape[d]);
-    if (off < n) snprintf(out + off, n - off, "]");
-}
-
 int cmd_inspect(int argc, char **argv) {
     const char *dir = NULL;
     int json = 0;
@@ -188,7 +181,7 @@ int cmd_inspect(int argc, char **argv) {
         for (int i = 0; i < n_t; i++) {
             const st_tensor *t = safetensors_at(st, i);
             char sh[96];
-            shape_str(t, sh, sizeof sh);
+            st_shape_format(sh, sizeof sh, t->n_dim, t->shape);
             printf("%-60s %-5s %-18s %14zu\n", t->name, dtype_name(t->type), sh, t->nbytes);
         }
         human_bytes(total, a, sizeof a);
