@@ -1,4 +1,5 @@
 #include "tools/cli_common.h"
+#include "tools/cli_args.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -45,7 +46,7 @@ fl_code cli_ids_parse(const char *text, int32_t **ids, int *n_ids, fl_error *err
         long x = strtol(c, &end, 10);
         if (end == c || errno || x < 0 || x > INT32_MAX) {
             free(v);
-            return fl_error_set(err, FL_EINVAL, "invalid token id list '%s' (want e.g. 1,2,3)",
+            return fl_error_set(err, FL_EINVAL, "invalid integer list '%s' (want e.g. 1,2,3)",
                                 text);
         }
         v[n++] = (int32_t)x;
@@ -55,7 +56,7 @@ fl_code cli_ids_parse(const char *text, int32_t **ids, int *n_ids, fl_error *err
         if (!*c) break;
         if (*c++ != ',') {
             free(v);
-            return fl_error_set(err, FL_EINVAL, "invalid token id list '%s' (want e.g. 1,2,3)",
+            return fl_error_set(err, FL_EINVAL, "invalid integer list '%s' (want e.g. 1,2,3)",
                                 text);
         }
     }
@@ -65,6 +66,24 @@ fl_code cli_ids_parse(const char *text, int32_t **ids, int *n_ids, fl_error *err
 }
 
 #define COPY_REPEATS 3
+
+int cli_positive_list_parse(const char *cmd, const char *flag, const char *text, int *out, int max,
+                            int *n_out) {
+    int32_t *v = NULL;
+    int n = 0;
+    fl_error err = {0};
+    if (cli_ids_parse(text, &v, &n, &err)) return cli_fail("%s: --%s: %s", cmd, flag, err.msg);
+    int bad = n == 0 || n > max;
+    for (int i = 0; i < n && !bad; i++) {
+        bad = v[i] <= 0;
+        out[i] = v[i];
+    }
+    free(v);
+    if (bad)
+        return cli_fail("%s: --%s expects 1 to %d positive integers, e.g. 1,4,16", cmd, flag, max);
+    *n_out = n;
+    return 0;
+}
 
 double cli_now_s(void) {
     struct timespec ts;

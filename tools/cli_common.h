@@ -16,6 +16,10 @@ cJSON *cli_json_ids(const int32_t *ids, int n);
 // Parses "1,2,3" (spaces allowed) into a malloc'd array.
 fl_code cli_ids_parse(const char *text, int32_t **ids, int *n_ids, fl_error *err);
 
+// Parses --flag's "1,4,16" into out[max] (1 to max positive integers) and sets *n_out; on bad
+// input prints "falconlite: error: <cmd>: --<flag> ..." and returns the exit status (else 0).
+int cli_positive_list_parse(const char *cmd, const char *flag, const char *text, int *out, int max,
+                            int *n_out);
 // Monotonic clock in seconds.
 double cli_now_s(void);
 // qsort comparator for doubles (ascending).

@@ -31,26 +31,6 @@ typedef struct bench_result {
     size_t peak_mem;
 } bench_result;
 
-static int parse_int_list(const char *text, int *out, int max, const char *flag) {
-    int n = 0;
-    const char *p = text;
-    while (*p) {
-        char *end = NULL;
-        long v = strtol(p, &end, 10);
-        if (end == p || v <= 0 || v > 1000000 || n == max) {
-            cli_fail("bench: --%s expects a comma-separated list of positive integers", flag);
-            return -1;
-        }
-        out[n++] = (int)v;
-        p = *end == ',' ? end + 1 : end;
-        if (*end && *end != ',') {
-            cli_fail("bench: --%s: unexpected '%c'", flag, *end);
-            return -1;
-        }
-    }
-    return n;
-}
-
 static int argmax(const float *x, int n) {
     int best = 0;
     for (int i = 1; i < n; i++)
@@ -224,9 +204,11 @@ int cmd_bench(int argc, char **argv) {
     if (!model_dir) return cli_fail("bench: --model is required");
     if (new_tokens < 1) return cli_fail("bench: --new-tokens must be at least 1");
     int lengths[BENCH_MAX_LIST], batches[BENCH_MAX_LIST];
-    int n_len = parse_int_list(lengths_s, lengths, BENCH_MAX_LIST, "input-lengths");
-    int n_batch = parse_int_list(batch_s, batches, BENCH_MAX_LIST, "batch");
-    if (n_len <= 0 || n_batch <= 0) return 1;
+    int n_len, n_batch;
+    if (cli_positive_list_parse("bench", "input-lengths", lengths_s, lengths, BENCH_MAX_LIST,
+                                &n_len) ||
+        cli_positive_list_parse("bench", "batch", batch_s, batches, BENCH_MAX_LIST, &n_batch))
+        return 1;
 
     fl_error err = {0};
     bench_env e = {0};

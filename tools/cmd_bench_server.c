@@ -296,24 +296,6 @@ fail:
     return rc;
 }
 
-static int bs_parse_list(const char *text, const char *flag, int *out, int *n_out) {
-    int32_t *v = NULL;
-    int n = 0;
-    fl_error err = {0};
-    if (cli_ids_parse(text, &v, &n, &err)) return cli_fail("bench-server: --%s: %s", flag, err.msg);
-    int bad = n == 0 || n > BS_MAX_LIST;
-    for (int i = 0; i < n && !bad; i++) {
-        bad = v[i] <= 0;
-        out[i] = v[i];
-    }
-    free(v);
-    if (bad)
-        return cli_fail("bench-server: --%s expects 1 to %d positive integers, e.g. 1,4,16", flag,
-                        BS_MAX_LIST);
-    *n_out = n;
-    return 0;
-}
-
 static void bs_print_table(cJSON *results) {
     printf("%6s %6s %5s %5s %9s %9s %9s %9s %9s %11s\n", "input", "conc", "reqs", "eos", "TPS(med)",
            "TTFT p50", "TTFT p99", "ITL p50", "ITL p99", "throughput");
@@ -394,8 +376,10 @@ int cmd_bench_server(int argc, char **argv) {
     if (!a.addr) return cli_fail("bench-server: --addr is required");
     if (a.new_tokens < 1) return cli_fail("bench-server: --new-tokens must be >= 1");
     if (a.requests < 0) return cli_fail("bench-server: --requests must not be negative");
-    if (bs_parse_list(lengths_s, "input-lengths", a.lengths, &a.n_lengths) ||
-        bs_parse_list(conc_s, "concurrency", a.conc, &a.n_conc))
+    if (cli_positive_list_parse("bench-server", "input-lengths", lengths_s, a.lengths, BS_MAX_LIST,
+                                &a.n_lengths) ||
+        cli_positive_list_parse("bench-server", "concurrency", conc_s, a.conc, BS_MAX_LIST,
+                                &a.n_conc))
         return 2;
     fl_error err = {0};
     rpc_channel *ch = client_rpc_connect(a.addr, BS_CONNECT_MS, &err);
