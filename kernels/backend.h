@@ -135,7 +135,7 @@ struct backend {
                         int d);
 
     // ---- optional (NULL when unsupported): the cudaStream_t every op is queued on, so that
-    // work outside the backend (NCCL collectives, shard/comm_nccl.c) can join the same stream
+    // work outside the backend (NCCL collectives, shard/engine/comm_nccl.c) can join the same stream
     // order instead of synchronising. A NULL member or a NULL result: the backend has none.
     void *(*native_stream)(backend *b);
 

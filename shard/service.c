@@ -10,8 +10,8 @@
 #include "common/log.h"
 #include "kernels/backend.h"
 #include "proto/rpc_server.h"
-#include "shard/comm.h"
-#include "shard/model.h"
+#include "shard/engine/comm.h"
+#include "shard/engine/model.h"
 #include "shard/pb_convert.h"
 #include "shard/service_batch.h"
 

@@ -4,7 +4,7 @@
 #pragma once
 #include <stdint.h>
 
-#include "shard/generation.h"
+#include "shard/engine/generation.h"
 
 typedef struct sbatch {
     uint64_t id;

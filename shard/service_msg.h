@@ -3,7 +3,7 @@
 #pragma once
 #include <stdint.h>
 
-#include "shard/generation.h"
+#include "shard/engine/generation.h"
 
 typedef struct svc_request { // shard.proto Request
     uint64_t id;

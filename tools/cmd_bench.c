@@ -11,8 +11,8 @@
 #include <cjson/cJSON.h>
 
 #include "common/model_config.h"
-#include "shard/kv_cache.h"
-#include "shard/model.h"
+#include "shard/engine/kv_cache.h"
+#include "shard/engine/model.h"
 #include "tools/cli_args.h"
 #include "tools/cli_common.h"
 #include "tools/commands.h"

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "shard/generation.h"
+#include "shard/engine/generation.h"
 #include "tools/cli_args.h"
 #include "tools/cli_common.h"
 #include "tools/commands.h"

@@ -11,8 +11,8 @@
 
 #include "common/chat_template.h"
 #include "common/model_config.h"
-#include "shard/generation.h"
-#include "shard/model.h"
+#include "shard/engine/generation.h"
+#include "shard/engine/model.h"
 #include "tools/cli_args.h"
 #include "tools/cli_common.h"
 #include "tools/commands.h"

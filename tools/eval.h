@@ -11,8 +11,8 @@
 #include "common/status.h"
 #include "common/tokenizer.h"
 #include "kernels/backend.h"
-#include "shard/kv_cache.h"
-#include "shard/model.h"
+#include "shard/engine/kv_cache.h"
+#include "shard/engine/model.h"
 
 typedef struct eval_opts {
     const char *dir, *backend;

@@ -1,4 +1,4 @@
-// Shared-memory communicator (shard/comm.h) across two real processes: the test is rank 0 and
+// Shared-memory communicator (shard/engine/comm.h) across two real processes: the test is rank 0 and
 // forks rank 1. Checks all-reduce and all-gather results for odd sizes (including ones that span
 // several chunks), many repetitions to shake out barrier races, and that a dead peer or a missing
 // peer gives an error instead of a hang. With two GPUs, the same for NCCL on the backend's
@@ -16,7 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "shard/comm.h"
+#include "shard/engine/comm.h"
 #ifdef FALCONLITE_HAVE_CUDA
 #include <cuda_runtime.h>
 #endif

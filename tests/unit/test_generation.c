@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "common/json_util.h"
-#include "shard/generation.h"
+#include "shard/engine/generation.h"
 
 #define MAX_PROMPTS 4
 #define MAX_IDS     64

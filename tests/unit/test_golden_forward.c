@@ -16,8 +16,8 @@
 #include <unistd.h>
 
 #include "common/json_util.h"
-#include "shard/comm.h"
-#include "shard/model.h"
+#include "shard/engine/comm.h"
+#include "shard/engine/model.h"
 
 #define MAX_PROMPTS        8
 #define MAX_NEW            64

@@ -7,7 +7,7 @@
 
 #include <string.h>
 
-#include "shard/kv_cache.h"
+#include "shard/engine/kv_cache.h"
 
 static backend *be;
 

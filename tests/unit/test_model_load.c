@@ -16,8 +16,8 @@
 
 #include "common/json_util.h"
 #include "common/safetensors.h"
-#include "shard/model.h"
-#include "shard/model_weights.h"
+#include "shard/engine/model.h"
+#include "shard/engine/model_weights.h"
 
 #define FP32_CASE "falcon40b_gqa_fp32"
 #define GPTQ_CASE "falcon40b_gptq_actorder"

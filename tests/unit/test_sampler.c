@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "shard/sampler.h"
+#include "shard/engine/sampler.h"
 
 static sampler *make(const sampling_params *p, int n_vocab) {
     sampler *s = NULL;

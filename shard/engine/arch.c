@@ -1,4 +1,4 @@
-#include "shard/arch.h"
+#include "shard/engine/arch.h"
 
 #include <stddef.h>
 

@@ -19,7 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "shard/comm_impl.h"
+#include "shard/engine/comm_impl.h"
 
 #define SHM_MAGIC        0x666c636f6d6d3031ULL // "flcomm01"
 #define SHM_MAX_WORLD    64

@@ -1,8 +1,8 @@
 // The model object shared by model.c (loading, lifetime) and forward.c (the forward driver).
 #pragma once
-#include "shard/arch.h"
-#include "shard/model.h"
-#include "shard/model_weights.h"
+#include "shard/engine/arch.h"
+#include "shard/engine/model.h"
+#include "shard/engine/model_weights.h"
 
 typedef struct fwd_scratch fwd_scratch; // device buffers of the forward pass (forward.c)
 

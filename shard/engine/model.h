@@ -6,7 +6,7 @@
 #include "common/model_config.h"
 #include "common/status.h"
 #include "kernels/backend.h"
-#include "shard/kv_cache.h"
+#include "shard/engine/kv_cache.h"
 
 typedef struct comm comm; // tensor-parallel communicator (shard/comm.h); NULL for one rank
 

@@ -1,7 +1,7 @@
 #include <stdlib.h>
 
 #include "common/log.h"
-#include "shard/model_impl.h"
+#include "shard/engine/model_impl.h"
 
 fl_code model_load(const char *dir, const model_options *opt, backend *be, model **out,
                    fl_error *err) {

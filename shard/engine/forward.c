@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "shard/comm.h"
-#include "shard/model_impl.h"
+#include "shard/engine/comm.h"
+#include "shard/engine/model_impl.h"
 
 struct fwd_scratch {
     int cap_tok, cap_seq, cap_bt, cap_rows; // sizes the buffers were allocated for

@@ -1,4 +1,4 @@
-#include "shard/model_weights.h"
+#include "shard/engine/model_weights.h"
 
 #include <inttypes.h>
 #include <stdio.h>

@@ -1,4 +1,4 @@
-#include "shard/kv_cache.h"
+#include "shard/engine/kv_cache.h"
 
 #include <stdlib.h>
 #include <string.h>

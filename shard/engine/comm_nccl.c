@@ -28,7 +28,7 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
-#include "shard/comm_impl.h"
+#include "shard/engine/comm_impl.h"
 
 #define NCCL_POLL_SPIN_US  2000 // busy-poll this long before sleeping between polls
 #define NCCL_PEER_CHECK_MS 100

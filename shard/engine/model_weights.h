@@ -8,7 +8,7 @@
 #include "common/model_config.h"
 #include "common/status.h"
 #include "kernels/backend.h"
-#include "shard/arch.h"
+#include "shard/engine/arch.h"
 
 typedef struct layer_weights {
     // Norm before attention [0] and before the MLP [1]; [1] is NULL when the MLP reads the

@@ -1,4 +1,4 @@
-#include "shard/generation.h"
+#include "shard/engine/generation.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -7,9 +7,9 @@
 #include <stdint.h>
 
 #include "common/status.h"
-#include "shard/kv_cache.h"
-#include "shard/model.h"
-#include "shard/sampler.h"
+#include "shard/engine/kv_cache.h"
+#include "shard/engine/model.h"
+#include "shard/engine/sampler.h"
 
 typedef enum gen_finish {
     GEN_RUNNING = 0,

@@ -1,4 +1,4 @@
-#include "shard/comm.h"
+#include "shard/engine/comm.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "shard/comm_impl.h"
+#include "shard/engine/comm_impl.h"
 
 fl_code comm_rendezvous_path(const char *dir, const char *id, const char *suffix, char *out,
                              size_t cap, fl_error *err) {

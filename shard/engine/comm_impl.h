@@ -2,7 +2,7 @@
 #pragma once
 #include <stdint.h>
 
-#include "shard/comm.h"
+#include "shard/engine/comm.h"
 
 typedef struct comm_ops {
     fl_code (*all_reduce_sum)(comm *c, backend *be, void *buf, size_t n, fl_error *err);
