@@ -99,7 +99,12 @@ static void details_end(client_details *d, Falconlite__V1__FinishReason finish,
     d->seed = seed;
 }
 
-static void params_fill(const client_params *in, Falconlite__V1__Parameters *p) {
+// A GenerateRequest (Generate and GenerateStream) into *req, its Parameters in *p; both borrow
+// inputs and in's stop sequences.
+static void generate_request_fill(const char *inputs, const client_params *in,
+                                  Falconlite__V1__GenerateRequest *req,
+                                  Falconlite__V1__Parameters *p) {
+    falconlite__v1__parameters__init(p);
 #define COPY(field)                                                                                \
     do {                                                                                           \
         p->has_##field = in->has_##field;                                                          \
@@ -123,6 +128,9 @@ static void params_fill(const client_params *in, Falconlite__V1__Parameters *p) 
 #undef COPY
     p->n_stop = (size_t)in->n_stop;
     p->stop = (char **)in->stop;
+    falconlite__v1__generate_request__init(req);
+    req->inputs = (char *)inputs;
+    req->parameters = p;
 }
 
 // ---- Generate, GenerateStream ----
@@ -136,11 +144,9 @@ void client_generation_clear(client_generation *g) {
 
 fl_code client_rpc_generate(client_rpc *c, const char *inputs, const client_params *p,
                             int timeout_ms, client_generation *out, fl_error *err) {
-    Falconlite__V1__Parameters params = FALCONLITE__V1__PARAMETERS__INIT;
-    params_fill(p, &params);
-    Falconlite__V1__GenerateRequest req = FALCONLITE__V1__GENERATE_REQUEST__INIT;
-    req.inputs = (char *)inputs;
-    req.parameters = &params;
+    Falconlite__V1__GenerateRequest req;
+    Falconlite__V1__Parameters params;
+    generate_request_fill(inputs, p, &req, &params);
     memset(out, 0, sizeof *out);
     rpc_result res;
     fl_code rc = rpc_unary(c->ch, METHOD_GENERATE, &req.base,
@@ -192,11 +198,9 @@ static bool stream_message_emit(const Falconlite__V1__GenerateStreamResponse *m,
 
 fl_code client_rpc_stream(client_rpc *c, const char *inputs, const client_params *p, int timeout_ms,
                           client_event_fn fn, void *user, fl_error *err) {
-    Falconlite__V1__Parameters params = FALCONLITE__V1__PARAMETERS__INIT;
-    params_fill(p, &params);
-    Falconlite__V1__GenerateRequest req = FALCONLITE__V1__GENERATE_REQUEST__INIT;
-    req.inputs = (char *)inputs;
-    req.parameters = &params;
+    Falconlite__V1__GenerateRequest req;
+    Falconlite__V1__Parameters params;
+    generate_request_fill(inputs, p, &req, &params);
     rpc_stream *s =
         rpc_stream_start(c->ch, METHOD_GENERATE_STREAM, &req.base,
                          &falconlite__v1__generate_stream_response__descriptor, timeout_ms, err);
