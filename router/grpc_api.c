@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "proto/rpc_server.h"
-#include "router/pb_convert.h"
+#include "router/pb_api.h"
 
 struct grpc_api {
     rpc_server *srv;

@@ -57,6 +57,14 @@ typedef struct shard_step {
 
 void shard_step_clear(shard_step *s);
 
+// What the shards report about themselves (rank 0's Info).
+typedef struct shard_info {
+    char dtype[32];       // "float32" / "float16"
+    char device_type[16]; // "cpu" / "cuda"
+    char model_type[32];
+    uint32_t vocab_size, eos_token_id, rank, world_size, block_size, max_total_tokens;
+} shard_info;
+
 typedef struct shard_api {
     void *self;
     fl_code (*prefill)(void *self, const shard_batch *batch, shard_step *out, fl_error *err);

@@ -7,6 +7,7 @@
 
 #include "common/log.h"
 #include "proto/rpc_client.h"
+#include "router/pb_shard.h"
 
 // Channels reconnect by themselves when a restarted shard listens on the same socket again.
 // Per-step RPCs have no deadline: a long prefill may take minutes on the CPU backend.
@@ -38,8 +39,8 @@ static fl_code channel_open(shard_client *c, int rank, fl_error *err) {
 
 // Clients see the shard's own message (TGI: "Request failed during generation: <msg>"); the log
 // keeps which rank and method failed.
-static void rank_error(shard_client *c, pb_shard_method m, const rpc_result *res, fl_error *err) {
-    log_warn("%s", err ? err->msg : pb_shard_path(m));
+static void rank_error(shard_client *c, shard_method m, const rpc_result *res, fl_error *err) {
+    log_warn("%s", err ? err->msg : shard_method_get(m)->path);
     for (int i = 0; i < c->n; i++) {
         if (res[i].status != GRPC_STATUS_OK && res[i].msg[0]) {
             fl_error_set(err, FL_EBACKEND, "%s", res[i].msg);
@@ -50,21 +51,22 @@ static void rank_error(shard_client *c, pb_shard_method m, const rpc_result *res
 
 // Sends m to every rank; *res gets one result per rank (free with results_free; res[0].resp is
 // rank 0's answer). Per-call results keep health checks and the batcher apart.
-static fl_code call_all(shard_client *c, pb_shard_method m, pb_built *req, int timeout_ms,
+static fl_code call_all(shard_client *c, shard_method m, pb_built *req, int timeout_ms,
                         rpc_result **res, fl_error *err) {
+    const shard_method_spec *spec = shard_method_get(m);
     *res = calloc((size_t)c->n, sizeof **res);
     if (!req || !*res) {
         pb_built_free(req);
-        return fl_error_set(err, FL_ENOMEM, "%s: out of memory", pb_shard_path(m));
+        return fl_error_set(err, FL_ENOMEM, "%s: out of memory", spec->path);
     }
-    fl_code rc = rpc_unary_all(c->chs, c->n, pb_shard_path(m), pb_built_msg(req),
-                               pb_shard_response_desc(m), timeout_ms, *res, err);
+    fl_code rc = rpc_unary_all(c->chs, c->n, spec->path, pb_built_msg(req), spec->response,
+                               timeout_ms, *res, err);
     pb_built_free(req);
     if (rc != FL_OK) rank_error(c, m, *res, err);
     return rc;
 }
 
-static fl_code step_all(shard_client *c, pb_shard_method m, pb_built *req, int timeout_ms,
+static fl_code step_all(shard_client *c, shard_method m, pb_built *req, int timeout_ms,
                         rpc_result **res, fl_error *err) {
     pthread_mutex_lock(&c->step_mu);
     fl_code rc = call_all(c, m, req, timeout_ms, res, err);
@@ -81,7 +83,7 @@ static void results_free(shard_client *c, rpc_result *res) {
 static fl_code sc_prefill(void *self, const shard_batch *batch, shard_step *out, fl_error *err) {
     shard_client *c = self;
     rpc_result *res;
-    fl_code rc = step_all(c, PB_SHARD_PREFILL, pb_shard_prefill_request(batch), 0, &res, err);
+    fl_code rc = step_all(c, SHARD_PREFILL, pb_shard_prefill_request(batch), 0, &res, err);
     if (rc == FL_OK) rc = pb_shard_step_from(res[0].resp, out, err);
     results_free(c, res);
     return rc;
@@ -92,7 +94,7 @@ static fl_code sc_decode_start(void *self, const cached_batch *batches, int n, f
     pb_built *req = pb_shard_decode_request(batches, n);
     if (!req) return fl_error_set(err, FL_ENOMEM, "Decode: out of memory");
     pthread_mutex_lock(&c->step_mu);
-    rpc_fanout_start(c->decoder, pb_shard_path(PB_SHARD_DECODE), pb_built_msg(req), 0);
+    rpc_fanout_start(c->decoder, shard_method_get(SHARD_DECODE)->path, pb_built_msg(req), 0);
     pb_built_free(req); // the calls hold their own encoding
     return FL_OK;
 }
@@ -100,9 +102,9 @@ static fl_code sc_decode_start(void *self, const cached_batch *batches, int n, f
 static fl_code sc_decode_finish(void *self, shard_step *out, fl_error *err) {
     shard_client *c = self;
     rpc_result *res = c->decode_res;
-    fl_code rc = rpc_fanout_finish(c->decoder, pb_shard_response_desc(PB_SHARD_DECODE), res, err);
+    fl_code rc = rpc_fanout_finish(c->decoder, shard_method_get(SHARD_DECODE)->response, res, err);
     pthread_mutex_unlock(&c->step_mu);
-    if (rc != FL_OK) rank_error(c, PB_SHARD_DECODE, res, err);
+    if (rc != FL_OK) rank_error(c, SHARD_DECODE, res, err);
     if (rc == FL_OK) rc = pb_shard_step_from(res[0].resp, out, err);
     for (int i = 0; i < c->n; i++)
         rpc_result_clear(&res[i]);
@@ -113,7 +115,7 @@ static fl_code sc_filter(void *self, uint64_t batch_id, const uint64_t *keep, in
                          cached_batch *out, fl_error *err) {
     shard_client *c = self;
     rpc_result *res;
-    fl_code rc = step_all(c, PB_SHARD_FILTER_BATCH, pb_shard_filter_request(batch_id, keep, n_keep),
+    fl_code rc = step_all(c, SHARD_FILTER_BATCH, pb_shard_filter_request(batch_id, keep, n_keep),
                           CONTROL_TIMEOUT_MS, &res, err);
     if (rc == FL_OK) rc = pb_shard_filtered_from(res[0].resp, out, err);
     results_free(c, res);
@@ -123,7 +125,7 @@ static fl_code sc_filter(void *self, uint64_t batch_id, const uint64_t *keep, in
 static fl_code sc_clear(void *self, uint64_t batch_id, fl_error *err) {
     shard_client *c = self;
     rpc_result *res;
-    fl_code rc = step_all(c, PB_SHARD_CLEAR_CACHE, pb_shard_clear_request(&batch_id, 1),
+    fl_code rc = step_all(c, SHARD_CLEAR_CACHE, pb_shard_clear_request(&batch_id, 1),
                           CONTROL_TIMEOUT_MS, &res, err);
     results_free(c, res);
     return rc;
@@ -181,8 +183,8 @@ fl_code shard_client_wait_ready(shard_client *c, int timeout_ms, fl_error *err) 
 
 fl_code shard_client_info(shard_client *c, shard_info *out, fl_error *err) {
     rpc_result *res;
-    fl_code rc = call_all(c, PB_SHARD_INFO, pb_shard_empty_request(PB_SHARD_INFO),
-                          CONTROL_TIMEOUT_MS, &res, err);
+    fl_code rc =
+        call_all(c, SHARD_INFO, pb_shard_empty_request(SHARD_INFO), CONTROL_TIMEOUT_MS, &res, err);
     if (rc == FL_OK) pb_shard_info_from(res[0].resp, out);
     results_free(c, res);
     return rc;
@@ -190,16 +192,15 @@ fl_code shard_client_info(shard_client *c, shard_info *out, fl_error *err) {
 
 fl_code shard_client_health(shard_client *c, fl_error *err) {
     rpc_result *res;
-    fl_code rc =
-        call_all(c, PB_SHARD_HEALTH, pb_shard_empty_request(PB_SHARD_HEALTH), 10000, &res, err);
+    fl_code rc = call_all(c, SHARD_HEALTH, pb_shard_empty_request(SHARD_HEALTH), 10000, &res, err);
     results_free(c, res);
     return rc;
 }
 
 fl_code shard_client_clear_all(shard_client *c, fl_error *err) {
     rpc_result *res;
-    fl_code rc = step_all(c, PB_SHARD_CLEAR_CACHE, pb_shard_clear_request(NULL, 0),
-                          CONTROL_TIMEOUT_MS, &res, err);
+    fl_code rc = step_all(c, SHARD_CLEAR_CACHE, pb_shard_clear_request(NULL, 0), CONTROL_TIMEOUT_MS,
+                          &res, err);
     results_free(c, res);
     return rc;
 }
@@ -207,8 +208,8 @@ fl_code shard_client_clear_all(shard_client *c, fl_error *err) {
 fl_code shard_client_warmup(shard_client *c, const shard_batch *batch, uint32_t max_total_tokens,
                             uint32_t *capacity, fl_error *err) {
     rpc_result *res;
-    fl_code rc = step_all(c, PB_SHARD_WARMUP, pb_shard_warmup_request(batch, max_total_tokens), 0,
-                          &res, err);
+    fl_code rc =
+        step_all(c, SHARD_WARMUP, pb_shard_warmup_request(batch, max_total_tokens), 0, &res, err);
     if (rc == FL_OK) {
         uint32_t cap = UINT32_MAX;
         for (int r = 0; r < c->n; r++) {

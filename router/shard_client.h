@@ -6,7 +6,6 @@
 #include <stdint.h>
 
 #include "common/status.h"
-#include "router/pb_convert.h"
 #include "router/shard_api.h"
 
 typedef struct shard_client shard_client;

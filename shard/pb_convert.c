@@ -10,35 +10,6 @@ typedef Falconlite__Shard__V1__Batch PbBatch;
 typedef Falconlite__Shard__V1__Generation PbGeneration;
 typedef Falconlite__Shard__V1__CachedBatch PbCachedBatch;
 
-static const struct {
-    const char *path;
-    const ProtobufCMessageDescriptor *req;
-} methods[SHARD_N_METHODS] = {
-    [SHARD_INFO] = {"/falconlite.shard.v1.Shard/Info",
-                    &falconlite__shard__v1__info_request__descriptor},
-    [SHARD_HEALTH] = {"/falconlite.shard.v1.Shard/Health",
-                      &falconlite__shard__v1__health_request__descriptor},
-    [SHARD_SERVICE_DISCOVERY] = {"/falconlite.shard.v1.Shard/ServiceDiscovery",
-                                 &falconlite__shard__v1__service_discovery_request__descriptor},
-    [SHARD_CLEAR_CACHE] = {"/falconlite.shard.v1.Shard/ClearCache",
-                           &falconlite__shard__v1__clear_cache_request__descriptor},
-    [SHARD_FILTER_BATCH] = {"/falconlite.shard.v1.Shard/FilterBatch",
-                            &falconlite__shard__v1__filter_batch_request__descriptor},
-    [SHARD_WARMUP] = {"/falconlite.shard.v1.Shard/Warmup",
-                      &falconlite__shard__v1__warmup_request__descriptor},
-    [SHARD_PREFILL] = {"/falconlite.shard.v1.Shard/Prefill",
-                       &falconlite__shard__v1__prefill_request__descriptor},
-    [SHARD_DECODE] = {"/falconlite.shard.v1.Shard/Decode",
-                      &falconlite__shard__v1__decode_request__descriptor},
-};
-
-const char *pb_method_path(shard_method m) {
-    return methods[m].path;
-}
-const ProtobufCMessageDescriptor *pb_method_request_type(shard_method m) {
-    return methods[m].req;
-}
-
 void svc_batch_clear(svc_batch *b) {
     for (int i = 0; i < b->n; i++) {
         free(b->reqs[i].input_ids);

@@ -1,28 +1,13 @@
-// The shard's only contact with generated protobuf-c types: method table, request decoding into
-// service_msg.h structs, and replies built from them.
+// The shard's only contact with generated protobuf-c types: request decoding into service_msg.h
+// structs, and replies built from them. The method table is proto/shard_methods.h.
 #pragma once
 #include <stdint.h>
 
 #include <protobuf-c/protobuf-c.h>
 
 #include "proto/rpc_server.h"
+#include "proto/shard_methods.h"
 #include "shard/service_msg.h"
-
-typedef enum shard_method {
-    SHARD_INFO = 0,
-    SHARD_HEALTH,
-    SHARD_SERVICE_DISCOVERY,
-    SHARD_CLEAR_CACHE,
-    SHARD_FILTER_BATCH,
-    SHARD_WARMUP,
-    SHARD_PREFILL,
-    SHARD_DECODE,
-    SHARD_N_METHODS,
-} shard_method;
-
-// "/falconlite.shard.v1.Shard/<Method>" and the request message type of a method.
-const char *pb_method_path(shard_method m);
-const ProtobufCMessageDescriptor *pb_method_request_type(shard_method m);
 
 // Request decoding. Id arrays are borrowed from msg (valid while the call is open).
 fl_code pb_prefill_request_decode(const ProtobufCMessage *msg, svc_batch *out, fl_error *err);

@@ -437,8 +437,8 @@ fl_code shard_service_start(shard_service *s, fl_error *err) {
     s->srv = rpc_server_create(err);
     if (!s->srv) return err ? err->code : FL_ENOMEM;
     for (int i = 0; i < SHARD_N_METHODS; i++) {
-        fl_code rc = rpc_server_add_method(s->srv, pb_method_path(i), pb_method_request_type(i),
-                                           handlers[i], s, err);
+        const shard_method_spec *spec = shard_method_get(i);
+        fl_code rc = rpc_server_add_method(s->srv, spec->path, spec->request, handlers[i], s, err);
         if (rc != FL_OK) return rc;
     }
     fl_code rc = rpc_server_listen(s->srv, s->urls[s->opt.rank], err);

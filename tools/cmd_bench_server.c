@@ -52,7 +52,7 @@ typedef struct bs_req {
 
 // One (input length, concurrency) measurement, shared by its client threads.
 typedef struct bs_cell {
-    rpc_channel *ch;
+    client_rpc *rpc;
     const char *prompt;
     int new_tokens, n_requests;
     bool ignore_eos; // ask the router for new_tokens tokens past EOS (falconlite extension)
@@ -70,48 +70,42 @@ static double percentile(const double *v, int n, double p) {
     return v[k < 0 ? 0 : k];
 }
 
+// One request's stream, as bs_request_run follows it.
+typedef struct bs_stream {
+    bs_cell *c;
+    bs_req *r;
+    double t0, last;
+} bs_stream;
+
+static bool bs_on_event(void *user, const client_event *ev) {
+    bs_stream *st = user;
+    bs_req *r = st->r;
+    if (ev->kind == CLIENT_EVENT_TOKEN) {
+        if (ev->index == 0)
+            r->ttft_s = ev->time_s - st->t0;
+        else if (r->n_itl < st->c->new_tokens)
+            r->itl_s[r->n_itl++] = ev->time_s - st->last;
+        r->generated++;
+        st->last = ev->time_s;
+        atomic_fetch_add(&st->c->tokens, 1);
+    } else if (ev->details) {
+        r->eos = ev->details->finish == CLIENT_FINISH_EOS_TOKEN;
+    }
+    return true;
+}
+
 static fl_code bs_request_run(bs_cell *c, bs_req *r, fl_error *err) {
-    Falconlite__V1__Parameters params = FALCONLITE__V1__PARAMETERS__INIT;
-    params.has_max_new_tokens = 1;
-    params.max_new_tokens = (uint32_t)c->new_tokens;
-    params.has_details = 1;
-    params.details = 1;
-    params.has_ignore_eos = c->ignore_eos;
-    params.ignore_eos = c->ignore_eos;
-    Falconlite__V1__GenerateRequest req = FALCONLITE__V1__GENERATE_REQUEST__INIT;
-    req.inputs = (char *)c->prompt;
-    req.parameters = &params;
+    client_params p = {0};
+    CLIENT_PARAM_SET(&p, max_new_tokens, (uint32_t)c->new_tokens);
+    CLIENT_PARAM_SET(&p, details, true);
+    if (c->ignore_eos) CLIENT_PARAM_SET(&p, ignore_eos, true);
     if (!(r->itl_s = malloc(sizeof *r->itl_s * (size_t)c->new_tokens)))
         return fl_error_set(err, FL_ENOMEM, "bench-server: out of memory");
-    double t0 = cli_now_s(), last = t0;
-    rpc_stream *s =
-        rpc_stream_start(c->ch, CLIENT_METHOD_GENERATE_STREAM, &req.base,
-                         &falconlite__v1__generate_stream_response__descriptor, BS_RPC_MS, err);
-    if (!s) return err ? err->code : FL_EBACKEND;
-    fl_code rc;
-    for (;;) {
-        ProtobufCMessage *m = NULL;
-        if ((rc = rpc_stream_read(s, &m, err)) || !m) break;
-        const Falconlite__V1__GenerateStreamResponse *msg =
-            (const Falconlite__V1__GenerateStreamResponse *)m;
-        double t = cli_now_s();
-        if (msg->token) {
-            if (r->generated == 0)
-                r->ttft_s = t - t0;
-            else if (r->n_itl < c->new_tokens)
-                r->itl_s[r->n_itl++] = t - last;
-            r->generated++;
-            last = t;
-            atomic_fetch_add(&c->tokens, 1);
-        }
-        if (msg->details)
-            r->eos = msg->details->finish_reason ==
-                     FALCONLITE__V1__FINISH_REASON__FINISH_REASON_EOS_TOKEN;
-        protobuf_c_message_free_unpacked(m, NULL);
-    }
-    r->e2e_s = last - t0;
-    r->end_s = last;
-    rpc_stream_free(s);
+    bs_stream st = {c, r, cli_now_s(), 0};
+    st.last = st.t0;
+    fl_code rc = client_rpc_stream(c->rpc, c->prompt, &p, BS_RPC_MS, bs_on_event, &st, err);
+    r->e2e_s = st.last - st.t0;
+    r->end_s = st.last;
     return rc;
 }
 
@@ -180,9 +174,9 @@ static cJSON *bs_cell_summary(const bs_cell *c, int input_len, int input_tokens,
 }
 
 // Runs one cell; returns its summary, or NULL after printing an error.
-static cJSON *bs_cell_run(rpc_channel *ch, const char *prompt, int input_len, int input_tokens,
+static cJSON *bs_cell_run(client_rpc *rpc, const char *prompt, int input_len, int input_tokens,
                           int conc, const bs_args *a) {
-    bs_cell c = {.ch = ch,
+    bs_cell c = {.rpc = rpc,
                  .prompt = prompt,
                  .new_tokens = a->new_tokens,
                  .ignore_eos = a->ignore_eos,
@@ -229,12 +223,12 @@ static cJSON *bs_cell_run(rpc_channel *ch, const char *prompt, int input_len, in
     return summary;
 }
 
-static fl_code bs_count_tokens(rpc_channel *ch, const char *text, int *n, fl_error *err) {
-    Falconlite__V1__TokenizeResponse *r = NULL;
-    fl_code rc = client_rpc_tokenize(ch, text, BS_RPC_MS, &r, err);
+static fl_code bs_count_tokens(client_rpc *rpc, const char *text, int *n, fl_error *err) {
+    client_tokens r;
+    fl_code rc = client_rpc_tokenize(rpc, text, BS_RPC_MS, &r, err);
     if (rc == FL_OK) {
-        *n = (int)r->n_ids;
-        protobuf_c_message_free_unpacked(&r->base, NULL);
+        *n = r.n_ids;
+        client_tokens_clear(&r);
     }
     return rc;
 }
@@ -242,7 +236,7 @@ static fl_code bs_count_tokens(rpc_channel *ch, const char *text, int *n, fl_err
 // A prefix of the repeated text that the router encodes to exactly `len` tokens (the closest
 // below when no cut is exact; *n_tokens tells). Binary search on the character count, since a
 // longer prefix never encodes to fewer tokens in practice, then a short scan for an exact cut.
-static fl_code bs_prompt_make(rpc_channel *ch, int len, char **out, int *n_tokens, fl_error *err) {
+static fl_code bs_prompt_make(client_rpc *rpc, int len, char **out, int *n_tokens, fl_error *err) {
     size_t unit = sizeof bs_text - 1, cap = unit;
     char *text = NULL;
     int n = 0;
@@ -257,7 +251,7 @@ static fl_code bs_prompt_make(rpc_channel *ch, int len, char **out, int *n_token
         for (size_t at = 0; at < cap; at += unit)
             memcpy(text + at, bs_text, unit);
         text[cap] = 0;
-        if ((rc = bs_count_tokens(ch, text, &n, err))) goto fail;
+        if ((rc = bs_count_tokens(rpc, text, &n, err))) goto fail;
         if (n >= len) break;
         cap *= 2;
     }
@@ -267,7 +261,7 @@ static fl_code bs_prompt_make(rpc_channel *ch, int len, char **out, int *n_token
         size_t mid = lo + (hi - lo + 1) / 2;
         char keep = text[mid];
         text[mid] = 0;
-        rc = bs_count_tokens(ch, text, &n, err);
+        rc = bs_count_tokens(rpc, text, &n, err);
         text[mid] = keep;
         if (rc) goto fail;
         if (n <= len)
@@ -278,7 +272,7 @@ static fl_code bs_prompt_make(rpc_channel *ch, int len, char **out, int *n_token
     for (size_t cut = lo; cut >= 1 && lo - cut < 8; cut--) { // the longest cut that is exact
         char keep = text[cut];
         text[cut] = 0;
-        rc = bs_count_tokens(ch, text, &n, err);
+        rc = bs_count_tokens(rpc, text, &n, err);
         text[cut] = keep;
         if (rc) goto fail;
         if (n == len) {
@@ -287,7 +281,7 @@ static fl_code bs_prompt_make(rpc_channel *ch, int len, char **out, int *n_token
         }
     }
     text[lo] = 0;
-    if ((rc = bs_count_tokens(ch, text, &n, err))) goto fail;
+    if ((rc = bs_count_tokens(rpc, text, &n, err))) goto fail;
     *out = text;
     *n_tokens = n;
     return FL_OK;
@@ -311,12 +305,12 @@ static void bs_print_table(cJSON *results) {
     }
 }
 
-static int bs_run(const bs_args *a, rpc_channel *ch) {
+static int bs_run(const bs_args *a, client_rpc *rpc) {
     fl_error err = {0};
-    Falconlite__V1__InfoResponse *info = NULL;
-    if (client_rpc_info(ch, BS_RPC_MS, &info, &err)) return cli_fail("bench-server: %s", err.msg);
-    uint32_t max_in = info->max_input_length, max_total = info->max_total_tokens;
-    protobuf_c_message_free_unpacked(&info->base, NULL);
+    client_info info;
+    if (client_rpc_info(rpc, BS_RPC_MS, &info, &err)) return cli_fail("bench-server: %s", err.msg);
+    uint32_t max_in = info.max_input_length, max_total = info.max_total_tokens;
+    client_info_clear(&info);
     for (int i = 0; i < a->n_lengths; i++)
         if ((uint32_t)a->lengths[i] > max_in ||
             (uint32_t)(a->lengths[i] + a->new_tokens) > max_total)
@@ -331,7 +325,7 @@ static int bs_run(const bs_args *a, rpc_channel *ch) {
     for (int li = 0; li < a->n_lengths && rc == 0; li++) {
         char *prompt = NULL;
         int n_tok = 0;
-        if (bs_prompt_make(ch, a->lengths[li], &prompt, &n_tok, &err)) {
+        if (bs_prompt_make(rpc, a->lengths[li], &prompt, &n_tok, &err)) {
             rc = cli_fail("bench-server: %s", err.msg);
             break;
         }
@@ -339,7 +333,7 @@ static int bs_run(const bs_args *a, rpc_channel *ch) {
             fprintf(stderr, "bench-server: no prompt cut gives exactly %d tokens; using %d\n",
                     a->lengths[li], n_tok);
         for (int ci = 0; ci < a->n_conc && rc == 0; ci++) {
-            cJSON *cell = bs_cell_run(ch, prompt, a->lengths[li], n_tok, a->conc[ci], a);
+            cJSON *cell = bs_cell_run(rpc, prompt, a->lengths[li], n_tok, a->conc[ci], a);
             if (cell)
                 cJSON_AddItemToArray(results, cell);
             else
@@ -382,9 +376,9 @@ int cmd_bench_server(int argc, char **argv) {
                                 &a.n_conc))
         return 2;
     fl_error err = {0};
-    rpc_channel *ch = client_rpc_connect(a.addr, BS_CONNECT_MS, &err);
-    if (!ch) return cli_fail("bench-server: %s", err.msg);
-    rc = bs_run(&a, ch);
-    rpc_channel_free(ch);
+    client_rpc *rpc = client_rpc_connect(a.addr, BS_CONNECT_MS, &err);
+    if (!rpc) return cli_fail("bench-server: %s", err.msg);
+    rc = bs_run(&a, rpc);
+    client_rpc_free(rpc);
     return rc;
 }

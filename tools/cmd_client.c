@@ -10,7 +10,6 @@
 
 #include "common/chat_template.h"
 #include "common/tokenizer.h"
-#include "proto/health.pb-c.h"
 #include "tools/cli_args.h"
 #include "tools/cli_common.h"
 #include "tools/client_rpc.h"
@@ -68,174 +67,154 @@ static bool client_is_sampling(const client_args *a) {
 }
 
 // The request's Parameters: only what was given is set, so the router applies TGI's defaults.
-static void client_params_fill(const client_args *a, bool details, bool input_details,
-                               Falconlite__V1__Parameters *p) {
-#define SET(field, value)                                                                          \
-    do {                                                                                           \
-        p->has_##field = 1;                                                                        \
-        p->field = (value);                                                                        \
-    } while (0)
-    if (a->max_new != CLIENT_UNSET_INT) SET(max_new_tokens, (uint32_t)a->max_new);
-    if (a->do_sample) SET(do_sample, 1);
-    if (!isnan(a->temperature)) SET(temperature, a->temperature);
-    if (a->top_k != CLIENT_UNSET_INT) SET(top_k, a->top_k);
-    if (!isnan(a->top_p)) SET(top_p, a->top_p);
-    if (!isnan(a->typical_p)) SET(typical_p, a->typical_p);
-    if (!isnan(a->repetition_penalty)) SET(repetition_penalty, a->repetition_penalty);
-    if (a->seed != UINT64_MAX) SET(seed, a->seed);
-    if (a->truncate != CLIENT_UNSET_INT) SET(truncate, (uint32_t)a->truncate);
-    if (a->full_text) SET(return_full_text, 1);
-    if (details) SET(details, 1);
-    if (input_details) SET(decoder_input_details, 1);
-#undef SET
-    p->n_stop = (size_t)a->n_stop;
-    p->stop = (char **)a->stop;
+static client_params client_params_make(const client_args *a, bool details, bool input_details) {
+    client_params p = {.stop = a->stop, .n_stop = a->n_stop};
+    if (a->max_new != CLIENT_UNSET_INT) CLIENT_PARAM_SET(&p, max_new_tokens, (uint32_t)a->max_new);
+    if (a->do_sample) CLIENT_PARAM_SET(&p, do_sample, true);
+    if (!isnan(a->temperature)) CLIENT_PARAM_SET(&p, temperature, a->temperature);
+    if (a->top_k != CLIENT_UNSET_INT) CLIENT_PARAM_SET(&p, top_k, a->top_k);
+    if (!isnan(a->top_p)) CLIENT_PARAM_SET(&p, top_p, a->top_p);
+    if (!isnan(a->typical_p)) CLIENT_PARAM_SET(&p, typical_p, a->typical_p);
+    if (!isnan(a->repetition_penalty))
+        CLIENT_PARAM_SET(&p, repetition_penalty, a->repetition_penalty);
+    if (a->seed != UINT64_MAX) CLIENT_PARAM_SET(&p, seed, a->seed);
+    if (a->truncate != CLIENT_UNSET_INT) CLIENT_PARAM_SET(&p, truncate, (uint32_t)a->truncate);
+    if (a->full_text) CLIENT_PARAM_SET(&p, return_full_text, true);
+    if (details) CLIENT_PARAM_SET(&p, details, true);
+    if (input_details) CLIENT_PARAM_SET(&p, decoder_input_details, true);
+    return p;
 }
 
-static void json_add_seed(cJSON *root, protobuf_c_boolean has_seed, uint64_t seed) {
-    if (!has_seed) return;
+static void json_add_seed(cJSON *root, const client_details *d) {
+    if (!d->has_seed) return;
     char s[32]; // exact: a double would round seeds above 2^53
-    snprintf(s, sizeof s, "%" PRIu64, seed);
+    snprintf(s, sizeof s, "%" PRIu64, d->seed);
     cJSON_AddItemToObject(root, "seed", cJSON_CreateRaw(s));
 }
 
-static void details_print(const char *finish, uint32_t n_tokens, protobuf_c_boolean has_seed,
-                          uint64_t seed) {
-    fprintf(stderr, "finish_reason: %s\ngenerated_tokens: %u\n", finish, n_tokens);
-    if (has_seed) fprintf(stderr, "seed: %" PRIu64 "\n", seed);
+static void json_add_details(cJSON *root, const client_details *d) {
+    cJSON_AddStringToObject(root, "finish_reason", client_finish_name(d->finish));
+    cJSON_AddNumberToObject(root, "generated_tokens", d->generated_tokens);
+    json_add_seed(root, d);
 }
 
-static int client_generate(const client_args *a, rpc_channel *ch) {
-    Falconlite__V1__Parameters params = FALCONLITE__V1__PARAMETERS__INIT;
-    client_params_fill(a, a->details || a->json, a->details && a->json, &params);
-    Falconlite__V1__GenerateRequest req = FALCONLITE__V1__GENERATE_REQUEST__INIT;
-    req.inputs = (char *)a->prompt;
-    req.parameters = &params;
-    rpc_result res;
+static void details_print(const client_details *d) {
+    fprintf(stderr, "finish_reason: %s\ngenerated_tokens: %u\n", client_finish_name(d->finish),
+            d->generated_tokens);
+    if (d->has_seed) fprintf(stderr, "seed: %" PRIu64 "\n", d->seed);
+}
+
+static void json_add_token(cJSON *toks, cJSON *lps, const client_token *t) {
+    cJSON_AddItemToArray(toks, cJSON_CreateNumber(t->id));
+    cJSON_AddItemToArray(lps, cJSON_CreateNumber(t->logprob));
+}
+
+static int action_generate(const client_args *a, client_rpc *c) {
+    client_params p = client_params_make(a, a->details || a->json, a->details && a->json);
+    client_generation g;
     fl_error err = {0};
-    if (rpc_unary(ch, CLIENT_METHOD_GENERATE, &req.base,
-                  &falconlite__v1__generate_response__descriptor, a->timeout_s * 1000, &res, &err))
+    if (client_rpc_generate(c, a->prompt, &p, a->timeout_s * 1000, &g, &err))
         return client_fail_rpc(a, &err);
-    const Falconlite__V1__GenerateResponse *r = (const Falconlite__V1__GenerateResponse *)res.resp;
-    const Falconlite__V1__Details *d = r->details;
-    const char *text = r->generated_text ? r->generated_text : "";
+    const client_details *d = g.has_details ? &g.details : NULL;
     if (!a->json) {
-        printf("%s\n", text);
-        if (d)
-            details_print(client_finish_name(d->finish_reason), d->generated_tokens, d->has_seed,
-                          d->seed);
+        printf("%s\n", g.text);
+        if (d) details_print(d);
     } else {
         cJSON *root = cJSON_CreateObject();
         if (d && d->n_prefill) {
             cJSON *ids = cJSON_AddArrayToObject(root, "input_ids");
-            for (size_t i = 0; i < d->n_prefill; i++)
-                cJSON_AddItemToArray(ids, cJSON_CreateNumber(d->prefill[i]->id));
+            for (int i = 0; i < d->n_prefill; i++)
+                cJSON_AddItemToArray(ids, cJSON_CreateNumber(d->prefill[i].id));
         }
         cJSON *toks = cJSON_AddArrayToObject(root, "tokens");
         cJSON *lps = cJSON_AddArrayToObject(root, "logprobs");
-        for (size_t i = 0; d && i < d->n_tokens; i++) {
-            cJSON_AddItemToArray(toks, cJSON_CreateNumber(d->tokens[i]->id));
-            cJSON_AddItemToArray(lps, cJSON_CreateNumber(d->tokens[i]->logprob));
-        }
-        cJSON_AddStringToObject(root, "text", text);
-        if (d) {
-            cJSON_AddStringToObject(root, "finish_reason", client_finish_name(d->finish_reason));
-            cJSON_AddNumberToObject(root, "generated_tokens", d->generated_tokens);
-            json_add_seed(root, d->has_seed, d->seed);
-        }
+        for (int i = 0; d && i < d->n_tokens; i++)
+            json_add_token(toks, lps, &d->tokens[i]);
+        cJSON_AddStringToObject(root, "text", g.text);
+        if (d) json_add_details(root, d);
         cli_json_print(root);
     }
-    rpc_result_clear(&res);
+    client_generation_clear(&g);
     return 0;
 }
 
-// Text mode prints each token's text as it arrives; --json collects them into one object.
-static int client_stream(const client_args *a, rpc_channel *ch) {
-    Falconlite__V1__Parameters params = FALCONLITE__V1__PARAMETERS__INIT;
-    client_params_fill(a, a->details || a->json, false, &params);
-    Falconlite__V1__GenerateRequest req = FALCONLITE__V1__GENERATE_REQUEST__INIT;
-    req.inputs = (char *)a->prompt;
-    req.parameters = &params;
-    fl_error err = {0};
-    rpc_stream *s = rpc_stream_start(ch, CLIENT_METHOD_GENERATE_STREAM, &req.base,
-                                     &falconlite__v1__generate_stream_response__descriptor,
-                                     a->timeout_s * 1000, &err);
-    if (!s) return client_fail_rpc(a, &err);
-    cJSON *root = cJSON_CreateObject();
-    cJSON *toks = cJSON_AddArrayToObject(root, "tokens");
-    cJSON *lps = cJSON_AddArrayToObject(root, "logprobs");
-    int rc = 0;
-    bool printed = false;
-    for (;;) {
-        ProtobufCMessage *m = NULL;
-        if (rpc_stream_read(s, &m, &err)) {
-            if (printed) putchar('\n'); // end the partial line before the error
-            rc = client_fail_rpc(a, &err);
-            break;
-        }
-        if (!m) break;
-        const Falconlite__V1__GenerateStreamResponse *r =
-            (const Falconlite__V1__GenerateStreamResponse *)m;
-        const Falconlite__V1__Token *t = r->token;
-        if (t && !a->json && !t->special && t->text) {
+// What client_stream collects while the stream runs.
+typedef struct stream_out {
+    const client_args *a;
+    cJSON *root, *toks, *lps;
+    bool printed; // text mode printed a partial line
+} stream_out;
+
+static bool stream_on_event(void *user, const client_event *ev) {
+    stream_out *o = user;
+    if (ev->kind == CLIENT_EVENT_TOKEN) {
+        const client_token *t = &ev->token;
+        if (!o->a->json && !t->special && t->text) {
             fputs(t->text, stdout);
             fflush(stdout);
-            printed = true;
+            o->printed = true;
         }
-        if (t) {
-            cJSON_AddItemToArray(toks, cJSON_CreateNumber(t->id));
-            cJSON_AddItemToArray(lps, cJSON_CreateNumber(t->logprob));
-        }
-        if (r->generated_text) cJSON_AddStringToObject(root, "text", r->generated_text);
-        if (r->details) {
-            const Falconlite__V1__StreamDetails *d = r->details;
-            cJSON_AddStringToObject(root, "finish_reason", client_finish_name(d->finish_reason));
-            cJSON_AddNumberToObject(root, "generated_tokens", d->generated_tokens);
-            json_add_seed(root, d->has_seed, d->seed);
-            if (!a->json)
-                details_print(client_finish_name(d->finish_reason), d->generated_tokens,
-                              d->has_seed, d->seed);
-        }
-        protobuf_c_message_free_unpacked(m, NULL);
+        json_add_token(o->toks, o->lps, t);
+        return true;
     }
-    rpc_stream_free(s);
+    if (ev->text) cJSON_AddStringToObject(o->root, "text", ev->text);
+    if (ev->details) {
+        json_add_details(o->root, ev->details);
+        if (!o->a->json) details_print(ev->details);
+    }
+    return true;
+}
+
+// Text mode prints each token's text as it arrives; --json collects them into one object.
+static int action_stream(const client_args *a, client_rpc *c) {
+    client_params p = client_params_make(a, a->details || a->json, false);
+    stream_out o = {.a = a, .root = cJSON_CreateObject()};
+    o.toks = cJSON_AddArrayToObject(o.root, "tokens");
+    o.lps = cJSON_AddArrayToObject(o.root, "logprobs");
+    fl_error err = {0};
+    int rc = 0;
+    if (client_rpc_stream(c, a->prompt, &p, a->timeout_s * 1000, stream_on_event, &o, &err)) {
+        if (o.printed) putchar('\n'); // end the partial line before the error
+        rc = client_fail_rpc(a, &err);
+    }
     if (rc == 0 && a->json)
-        cli_json_print(root);
+        cli_json_print(o.root);
     else
-        cJSON_Delete(root);
+        cJSON_Delete(o.root);
     if (rc == 0 && !a->json) putchar('\n');
     return rc;
 }
 
-static int client_tokenize(const client_args *a, rpc_channel *ch) {
-    Falconlite__V1__TokenizeResponse *r = NULL;
+static int action_tokenize(const client_args *a, client_rpc *c) {
+    client_tokens r;
     fl_error err = {0};
-    if (client_rpc_tokenize(ch, a->prompt, a->timeout_s * 1000, &r, &err))
+    if (client_rpc_tokenize(c, a->prompt, a->timeout_s * 1000, &r, &err))
         return client_fail_rpc(a, &err);
     if (a->json) {
         cJSON *root = cJSON_CreateObject();
         cJSON *ids = cJSON_AddArrayToObject(root, "ids");
         cJSON *toks = cJSON_AddArrayToObject(root, "tokens");
-        for (size_t i = 0; i < r->n_ids; i++)
-            cJSON_AddItemToArray(ids, cJSON_CreateNumber(r->ids[i]));
-        for (size_t i = 0; i < r->n_tokens; i++)
-            cJSON_AddItemToArray(toks, cJSON_CreateString(r->tokens[i]));
+        for (int i = 0; i < r.n_ids; i++)
+            cJSON_AddItemToArray(ids, cJSON_CreateNumber(r.ids[i]));
+        for (int i = 0; i < r.n_tokens; i++)
+            cJSON_AddItemToArray(toks, cJSON_CreateString(r.tokens[i]));
         cli_json_print(root);
     } else {
-        for (size_t i = 0; i < r->n_ids; i++)
-            printf("%s%u", i ? "," : "", r->ids[i]);
+        for (int i = 0; i < r.n_ids; i++)
+            printf("%s%u", i ? "," : "", r.ids[i]);
         putchar('\n');
     }
-    protobuf_c_message_free_unpacked(&r->base, NULL);
+    client_tokens_clear(&r);
     return 0;
 }
 
-static int client_info(const client_args *a, rpc_channel *ch) {
-    Falconlite__V1__InfoResponse *r = NULL;
+static int action_info(const client_args *a, client_rpc *c) {
+    client_info r;
     fl_error err = {0};
-    if (client_rpc_info(ch, a->timeout_s * 1000, &r, &err)) return client_fail_rpc(a, &err);
-    cJSON *root = client_json_scalars(&r->base);
-    protobuf_c_message_free_unpacked(&r->base, NULL);
+    if (client_rpc_info(c, a->timeout_s * 1000, &r, &err)) return client_fail_rpc(a, &err);
+    cJSON *root = r.fields;
+    r.fields = NULL;
+    client_info_clear(&r);
     if (a->json) {
         cli_json_print(root);
         return 0;
@@ -249,28 +228,18 @@ static int client_info(const client_args *a, rpc_channel *ch) {
     return 0;
 }
 
-static int client_health(const client_args *a, rpc_channel *ch) {
-    Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
-    rpc_result res;
+static int action_health(const client_args *a, client_rpc *c) {
+    client_health h;
     fl_error err = {0};
-    if (rpc_unary(ch, CLIENT_METHOD_HEALTH_CHECK, &req.base,
-                  &grpc__health__v1__health_check_response__descriptor, a->timeout_s * 1000, &res,
-                  &err))
-        return client_fail_rpc(a, &err);
-    int st = ((const Grpc__Health__V1__HealthCheckResponse *)res.resp)->status;
-    rpc_result_clear(&res);
-    const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
-        &grpc__health__v1__health_check_response__serving_status__descriptor, st);
-    const char *name = v ? v->name : "UNKNOWN";
+    if (client_rpc_health(c, a->timeout_s * 1000, &h, &err)) return client_fail_rpc(a, &err);
     if (a->json) {
         cJSON *root = cJSON_CreateObject();
-        cJSON_AddStringToObject(root, "status", name);
+        cJSON_AddStringToObject(root, "status", h.status);
         cli_json_print(root);
     } else {
-        printf("%s\n", name);
+        printf("%s\n", h.status);
     }
-    if (st != GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING)
-        return cli_fail("client health: the router is %s", name);
+    if (!h.serving) return cli_fail("client health: the router is %s", h.status);
     return 0;
 }
 
@@ -338,12 +307,12 @@ int cmd_client(int argc, char **argv) {
                         "info or health");
     static const struct {
         const char *name;
-        int (*run)(const client_args *, rpc_channel *);
+        int (*run)(const client_args *, client_rpc *);
         bool needs_prompt;
     } actions[] = {
-        {"generate", client_generate, true}, {"stream", client_stream, true},
-        {"tokenize", client_tokenize, true}, {"info", client_info, false},
-        {"health", client_health, false},
+        {"generate", action_generate, true}, {"stream", action_stream, true},
+        {"tokenize", action_tokenize, true}, {"info", action_info, false},
+        {"health", action_health, false},
     };
     int act = -1;
     for (int i = 0; i < (int)(sizeof actions / sizeof actions[0]); i++)
@@ -369,13 +338,13 @@ int cmd_client(int argc, char **argv) {
         if (client_chat_prompt(&a, &chat_prompt, &err)) return cli_fail("client: %s", err.msg);
         a.prompt = chat_prompt;
     }
-    rpc_channel *ch = client_rpc_connect(a.addr, CLIENT_CONNECT_MS, &err);
-    if (!ch) {
+    client_rpc *c = client_rpc_connect(a.addr, CLIENT_CONNECT_MS, &err);
+    if (!c) {
         free(chat_prompt);
         return cli_fail("client %s: %s", a.action, err.msg);
     }
-    rc = actions[act].run(&a, ch);
-    rpc_channel_free(ch);
+    rc = actions[act].run(&a, c);
+    client_rpc_free(c);
     free(chat_prompt);
     return rc;
 }
