@@ -126,3 +126,12 @@ fl_code json_get_string(const cJSON *obj, const char *name, const char *def, con
     *out = item->valuestring;
     return FL_OK;
 }
+
+int json_has(const cJSON *obj, const char *name) {
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, name);
+    return item && !cJSON_IsNull(item);
+}
+
+const char *json_pick_name(const cJSON *obj, const char *name, const char *legacy) {
+    return !json_has(obj, name) && json_has(obj, legacy) ? legacy : name;
+}

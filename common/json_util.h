@@ -27,6 +27,11 @@ fl_code json_get_string(const cJSON *obj, const char *name, const char *def, con
 // ("config.json: missing required field 'hidden_size'").
 fl_code json_require_int(const cJSON *obj, const char *name, int *out, const char *where,
                          fl_error *err);
+// 1 when obj has field name and it is not null (HF configs write null for "use the default").
+int json_has(const cJSON *obj, const char *name);
+// The first of two spellings present in obj (current name first, legacy second); the current
+// name when neither is, so "missing field" messages use it.
+const char *json_pick_name(const cJSON *obj, const char *name, const char *legacy);
 // 0 when item is a number holding an exact integer of magnitude <= 2^53 (what a double keeps
 // exactly: byte offsets of a 22 GB file fit), else -1.
 int json_number_as_int64(const cJSON *item, int64_t *out);

@@ -1,6 +1,6 @@
-// config.json (+ quantize_config.json, + environment) -> model_config. Field names and defaults
-// follow transformers' FalconConfig / LlamaConfig; the legacy RefinedWeb / RefinedWebModel names
-// (n_embed, n_head, n_head_kv, n_layer) are accepted in every Falcon config.
+// config.json (+ quantize_config.json, + GPTQ environment) -> model_config. Field names and
+// defaults follow transformers' FalconConfig / LlamaConfig; the legacy RefinedWeb / RefinedWebModel
+// names (n_embed, n_head, n_head_kv, n_layer) are accepted in every Falcon config.
 #include "common/model_config.h"
 
 #include <errno.h>
@@ -12,18 +12,6 @@
 #include <unistd.h>
 
 #include "common/json_util.h"
-
-// Present and not null (HF configs write null for "use the default").
-static int field_has(const cJSON *obj, const char *name) {
-    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, name);
-    return item && !cJSON_IsNull(item);
-}
-
-// The first of two spellings present in obj (HF name first, legacy second); the HF name when
-// neither is, so "missing field" messages use the current name.
-static const char *field_pick(const cJSON *obj, const char *hf, const char *legacy) {
-    return !field_has(obj, hf) && field_has(obj, legacy) ? legacy : hf;
-}
 
 // bos/eos ids are an integer or (newer configs) a list whose first entry is the primary id.
 static fl_code token_id_get(const cJSON *obj, const char *name, int def, int *out,
@@ -44,10 +32,10 @@ static fl_code token_id_get(const cJSON *obj, const char *name, int def, int *ou
 
 // Falcon, HF `falcon` names with the legacy RefinedWeb spellings as fallbacks.
 static fl_code falcon_parse(const cJSON *c, const char *where, model_config *cfg, fl_error *err) {
-    const char *f_hidden = field_pick(c, "hidden_size", "n_embed");
-    const char *f_layer = field_pick(c, "num_hidden_layers", "n_layer");
-    const char *f_head = field_pick(c, "num_attention_heads", "n_head");
-    const char *f_kv = field_pick(c, "num_kv_heads", "n_head_kv");
+    const char *f_hidden = json_pick_name(c, "hidden_size", "n_embed");
+    const char *f_layer = json_pick_name(c, "num_hidden_layers", "n_layer");
+    const char *f_head = json_pick_name(c, "num_attention_heads", "n_head");
+    const char *f_kv = json_pick_name(c, "num_kv_heads", "n_head_kv");
     // RefinedWeb is the Falcon-40B code path: grouped KV and two layernorms, with no flag for it.
     int legacy_40b = !strcmp(cfg->model_type, "RefinedWeb");
     int multi_query, n_kv, n_ln, alibi;
@@ -133,7 +121,7 @@ static fl_code llama_parse(const cJSON *c, const char *where, model_config *cfg,
         return fl_error_set(err, FL_EINVAL, "%s: field 'num_attention_heads' must be positive",
                             where);
     // An explicit head_dim may differ from hidden/heads (then no divisibility is required).
-    if (!field_has(c, "head_dim") && cfg->d_model % cfg->n_head)
+    if (!json_has(c, "head_dim") && cfg->d_model % cfg->n_head)
         return fl_error_set(err, FL_EINVAL,
                             "%s: field 'num_attention_heads' (%d) must divide "
                             "'hidden_size' (%d)",
@@ -149,64 +137,7 @@ static fl_code llama_parse(const cJSON *c, const char *where, model_config *cfg,
     return FL_OK;
 }
 
-// rope_parameters (transformers 5) or rope_scaling (older): type, factor, theta, threshold.
-static fl_code rope_parse(const cJSON *c, const char *path, model_config *cfg, fl_error *err) {
-    const cJSON *params = cJSON_GetObjectItemCaseSensitive(c, "rope_parameters");
-    const cJSON *scaling = cJSON_GetObjectItemCaseSensitive(c, "rope_scaling");
-    const char *f_params = "rope_parameters";
-    if (params && !cJSON_IsNull(params) && !cJSON_IsObject(params))
-        return fl_error_set(err, FL_EFORMAT, "%s: field 'rope_parameters' must be an object", path);
-    if (scaling && !cJSON_IsNull(scaling) && !cJSON_IsObject(scaling))
-        return fl_error_set(err, FL_EFORMAT, "%s: field 'rope_scaling' must be an object", path);
-    if (!cJSON_IsObject(params)) params = NULL;
-    if (!cJSON_IsObject(scaling)) scaling = NULL;
-    // The scaling type lives in rope_parameters when it names one, else in legacy rope_scaling.
-    int params_typed = params && (field_has(params, "rope_type") || field_has(params, "type"));
-    const cJSON *sc = params_typed || !scaling ? params : scaling;
-    if (sc == scaling) f_params = "rope_scaling";
-    char where[4200];
-    snprintf(where, sizeof where, "%s: %s", path, f_params);
-    rope_config *r = &cfg->rope;
-    float theta;
-    const char *type = "default";
-    fl_code rc;
-    if ((rc = json_get_float(c, "rope_theta", 10000.0f, &theta, path, err))) return rc;
-    if (params && (rc = json_get_float(params, "rope_theta", theta, &theta, path, err))) return rc;
-    if (sc && ((rc = json_get_string(sc, field_pick(sc, "rope_type", "type"), "default", &type,
-                                     where, err)) ||
-               (rc = json_get_float(sc, "factor", 1.0f, &r->factor, where, err)) ||
-               (rc = json_get_int(sc, "original_max_position_embeddings",
-                                  cfg->max_position_embeddings, &r->threshold, where, err))))
-        return rc;
-    if (!sc) {
-        r->factor = 1.0f;
-        r->threshold = cfg->max_position_embeddings;
-    }
-    r->theta = theta;
-    r->alpha = 1.0f;
-    r->rot_dim = cfg->head_dim;
-    if (!strcmp(type, "default"))
-        r->mode = ROPE_NONE;
-    else if (!strcmp(type, "linear"))
-        r->mode = ROPE_LINEAR;
-    else if (!strcmp(type, "dynamic"))
-        r->mode = ROPE_DYNAMIC;
-    else
-        return fl_error_set(err, FL_EUNSUPPORTED,
-                            "%s: rope type '%s' is not supported (default, "
-                            "linear, dynamic)",
-                            where, type);
-    if (!(r->theta > 0))
-        return fl_error_set(err, FL_EINVAL, "%s: field 'rope_theta' must be positive", path);
-    if (!(r->factor > 0) || r->threshold <= 0)
-        return fl_error_set(err, FL_EINVAL,
-                            "%s: 'factor' and 'original_max_position_embeddings' "
-                            "must be positive",
-                            where);
-    return FL_OK;
-}
-
-// An environment variable as a strict integer / positive number; *set = 0 when unset or empty.
+// An environment variable as a strict integer; *set = 0 when unset or empty.
 static fl_code env_int(const char *name, int *out, int *set, fl_error *err) {
     const char *s = getenv(name);
     *set = s && *s;
@@ -217,37 +148,6 @@ static fl_code env_int(const char *name, int *out, int *set, fl_error *err) {
     if (errno || *end || v < INT_MIN || v > INT_MAX)
         return fl_error_set(err, FL_EINVAL, "environment: %s='%s' must be an integer", name, s);
     *out = (int)v;
-    return FL_OK;
-}
-
-static fl_code env_positive(const char *name, double *out, int *set, fl_error *err) {
-    const char *s = getenv(name);
-    *set = s && *s;
-    if (!*set) return FL_OK;
-    char *end;
-    double v = strtod(s, &end);
-    if (*end || !(v > 0) || !isfinite(v))
-        return fl_error_set(err, FL_EINVAL, "environment: %s='%s' must be a positive number", name,
-                            s);
-    *out = v;
-    return FL_OK;
-}
-
-// DNTK_ALPHA_SCALER selects FalconLite's rotary scaling, as its start script does; the
-// threshold is PRETRAINED_MAX_TOKENS (default 2048), exactly as FalconLite's layers.py reads it.
-static fl_code rope_env_apply(rope_config *r, fl_error *err) {
-    double alpha = 1.0;
-    int has_alpha, has_threshold, threshold = 2048;
-    fl_code rc;
-    if ((rc = env_positive("DNTK_ALPHA_SCALER", &alpha, &has_alpha, err))) return rc;
-    if (!has_alpha) return FL_OK;
-    if ((rc = env_int("PRETRAINED_MAX_TOKENS", &threshold, &has_threshold, err))) return rc;
-    if (threshold <= 0)
-        return fl_error_set(err, FL_EINVAL, "environment: PRETRAINED_MAX_TOKENS must be positive");
-    r->mode = ROPE_FALCONLITE;
-    r->alpha = (float)alpha;
-    r->threshold = threshold;
-    r->factor = 1.0f;
     return FL_OK;
 }
 
@@ -376,75 +276,10 @@ fl_code model_config_load(const char *model_dir, model_config *cfg, fl_error *er
                               path, type);
     }
     if (!rc) rc = config_validate(cfg, path, err);
-    if (!rc) rc = rope_parse(root, path, cfg, err);
-    if (!rc) rc = rope_env_apply(&cfg->rope, err);
+    if (!rc)
+        rc = rope_config_parse(root, path, cfg->max_position_embeddings, cfg->head_dim, &cfg->rope,
+                               err);
     if (!rc) rc = quant_parse(model_dir, root, path, cfg, err);
     cJSON_Delete(root);
     return rc;
-}
-
-static const char *const rope_mode_names[] = {[ROPE_NONE] = "none",
-                                              [ROPE_FALCONLITE] = "falconlite",
-                                              [ROPE_DYNAMIC] = "dynamic",
-                                              [ROPE_LINEAR] = "linear"};
-
-fl_code rope_mode_parse(const char *name, rope_mode *out, fl_error *err) {
-    for (size_t i = 0; i < sizeof rope_mode_names / sizeof rope_mode_names[0]; i++) {
-        if (!strcmp(name, rope_mode_names[i])) {
-            *out = (rope_mode)i;
-            return FL_OK;
-        }
-    }
-    return fl_error_set(err, FL_EINVAL,
-                        "unknown rope scaling '%s' (none, falconlite, dynamic, linear)", name);
-}
-
-const char *rope_mode_name(rope_mode mode) {
-    return (unsigned)mode < sizeof rope_mode_names / sizeof rope_mode_names[0]
-               ? rope_mode_names[mode]
-               : "unknown";
-}
-
-double rope_base_for_length(const rope_config *rope, int length) {
-    double theta = rope->theta, d = rope->rot_dim, exponent = d / (d - 2.0);
-    double L = length, T = rope->threshold;
-    switch (rope->mode) {
-    case ROPE_FALCONLITE:
-        return L > T ? theta * pow(L / rope->alpha / T, exponent) : theta;
-    case ROPE_DYNAMIC:
-        return L > T ? theta * pow(rope->factor * L / T - (rope->factor - 1.0), exponent) : theta;
-    case ROPE_NONE:
-    case ROPE_LINEAR:
-        break;
-    }
-    return theta;
-}
-
-float rope_position_scale(const rope_config *rope) {
-    return rope->mode == ROPE_LINEAR ? 1.0f / rope->factor : 1.0f;
-}
-
-int rope_overrides_given(const rope_overrides *o) {
-    return o->mode || !isnan(o->alpha) || !isnan(o->factor) || o->threshold;
-}
-
-fl_code rope_config_apply_overrides(const model_config *cfg, const rope_overrides *o,
-                                    rope_config *out, fl_error *err) {
-    *out = cfg->rope;
-    if (o->mode && rope_mode_parse(o->mode, &out->mode, err) != FL_OK)
-        return fl_error_wrap(err, "--rope-scaling");
-    if (o->threshold < 0)
-        return fl_error_set(err, FL_EINVAL, "--rope-threshold must be positive, got %d",
-                            o->threshold);
-    if (!isnan(o->alpha)) out->alpha = o->alpha;
-    if (!isnan(o->factor)) out->factor = o->factor;
-    if (o->threshold) out->threshold = o->threshold;
-    if (out->mode != ROPE_NONE && out->threshold <= 0)
-        out->threshold = cfg->max_position_embeddings;
-    if (out->mode == ROPE_FALCONLITE && !(out->alpha > 0))
-        return fl_error_set(err, FL_EINVAL, "--rope-scaling falconlite needs --rope-alpha > 0");
-    if ((out->mode == ROPE_DYNAMIC || out->mode == ROPE_LINEAR) && !(out->factor > 0))
-        return fl_error_set(err, FL_EINVAL, "--rope-scaling %s needs --rope-factor > 0",
-                            rope_mode_name(out->mode));
-    return FL_OK;
 }

@@ -2,6 +2,7 @@
 // the GPTQ_BITS / GPTQ_GROUPSIZE environment), and the architecture described as data so that
 // Falcon (both layouts) and Llama share one forward driver.
 #pragma once
+#include "common/rope.h"
 #include "common/status.h"
 
 typedef enum arch_kind { ARCH_FALCON = 0, ARCH_LLAMA } arch_kind;
@@ -10,23 +11,6 @@ typedef enum mlp_kind {
     MLP_GELU = 0,
     MLP_SWIGLU
 } mlp_kind; // GELU: exact erf; SWIGLU: silu(gate)*up
-
-// How the rotary base changes with the sequence's current length L (DESIGN.md §3).
-typedef enum rope_mode {
-    ROPE_NONE = 0,   // base = theta for every L
-    ROPE_FALCONLITE, // L > T: base = theta * (L / alpha / T)^(d/(d-2)); else theta
-    ROPE_DYNAMIC,    // HF dynamic NTK: L > T: theta * (factor*L/T - (factor-1))^(d/(d-2))
-    ROPE_LINEAR,     // positions divided by factor, base = theta
-} rope_mode;
-
-typedef struct rope_config {
-    rope_mode mode;
-    float theta;   // base from config (rope_theta), 10000 for Falcon
-    float alpha;   // falconlite: DNTK_ALPHA_SCALER (0.25 in the FalconLite deployment)
-    int threshold; // falconlite: PRETRAINED_MAX_TOKENS; dynamic: original max positions
-    float factor;  // dynamic and linear scaling factor
-    int rot_dim;   // rotated dims per head (NeoX half rotation over [0, rot_dim)); = head_dim
-} rope_config;
 
 typedef struct quant_config {
     int gptq;       // 1 when the linear layers are GPTQ (qweight/qzeros/scales/g_idx)
@@ -61,34 +45,6 @@ typedef struct model_config {
 } model_config;
 
 // Reads <dir>/config.json and, when present, <dir>/quantize_config.json. GPTQ_BITS and
-// GPTQ_GROUPSIZE in the environment fill bits / group size when the file lacks them.
-// DNTK_ALPHA_SCALER / PRETRAINED_MAX_TOKENS in the environment select falconlite rotary scaling.
+// GPTQ_GROUPSIZE in the environment fill bits / group size when the file lacks them. The rotary
+// settings are config.json's; operator overrides (common/rope.h) are applied by the caller.
 fl_code model_config_load(const char *model_dir, model_config *cfg, fl_error *err);
-
-// Parses a rotary mode name ("none", "falconlite", "dynamic", "linear").
-fl_code rope_mode_parse(const char *name, rope_mode *out, fl_error *err);
-const char *rope_mode_name(rope_mode mode);
-
-// The rotary base to use for a sequence whose current length is L (prompt length at prefill,
-// +1 each decode step), per the rope mode. Linear scaling returns theta (positions are scaled).
-double rope_base_for_length(const rope_config *rope, int length);
-// Position multiplier: 1/factor for linear scaling, else 1.
-float rope_position_scale(const rope_config *rope);
-
-// Rotary settings given on a command line (--rope-scaling, --rope-alpha, --rope-threshold,
-// --rope-factor); a field not given is NULL, NAN or 0.
-typedef struct rope_overrides {
-    const char *mode;
-    float alpha;
-    int threshold;
-    float factor;
-} rope_overrides;
-
-#define ROPE_OVERRIDES_NONE ((rope_overrides){NULL, __builtin_nanf(""), 0, __builtin_nanf("")})
-
-int rope_overrides_given(const rope_overrides *o);
-// out = the model's rotary config (config.json + environment) with the overrides applied, checked:
-// falconlite needs alpha > 0, dynamic and linear need factor > 0; a missing threshold becomes the
-// model's trained context, max_position_embeddings (2048 for Falcon, as PRETRAINED_MAX_TOKENS).
-fl_code rope_config_apply_overrides(const model_config *cfg, const rope_overrides *o,
-                                    rope_config *out, fl_error *err);

@@ -1,213 +1,104 @@
 #include "router/config.h"
 
 #include <arpa/inet.h>
-#include <errno.h>
-#include <getopt.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-enum {
-    O_MODEL = 1000,
-    O_NUM_SHARD,
-    O_QUANTIZE,
-    O_MAX_INPUT,
-    O_MAX_TOTAL,
-    O_PREFILL,
-    O_BATCH_TOTAL,
-    O_CONCURRENT,
-    O_RATIO,
-    O_WAITING,
-    O_BEST_OF,
-    O_STOP,
-    O_VALIDATION,
-    O_PORT,
-    O_HOSTNAME,
-    O_UDS,
-    O_GRPC_PORT,
-    O_BACKEND,
-    O_THREADS,
-    O_SHARD_BIN,
-    O_ROPE_SCALING,
-    O_ROPE_ALPHA,
-    O_ROPE_THRESHOLD,
-    O_ROPE_FACTOR,
-    O_GRACE,
-    O_IGNORED_FLAG,
-    O_IGNORED_VALUE,
-    O_HELP,
-};
+#include "common/options.h"
 
-typedef struct flag {
-    const char *name;
-    const char *env; // NULL: no environment variable
-    int id;
-    int has_arg;
-} flag;
-
-static const flag flags[] = {
-    {"model-id", "MODEL_ID", O_MODEL, 1},
-    {"model", NULL, O_MODEL, 1},
-    {"num-shard", "NUM_SHARD", O_NUM_SHARD, 1},
-    {"quantize", "QUANTIZE", O_QUANTIZE, 1},
-    {"max-input-length", "MAX_INPUT_LENGTH", O_MAX_INPUT, 1},
-    {"max-total-tokens", "MAX_TOTAL_TOKENS", O_MAX_TOTAL, 1},
-    {"max-batch-prefill-tokens", "MAX_BATCH_PREFILL_TOKENS", O_PREFILL, 1},
-    {"max-batch-total-tokens", "MAX_BATCH_TOTAL_TOKENS", O_BATCH_TOTAL, 1},
-    {"max-concurrent-requests", "MAX_CONCURRENT_REQUESTS", O_CONCURRENT, 1},
-    {"waiting-served-ratio", "WAITING_SERVED_RATIO", O_RATIO, 1},
-    {"max-waiting-tokens", "MAX_WAITING_TOKENS", O_WAITING, 1},
-    {"max-best-of", "MAX_BEST_OF", O_BEST_OF, 1},
-    {"max-stop-sequences", "MAX_STOP_SEQUENCES", O_STOP, 1},
-    {"validation-workers", "VALIDATION_WORKERS", O_VALIDATION, 1},
-    {"port", "PORT", O_PORT, 1},
-    {"hostname", "HOSTNAME", O_HOSTNAME, 1},
-    {"shard-uds-path", "SHARD_UDS_PATH", O_UDS, 1},
-    {"grpc-port", "GRPC_PORT", O_GRPC_PORT, 1},
-    {"backend", "BACKEND", O_BACKEND, 1},
-    {"threads", "THREADS", O_THREADS, 1},
-    {"shard-bin", "FALCONLITE_SHARD_BIN", O_SHARD_BIN, 1},
-    {"rope-scaling", "ROPE_SCALING", O_ROPE_SCALING, 1},
-    {"rope-alpha", NULL, O_ROPE_ALPHA, 1},
-    {"rope-threshold", NULL, O_ROPE_THRESHOLD, 1},
-    {"rope-factor", "ROPE_FACTOR", O_ROPE_FACTOR, 1},
-    {"shutdown-grace-ms", NULL, O_GRACE, 1},
-    // TGI launcher flags with no effect here, accepted so existing scripts run unchanged.
-    {"trust-remote-code", NULL, O_IGNORED_FLAG, 0},
-    {"sharded", NULL, O_IGNORED_VALUE, 1},
-    {"dtype", NULL, O_IGNORED_VALUE, 1},
-    {"revision", NULL, O_IGNORED_VALUE, 1},
-    {"json-output", NULL, O_IGNORED_FLAG, 0},
-    {"help", NULL, O_HELP, 0},
-};
-enum { N_FLAGS = sizeof flags / sizeof flags[0] };
-
-void router_config_usage(const char *prog) {
-    printf("usage: %s --model-id DIR [options]\n"
-           "TGI 0.9.2 launcher flags (each also read from its upper-case env var):\n"
-           "  --model-id DIR (--model)            --num-shard N (1)\n"
-           "  --quantize gptq                      --max-input-length N (1024)\n"
-           "  --max-total-tokens N (2048)          --max-batch-prefill-tokens N (4096)\n"
-           "  --max-batch-total-tokens N (16000)   --max-concurrent-requests N (128)\n"
-           "  --waiting-served-ratio F (1.2)       --max-waiting-tokens N (20)\n"
-           "  --max-best-of N (2)                  --max-stop-sequences N (4)\n"
-           "  --port N (3000)  --hostname H (0.0.0.0)  --shard-uds-path P "
-           "(/tmp/text-generation-server)\n"
-           "falconlite:\n"
-           "  --grpc-port N (50051; 0 = off)       --backend cpu|cuda|auto (auto)\n"
-           "  --threads N (per shard)              --shard-bin PATH (beside this binary)\n"
-           "  --rope-scaling none|falconlite|dynamic|linear --rope-alpha A --rope-threshold T\n"
-           "  --rope-factor F                      --shutdown-grace-ms N (90000)\n",
-           prog);
-}
-
-static fl_code parse_u32(const char *name, const char *v, uint32_t lo, uint32_t *out,
-                         fl_error *err) {
-    char *end = NULL;
-    errno = 0;
-    unsigned long long x = strtoull(v, &end, 10);
-    if (errno || !end || *end || end == v || x > UINT32_MAX || x < lo || v[0] == '-')
-        return fl_error_set(err, FL_EINVAL, "--%s: expected an integer >= %u, got '%s'", name, lo,
-                            v);
-    *out = (uint32_t)x;
+static fl_code quantize_parse(const char *v, bool from_env, void *dst, fl_error *err) {
+    (void)from_env;
+    if (!strcmp(v, "bitsandbytes"))
+        return fl_error_set(err, FL_EUNSUPPORTED, "--quantize bitsandbytes is not supported");
+    if (strcmp(v, "gptq"))
+        return fl_error_set(err, FL_EINVAL, "--quantize: expected gptq, got '%s'", v);
+    snprintf(dst, sizeof((router_config *)0)->quantize, "%s", v);
     return FL_OK;
 }
 
-static fl_code copy_str(const char *name, const char *v, char *dst, size_t cap, fl_error *err) {
-    if (strlen(v) >= cap) return fl_error_set(err, FL_EINVAL, "--%s: value too long", name);
+// Shells and containers export HOSTNAME as the machine's name: from the environment only an
+// address literal counts.
+static fl_code hostname_parse(const char *v, bool from_env, void *dst, fl_error *err) {
+    unsigned char buf[16];
+    if (from_env && inet_pton(AF_INET, v, buf) != 1 && inet_pton(AF_INET6, v, buf) != 1)
+        return FL_OK;
+    size_t cap = sizeof((router_config *)0)->hostname;
+    if (strlen(v) >= cap) return fl_error_set(err, FL_EINVAL, "--hostname: value too long");
     memcpy(dst, v, strlen(v) + 1);
     return FL_OK;
 }
 
-static fl_code apply(router_config *c, const flag *f, const char *v, bool from_env, fl_error *err) {
-    uint32_t u = 0;
-    fl_code rc = FL_OK;
-    switch (f->id) {
-    case O_MODEL:
-        return copy_str(f->name, v, c->model_id, sizeof c->model_id, err);
-    case O_NUM_SHARD:
-        if ((rc = parse_u32(f->name, v, 1, &u, err)) == FL_OK) c->num_shard = (int)u;
-        return rc;
-    case O_QUANTIZE:
-        if (strcmp(v, "gptq") && strcmp(v, "bitsandbytes"))
-            return fl_error_set(err, FL_EINVAL, "--quantize: expected gptq, got '%s'", v);
-        if (!strcmp(v, "bitsandbytes"))
-            return fl_error_set(err, FL_EUNSUPPORTED, "--quantize bitsandbytes is not supported");
-        return copy_str(f->name, v, c->quantize, sizeof c->quantize, err);
-    case O_MAX_INPUT:
-        return parse_u32(f->name, v, 1, &c->max_input_length, err);
-    case O_MAX_TOTAL:
-        return parse_u32(f->name, v, 1, &c->max_total_tokens, err);
-    case O_PREFILL:
-        return parse_u32(f->name, v, 1, &c->max_batch_prefill_tokens, err);
-    case O_BATCH_TOTAL:
-        return parse_u32(f->name, v, 1, &c->max_batch_total_tokens, err);
-    case O_CONCURRENT:
-        return parse_u32(f->name, v, 1, &c->max_concurrent_requests, err);
-    case O_RATIO: {
-        char *end = NULL;
-        double x = strtod(v, &end);
-        if (!end || *end || end == v || !(x >= 0))
-            return fl_error_set(err, FL_EINVAL, "--%s: expected a number >= 0, got '%s'", f->name,
-                                v);
-        c->waiting_served_ratio = (float)x;
-        return FL_OK;
-    }
-    case O_WAITING:
-        return parse_u32(f->name, v, 0, &c->max_waiting_tokens, err);
-    case O_BEST_OF:
-        return parse_u32(f->name, v, 1, &c->max_best_of, err);
-    case O_STOP:
-        return parse_u32(f->name, v, 0, &c->max_stop_sequences, err);
-    case O_VALIDATION:
-        return parse_u32(f->name, v, 1, &c->validation_workers, err);
-    case O_PORT:
-        if ((rc = parse_u32(f->name, v, 0, &u, err)) == FL_OK && u > 65535)
-            rc = fl_error_set(err, FL_EINVAL, "--port: %u is not a port", u);
-        if (rc == FL_OK) c->port = (int)u;
-        return rc;
-    case O_GRPC_PORT:
-        if ((rc = parse_u32(f->name, v, 0, &u, err)) == FL_OK && u > 65535)
-            rc = fl_error_set(err, FL_EINVAL, "--grpc-port: %u is not a port", u);
-        if (rc == FL_OK) c->grpc_port = (int)u;
-        return rc;
-    case O_HOSTNAME: {
-        // Shells and containers export HOSTNAME as the machine's name: from the environment only
-        // an address literal counts.
-        unsigned char buf[16];
-        if (from_env && inet_pton(AF_INET, v, buf) != 1 && inet_pton(AF_INET6, v, buf) != 1)
-            return FL_OK;
-        return copy_str(f->name, v, c->hostname, sizeof c->hostname, err);
-    }
-    case O_UDS:
-        return copy_str(f->name, v, c->shard_uds_path, sizeof c->shard_uds_path, err);
-    case O_BACKEND:
-        if (strcmp(v, "cpu") && strcmp(v, "cuda") && strcmp(v, "auto"))
-            return fl_error_set(err, FL_EINVAL, "--backend: expected cpu, cuda or auto, got '%s'",
-                                v);
-        return copy_str(f->name, v, c->backend, sizeof c->backend, err);
-    case O_THREADS:
-        if ((rc = parse_u32(f->name, v, 0, &u, err)) == FL_OK) c->threads = (int)u;
-        return rc;
-    case O_SHARD_BIN:
-        return copy_str(f->name, v, c->shard_bin, sizeof c->shard_bin, err);
-    case O_ROPE_SCALING:
-        return copy_str(f->name, v, c->rope_scaling, sizeof c->rope_scaling, err);
-    case O_ROPE_ALPHA:
-        return copy_str(f->name, v, c->rope_alpha, sizeof c->rope_alpha, err);
-    case O_ROPE_THRESHOLD:
-        return copy_str(f->name, v, c->rope_threshold, sizeof c->rope_threshold, err);
-    case O_ROPE_FACTOR:
-        return copy_str(f->name, v, c->rope_factor, sizeof c->rope_factor, err);
-    case O_GRACE:
-        if ((rc = parse_u32(f->name, v, 0, &u, err)) == FL_OK) c->shutdown_grace_ms = (int)u;
-        return rc;
-    default:
-        return FL_OK;
-    }
+static const char *const backends[] = {"cpu", "cuda", "auto", NULL};
+
+enum { N_TGI = 17, N_FALCONLITE = 5 };
+
+// The router's flags bound to c: TGI 0.9.2's launcher flags (each with its upper-case
+// environment variable) and falconlite's own; the --rope-* group is rope_opts_bind's.
+static void router_opts_bind(router_config *c, opt_spec tgi[N_TGI], opt_spec fl[N_FALCONLITE],
+                             opt_spec rope[ROPE_OPTS_N]) {
+    const opt_spec t[N_TGI] = {
+        OPT("model-id", OPT_STRING, c->model_id, "model directory (also --model)",
+            .env = "MODEL_ID", .cap = sizeof c->model_id),
+        OPT("model", OPT_STRING, c->model_id, NULL, .cap = sizeof c->model_id),
+        OPT("num-shard", OPT_INT, &c->num_shard, "shards (default: visible GPUs; 1 on cpu)",
+            .env = "NUM_SHARD", OPT_MIN(1)),
+        OPT("quantize", OPT_CUSTOM, c->quantize, "gptq", .env = "QUANTIZE",
+            .parse = quantize_parse),
+        OPT("max-input-length", OPT_U32, &c->max_input_length, "longest prompt in tokens",
+            .env = "MAX_INPUT_LENGTH", OPT_MIN(1)),
+        OPT("max-total-tokens", OPT_U32, &c->max_total_tokens, "prompt + new tokens per request",
+            .env = "MAX_TOTAL_TOKENS", OPT_MIN(1)),
+        OPT("max-batch-prefill-tokens", OPT_U32, &c->max_batch_prefill_tokens,
+            "prompt tokens per prefill batch", .env = "MAX_BATCH_PREFILL_TOKENS", OPT_MIN(1)),
+        OPT("max-batch-total-tokens", OPT_U32, &c->max_batch_total_tokens,
+            "tokens of all batched requests", .env = "MAX_BATCH_TOTAL_TOKENS", OPT_MIN(1)),
+        OPT("max-concurrent-requests", OPT_U32, &c->max_concurrent_requests,
+            "requests in flight before 429", .env = "MAX_CONCURRENT_REQUESTS", OPT_MIN(1)),
+        OPT("waiting-served-ratio", OPT_FLOAT, &c->waiting_served_ratio,
+            "waiting / running ratio that forces a prefill", .env = "WAITING_SERVED_RATIO",
+            OPT_MIN(0)),
+        OPT("max-waiting-tokens", OPT_U32, &c->max_waiting_tokens,
+            "decode steps before waiting requests are forced in", .env = "MAX_WAITING_TOKENS"),
+        OPT("max-best-of", OPT_U32, &c->max_best_of, "largest best_of", .env = "MAX_BEST_OF",
+            OPT_MIN(1)),
+        OPT("max-stop-sequences", OPT_U32, &c->max_stop_sequences, "stop sequences per request",
+            .env = "MAX_STOP_SEQUENCES"),
+        OPT("validation-workers", OPT_U32, &c->validation_workers, "reported in /info",
+            .env = "VALIDATION_WORKERS", OPT_MIN(1)),
+        OPT("port", OPT_INT, &c->port, "HTTP port", .env = "PORT", .short_name = 'p',
+            OPT_RANGE(0, 65535)),
+        OPT("hostname", OPT_CUSTOM, c->hostname, "HTTP address (default 0.0.0.0)",
+            .env = "HOSTNAME", .parse = hostname_parse),
+        OPT("shard-uds-path", OPT_STRING, c->shard_uds_path, "shard socket prefix",
+            .env = "SHARD_UDS_PATH", .cap = sizeof c->shard_uds_path),
+    };
+    const opt_spec f[N_FALCONLITE] = {
+        OPT("grpc-port", OPT_INT, &c->grpc_port, "public gRPC port (0: off)", .env = "GRPC_PORT",
+            OPT_RANGE(0, 65535)),
+        OPT("backend", OPT_STRING, c->backend, "compute backend", .env = "BACKEND",
+            .choices = backends, .cap = sizeof c->backend),
+        OPT("threads", OPT_INT, &c->threads, "CPU threads per shard (0: the shard's default)",
+            .env = "THREADS", OPT_MIN(0)),
+        OPT("shard-bin", OPT_STRING, c->shard_bin, "falconlite-shard binary",
+            .env = "FALCONLITE_SHARD_BIN", .cap = sizeof c->shard_bin),
+        OPT("shutdown-grace-ms", OPT_INT, &c->shutdown_grace_ms, "shard stop grace period",
+            OPT_MIN(0)),
+    };
+    memcpy(tgi, t, sizeof t);
+    memcpy(fl, f, sizeof f);
+    rope_opts_bind(&c->rope, rope);
 }
+
+// TGI launcher flags with no effect here, accepted so existing scripts run unchanged.
+static const opt_spec ignored[] = {
+    OPT("trust-remote-code", OPT_BOOL, NULL, NULL), OPT("sharded", OPT_STRING, NULL, NULL),
+    OPT("dtype", OPT_STRING, NULL, NULL),           OPT("revision", OPT_STRING, NULL, NULL),
+    OPT("json-output", OPT_BOOL, NULL, NULL),
+};
 
 // TGI's find_num_shards: the visible GPUs when --num-shard is not given, else 1.
 static int visible_devices(void) {
@@ -256,43 +147,31 @@ fl_code router_config_parse(int argc, char **argv, router_config *c, bool *help,
     c->grpc_port = 50051;
     snprintf(c->backend, sizeof c->backend, "auto");
     c->shutdown_grace_ms = 90000;
+    c->rope = ROPE_OVERRIDES_NONE;
     default_shard_bin(c->shard_bin, sizeof c->shard_bin);
 
-    fl_code rc;
-    for (int i = 0; i < N_FLAGS; i++) {
-        const char *v = flags[i].env ? getenv(flags[i].env) : NULL;
-        if (v && *v && (rc = apply(c, &flags[i], v, true, err)) != FL_OK)
-            return fl_error_wrap(err, "environment %s", flags[i].env);
+    opt_spec tgi[N_TGI], fl[N_FALCONLITE], rope[ROPE_OPTS_N];
+    router_opts_bind(c, tgi, fl, rope);
+    const opt_group groups[] = {
+        OPT_GROUP("TGI 0.9.2 launcher flags (each also read from its upper-case env var)", tgi),
+        OPT_GROUP("falconlite", fl),
+        OPT_GROUP("rotary scaling (DNTK_ALPHA_SCALER / PRETRAINED_MAX_TOKENS in the environment "
+                  "select falconlite)",
+                  rope),
+        OPT_GROUP(NULL, ignored),
+    };
+    enum { N_GROUPS = sizeof groups / sizeof groups[0] };
+    fl_code rc = opts_parse(groups, N_GROUPS, argc - 1, argv + 1, OPTS_ENV, help, err);
+    if (rc) return rc;
+    if (*help) {
+        printf("usage: %s --model-id DIR [options]\n", argv[0]);
+        opts_usage(stdout, groups, N_GROUPS - 1, OPTS_ENV);
+        return FL_OK;
     }
-    struct option longopts[N_FLAGS + 1];
-    for (int i = 0; i < N_FLAGS; i++)
-        longopts[i] = (struct option){
-            flags[i].name, flags[i].has_arg ? required_argument : no_argument, NULL, 1000 + i};
-    longopts[N_FLAGS] = (struct option){0, 0, 0, 0};
-    bool num_shard_given = getenv("NUM_SHARD") != NULL;
-    optind = 0; // glibc: 0 also resets getopt's internal state (the tests parse several times)
-    opterr = 0;
-    int ch;
-    while ((ch = getopt_long(argc, argv, "p:", longopts, NULL)) != -1) {
-        if (ch == 'p') { // -p is --port, as in TGI
-            for (int i = 0; i < N_FLAGS; i++)
-                if (flags[i].id == O_PORT) ch = 1000 + i;
-        }
-        if (ch == '?' || ch < 1000 || ch >= 1000 + N_FLAGS)
-            return fl_error_set(err, FL_EINVAL, "unknown or incomplete option '%s'",
-                                argv[optind - 1]);
-        const flag *f = &flags[ch - 1000];
-        if (f->id == O_HELP) {
-            router_config_usage(argv[0]);
-            *help = true;
-            return FL_OK;
-        }
-        if (f->id == O_NUM_SHARD) num_shard_given = true;
-        if ((rc = apply(c, f, optarg ? optarg : "", false, err)) != FL_OK) return rc;
-    }
-    if (optind < argc)
-        return fl_error_set(err, FL_EINVAL, "unexpected argument '%s'", argv[optind]);
-    if (!num_shard_given) c->num_shard = !strcmp(c->backend, "cpu") ? 1 : visible_devices();
+    // FalconLite's start script selects its rotary scaling through the environment; the shards get
+    // it as explicit flags.
+    if ((rc = rope_overrides_add_env(&c->rope, err))) return rc;
+    if (!c->num_shard) c->num_shard = !strcmp(c->backend, "cpu") ? 1 : visible_devices();
     if (!c->model_id[0])
         return fl_error_set(err, FL_EINVAL, "--model-id is required (a model directory)");
     // TGI's argument rules (router main.rs and launcher).
@@ -314,4 +193,23 @@ fl_code router_config_parse(int argc, char **argv, router_config *c, bool *help,
             "`max_total_tokens` must be <= `max_batch_total_tokens`. Given: %u and %u",
             c->max_total_tokens, c->max_batch_total_tokens);
     return FL_OK;
+}
+
+int router_config_rope_args(const router_config *c, char *buf, size_t cap, char **args) {
+    const rope_overrides *r = &c->rope;
+    int n = 0;
+    size_t used = 0;
+    // One "--flag" and its value per given field; floats with 9 digits round-trip exactly.
+#define ROPE_ARG(flag, ...)                                                                        \
+    do {                                                                                           \
+        args[n++] = flag;                                                                          \
+        args[n++] = buf + used;                                                                    \
+        used += (size_t)snprintf(buf + used, cap - used, __VA_ARGS__) + 1;                         \
+    } while (0)
+    if (r->mode >= 0) ROPE_ARG("--rope-scaling", "%s", rope_mode_name((rope_mode)r->mode));
+    if (!isnan(r->alpha)) ROPE_ARG("--rope-alpha", "%.9g", r->alpha);
+    if (r->threshold) ROPE_ARG("--rope-threshold", "%d", r->threshold);
+    if (!isnan(r->factor)) ROPE_ARG("--rope-factor", "%.9g", r->factor);
+#undef ROPE_ARG
+    return n;
 }

@@ -3,8 +3,10 @@
 // start_falconlite.sh translates one to one. Flags win over the environment.
 #pragma once
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
+#include "common/rope.h"
 #include "common/status.h"
 
 typedef struct router_config {
@@ -28,13 +30,16 @@ typedef struct router_config {
     char backend[16];                  // cpu | cuda | auto
     int threads;                       // per shard (0: the shard's default)
     char shard_bin[512];               // falconlite-shard (default: beside the router binary)
-    // --rope-* are passed to every shard as given (empty / 0: not given).
-    char rope_scaling[16];
-    char rope_alpha[32], rope_threshold[32], rope_factor[32];
+    // --rope-* and FalconLite's DNTK_ALPHA_SCALER / PRETRAINED_MAX_TOKENS, checked, passed to
+    // every shard as explicit --rope-* flags (fields not given: see rope_overrides).
+    rope_overrides rope;
     int shutdown_grace_ms; // 90000 (TGI's launcher grace period)
 } router_config;
 
 // Parses argv and the environment; checks TGI's argument rules. Returns FL_EINVAL with a message
 // on bad input; *help is set when --help was given (usage already printed).
 fl_code router_config_parse(int argc, char **argv, router_config *cfg, bool *help, fl_error *err);
-void router_config_usage(const char *prog);
+// The --rope-* arguments that pass cfg->rope to a shard, written into args (8 entries at most;
+// the strings live in buf, which must outlive args; 128 bytes suffice). Returns the number of
+// entries.
+int router_config_rope_args(const router_config *cfg, char *buf, size_t cap, char **args);

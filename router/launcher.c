@@ -129,7 +129,7 @@ static void on_exit_cb(uv_process_t *proc, int64_t status, int term_signal) {
 
 static int spawn_rank(launcher *l, int rank) {
     const router_config *c = &l->cfg;
-    char sock[512], rank_s[16], world_s[16], threads_s[16], comm_id[64];
+    char sock[512], rank_s[16], world_s[16], threads_s[16], comm_id[64], rope_s[160];
     socket_path(l, rank, sock, sizeof sock);
     unlink(sock); // stale socket from an earlier run (TGI does the same)
     snprintf(rank_s, sizeof rank_s, "%d", rank);
@@ -146,10 +146,7 @@ static int spawn_rank(launcher *l, int rank) {
     args[n++] = "--backend", args[n++] = (char *)c->backend;
     args[n++] = "--comm-id", args[n++] = comm_id;
     if (c->threads > 0) args[n++] = "--threads", args[n++] = threads_s;
-    if (c->rope_scaling[0]) args[n++] = "--rope-scaling", args[n++] = (char *)c->rope_scaling;
-    if (c->rope_alpha[0]) args[n++] = "--rope-alpha", args[n++] = (char *)c->rope_alpha;
-    if (c->rope_threshold[0]) args[n++] = "--rope-threshold", args[n++] = (char *)c->rope_threshold;
-    if (c->rope_factor[0]) args[n++] = "--rope-factor", args[n++] = (char *)c->rope_factor;
+    n += router_config_rope_args(c, rope_s, sizeof rope_s, args + n);
     args[n] = NULL;
 
     shard_proc *p = &l->procs[rank];

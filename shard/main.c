@@ -1,9 +1,7 @@
 // falconlite-shard: one tensor-parallel rank of the model behind a gRPC server on
 // unix:<uds-path>-<rank>. Started by the router (one per rank); SIGTERM stops it cleanly.
 #include <errno.h>
-#include <getopt.h>
 #include <libgen.h>
-#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,18 +11,18 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/options.h"
+#include "common/rope.h"
 #include "shard/service.h"
 
 #define STOP_TIMEOUT_S 30
 
-static void usage(FILE *f) {
+static void usage(FILE *f, const opt_group *groups, int n_groups) {
     fprintf(f,
-            "usage: falconlite-shard --model DIR --uds-path PATH [--rank R --world W]\n"
-            "         [--backend cpu|cuda|auto] [--threads N] [--comm-id ID] [--comm-dir DIR]\n"
-            "         [--rope-scaling none|falconlite|dynamic|linear] [--rope-alpha A]\n"
-            "         [--rope-threshold T] [--rope-factor F]\n"
+            "usage: falconlite-shard --model DIR --uds-path PATH [--rank R --world W] [options]\n"
             "Serves rank R of W on unix:PATH-R. --comm-id names the ranks' rendezvous (required\n"
-            "when W > 1, unique per launch). --rope-* override config.json and the environment.\n");
+            "when W > 1, unique per launch). --rope-* override config.json's rotary scaling.\n");
+    opts_usage(f, groups, n_groups, 0);
 }
 
 // The socket's directory is created private (0700) when missing; an existing one that others can
@@ -69,107 +67,45 @@ static void cuda_device_pin(int rank) {
     setenv("CUDA_VISIBLE_DEVICES", pick, 1);
 }
 
-// The rotary override from --rope-* flags on top of config.json (+ environment).
-// 0: no flag given; 1: *out filled; -1: error logged.
-static int rope_from_flags(const char *model_dir, const rope_overrides *f, rope_config *out) {
-    if (!rope_overrides_given(f)) return 0;
-    model_config cfg;
-    fl_error err = {0};
-    if (model_config_load(model_dir, &cfg, &err) != FL_OK ||
-        rope_config_apply_overrides(&cfg, f, out, &err) != FL_OK) {
-        log_error("%s", err.msg);
-        return -1;
-    }
-    return 1;
-}
-
 int main(int argc, char **argv) {
     shard_options o = {.rank = 0, .world = 1, .backend = "cpu"};
-    rope_overrides rf = ROPE_OVERRIDES_NONE;
-    enum {
-        O_ROPE_SCALING = 1000,
-        O_ROPE_ALPHA,
-        O_ROPE_THRESHOLD,
-        O_ROPE_FACTOR,
-        O_COMM_ID,
-        O_COMM_DIR
+    rope_overrides rope = ROPE_OVERRIDES_NONE;
+    static const char *const backends[] = {"cpu", "cuda", "auto", NULL};
+    const opt_spec shard_opts[] = {
+        OPT("model", OPT_STRING, &o.model_dir, "model directory"),
+        OPT("uds-path", OPT_STRING, &o.uds_path, "socket path prefix (the socket is PATH-RANK)"),
+        OPT("rank", OPT_INT, &o.rank, "tensor-parallel rank", OPT_MIN(0)),
+        OPT("world", OPT_INT, &o.world, "tensor-parallel world size", OPT_MIN(1)),
+        OPT("backend", OPT_STRING, &o.backend, "compute backend", .choices = backends),
+        OPT("threads", OPT_INT, &o.threads, "CPU backend workers (0: all cores)", OPT_MIN(0)),
+        OPT("comm-id", OPT_STRING, &o.comm_id, "rendezvous name shared by the ranks"),
+        OPT("comm-dir", OPT_STRING, &o.comm_dir, "rendezvous directory (default /dev/shm)"),
     };
-    static const struct option longopts[] = {
-        {"model", required_argument, 0, 'm'},
-        {"uds-path", required_argument, 0, 'u'},
-        {"rank", required_argument, 0, 'r'},
-        {"world", required_argument, 0, 'w'},
-        {"backend", required_argument, 0, 'b'},
-        {"threads", required_argument, 0, 't'},
-        {"comm-id", required_argument, 0, O_COMM_ID},
-        {"comm-dir", required_argument, 0, O_COMM_DIR},
-        {"rope-scaling", required_argument, 0, O_ROPE_SCALING},
-        {"rope-alpha", required_argument, 0, O_ROPE_ALPHA},
-        {"rope-threshold", required_argument, 0, O_ROPE_THRESHOLD},
-        {"rope-factor", required_argument, 0, O_ROPE_FACTOR},
-        {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0},
-    };
-    int c;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'm':
-            o.model_dir = optarg;
-            break;
-        case 'u':
-            o.uds_path = optarg;
-            break;
-        case 'r':
-            o.rank = atoi(optarg);
-            break;
-        case 'w':
-            o.world = atoi(optarg);
-            break;
-        case 'b':
-            o.backend = optarg;
-            break;
-        case 't':
-            o.threads = atoi(optarg);
-            break;
-        case O_COMM_ID:
-            o.comm_id = optarg;
-            break;
-        case O_COMM_DIR:
-            o.comm_dir = optarg;
-            break;
-        case O_ROPE_SCALING:
-            rf.mode = optarg;
-            break;
-        case O_ROPE_ALPHA:
-            rf.alpha = strtof(optarg, NULL);
-            break;
-        case O_ROPE_THRESHOLD:
-            rf.threshold = atoi(optarg);
-            break;
-        case O_ROPE_FACTOR:
-            rf.factor = strtof(optarg, NULL);
-            break;
-        case 'h':
-            usage(stdout);
-            return 0;
-        default:
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (!o.model_dir || !o.uds_path || o.world < 1 || o.rank < 0 || o.rank >= o.world) {
-        usage(stderr);
+    opt_spec rope_opts[ROPE_OPTS_N];
+    rope_opts_bind(&rope, rope_opts);
+    const opt_group groups[] = {OPT_GROUP(NULL, shard_opts),
+                                OPT_GROUP("rotary scaling", rope_opts)};
+    enum { N_GROUPS = sizeof groups / sizeof groups[0] };
+    bool help;
+    fl_error err = {0};
+    if (opts_parse(groups, N_GROUPS, argc - 1, argv + 1, 0, &help, &err) != FL_OK) {
+        fprintf(stderr, "falconlite-shard: error: %s\n", err.msg);
+        usage(stderr, groups, N_GROUPS);
         return 2;
     }
+    if (help) {
+        usage(stdout, groups, N_GROUPS);
+        return 0;
+    }
+    if (!o.model_dir || !o.uds_path || o.rank >= o.world) {
+        usage(stderr, groups, N_GROUPS);
+        return 2;
+    }
+    if (rope_overrides_given(&rope)) o.rope_override = &rope;
     char component[64];
     snprintf(component, sizeof component, "shard rank=%d", o.rank);
     log_set_component(component);
     log_set_level_from_env();
-
-    rope_config rope;
-    int rope_rc = rope_from_flags(o.model_dir, &rf, &rope);
-    if (rope_rc < 0) return 2;
-    if (rope_rc == 1) o.rope_override = &rope;
 
     if (strcmp(o.backend, "cpu") != 0) cuda_device_pin(o.rank);
     // NVLink multicast stays off in NCCL (it can take shared GPUs out of service); an operator's
@@ -184,7 +120,6 @@ int main(int argc, char **argv) {
     umask(0077); // the socket is created 0600
 
     if (socket_dir_prepare(o.uds_path) != 0) return 1;
-    fl_error err = {0};
     shard_service *s = NULL;
     if (shard_service_create(&o, &s, &err) != FL_OK || shard_service_start(s, &err) != FL_OK) {
         log_error("%s", err.msg);

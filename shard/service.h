@@ -9,11 +9,11 @@ typedef struct shard_options {
     const char *model_dir;
     const char *uds_path; // the socket is <uds_path>-<rank>
     int rank, world;
-    const char *backend;              // "cpu", "cuda" or "auto"
-    int threads;                      // CPU backend workers (0: default)
-    const rope_config *rope_override; // NULL: from config.json and the environment
-    const char *comm_id;              // rendezvous name shared by the ranks (world > 1)
-    const char *comm_dir;             // rendezvous directory (NULL: /dev/shm)
+    const char *backend;                 // "cpu", "cuda" or "auto"
+    int threads;                         // CPU backend workers (0: default)
+    const rope_overrides *rope_override; // NULL: from config.json as written
+    const char *comm_id;                 // rendezvous name shared by the ranks (world > 1)
+    const char *comm_dir;                // rendezvous directory (NULL: /dev/shm)
 } shard_options;
 
 typedef struct shard_service shard_service;

@@ -1,12 +1,7 @@
 #include "tools/cli_args.h"
 
-#include <errno.h>
-#include <inttypes.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 int cli_fail(const char *fmt, ...) {
     va_list ap;
@@ -18,85 +13,36 @@ int cli_fail(const char *fmt, ...) {
     return 1;
 }
 
-static void cli_usage(const char *cmd, const char *summary, const cli_opt *opts, int n_opts) {
-    printf("usage: falconlite %s [options]\n%s\n\noptions:\n", cmd, summary);
-    static const char *value_names[] = {"", " STR", " N", " N", " X"};
-    for (int i = 0; i < n_opts; i++) {
-        char left[64];
-        snprintf(left, sizeof left, "--%s%s", opts[i].name, value_names[opts[i].kind]);
-        printf("  %-26s %s\n", left, opts[i].help);
+static int cli_args_parse_groups(const char *cmd, const char *summary, int argc, char **argv,
+                                 const opt_group *groups, int n_groups) {
+    bool help;
+    fl_error err = {0};
+    if (opts_parse(groups, n_groups, argc, argv, 0, &help, &err) != FL_OK) {
+        cli_fail("%s: %s (see falconlite %s --help)", cmd, err.msg, cmd);
+        return -1;
     }
+    if (!help) return 0;
+    printf("usage: falconlite %s [options]\n%s\n", cmd, summary);
+    opts_usage(stdout, groups, n_groups, 0);
+    return 1;
 }
 
-static int cli_set_value(const char *cmd, const cli_opt *o, const char *v) {
-    char *end = NULL;
-    errno = 0;
-    switch (o->kind) {
-    case CLI_FLAG:
-        break;
-    case CLI_STR:
-        *(const char **)o->dst = v;
-        return 0;
-    case CLI_INT: {
-        long x = strtol(v, &end, 10);
-        if (errno || end == v || *end || x < INT32_MIN || x > INT32_MAX) break;
-        *(int *)o->dst = (int)x;
-        return 0;
-    }
-    case CLI_U64: {
-        if (*v == '-') break;
-        unsigned long long x = strtoull(v, &end, 10);
-        if (errno || end == v || *end) break;
-        *(uint64_t *)o->dst = x;
-        return 0;
-    }
-    case CLI_FLOAT: {
-        float x = strtof(v, &end);
-        if (errno || end == v || *end || !isfinite(x)) break;
-        *(float *)o->dst = x;
-        return 0;
-    }
-    }
-    cli_fail("%s: invalid value '%s' for --%s", cmd, v, o->name);
-    return -1;
+int cli_args_parse(const char *cmd, const char *summary, int argc, char **argv,
+                   const opt_spec *opts, int n_opts) {
+    const opt_group group = {NULL, opts, n_opts};
+    return cli_args_parse_groups(cmd, summary, argc, argv, &group, 1);
 }
 
-int cli_args_parse(const char *cmd, const char *summary, int argc, char **argv, const cli_opt *opts,
-                   int n_opts) {
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            cli_usage(cmd, summary, opts, n_opts);
-            return 1;
-        }
-        if (strncmp(a, "--", 2) != 0) {
-            cli_fail("%s: unexpected argument '%s' (see falconlite %s --help)", cmd, a, cmd);
-            return -1;
-        }
-        const char *name = a + 2, *eq = strchr(name, '=');
-        size_t len = eq ? (size_t)(eq - name) : strlen(name);
-        const cli_opt *o = NULL;
-        for (int j = 0; j < n_opts; j++)
-            if (strlen(opts[j].name) == len && !strncmp(opts[j].name, name, len)) o = &opts[j];
-        if (!o) {
-            cli_fail("%s: unknown option '%.*s' (see falconlite %s --help)", cmd, (int)len + 2, a,
-                     cmd);
-            return -1;
-        }
-        if (o->kind == CLI_FLAG) {
-            if (eq) {
-                cli_fail("%s: --%s takes no value", cmd, o->name);
-                return -1;
-            }
-            *(int *)o->dst = 1;
-            continue;
-        }
-        const char *v = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
-        if (!v) {
-            cli_fail("%s: --%s needs a value", cmd, o->name);
-            return -1;
-        }
-        if (cli_set_value(cmd, o, v)) return -1;
-    }
-    return 0;
+int cli_rope_env(const char *cmd, rope_overrides *rope) {
+    fl_error err = {0};
+    return rope_overrides_add_env(rope, &err) ? cli_fail("%s: %s", cmd, err.msg) : 0;
+}
+
+int cli_args_parse_rope(const char *cmd, const char *summary, int argc, char **argv,
+                        const opt_spec *opts, int n_opts, rope_overrides *rope) {
+    opt_spec rope_opts[ROPE_OPTS_N];
+    rope_opts_bind(rope, rope_opts);
+    const opt_group groups[] = {{NULL, opts, n_opts}, OPT_GROUP("rotary scaling", rope_opts)};
+    int rc = cli_args_parse_groups(cmd, summary, argc, argv, groups, 2);
+    return rc ? rc : cli_rope_env(cmd, rope) ? -1 : 0;
 }

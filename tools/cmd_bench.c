@@ -188,15 +188,15 @@ int cmd_bench(int argc, char **argv) {
     const char *model_dir = NULL, *backend_name = "auto", *lengths_s = "20,3300,5500,10000",
                *batch_s = "1";
     int new_tokens = 256, ignore_eos = 0, json = 0, threads = 0;
-    const cli_opt opts[] = {
-        {"model", CLI_STR, &model_dir, "model directory (required)"},
-        {"backend", CLI_STR, &backend_name, "cpu | cuda | auto (default auto)"},
-        {"input-lengths", CLI_STR, &lengths_s, "prompt lengths (default 20,3300,5500,10000)"},
-        {"new-tokens", CLI_INT, &new_tokens, "tokens generated per request (default 256)"},
-        {"batch", CLI_STR, &batch_s, "concurrent sequences per measurement (default 1)"},
-        {"ignore-eos", CLI_FLAG, &ignore_eos, "keep generating past EOS (the card's protocol)"},
-        {"threads", CLI_INT, &threads, "CPU backend threads (default: all cores)"},
-        {"json", CLI_FLAG, &json, "print one JSON object"},
+    const opt_spec opts[] = {
+        OPT("model", OPT_STRING, &model_dir, "model directory (required)"),
+        OPT("backend", OPT_STRING, &backend_name, "cpu | cuda | auto (default auto)"),
+        OPT("input-lengths", OPT_STRING, &lengths_s, "prompt lengths (default 20,3300,5500,10000)"),
+        OPT("new-tokens", OPT_INT, &new_tokens, "tokens generated per request (default 256)"),
+        OPT("batch", OPT_STRING, &batch_s, "concurrent sequences per measurement (default 1)"),
+        OPT("ignore-eos", OPT_BOOL, &ignore_eos, "keep generating past EOS (the card's protocol)"),
+        OPT("threads", OPT_INT, &threads, "CPU backend threads (default: all cores)"),
+        OPT("json", OPT_BOOL, &json, "print one JSON object"),
     };
     int rc = cli_args_parse("bench", "Benchmark prefill and decode on the local engine.", argc,
                             argv, opts, (int)(sizeof opts / sizeof opts[0]));
@@ -242,7 +242,12 @@ int cmd_bench(int argc, char **argv) {
     }
 #endif
     fprintf(stderr, "bench: loading %s on %s\n", model_dir, be->name);
-    model_options mo = {0, 1, NULL, NULL};
+    rope_overrides rope = ROPE_OVERRIDES_NONE;
+    if (cli_rope_env("bench", &rope)) {
+        be->free(be);
+        return 1;
+    }
+    model_options mo = {0, 1, NULL, rope_overrides_given(&rope) ? &rope : NULL};
     double tl = cli_now_s();
     fl_code code = model_load(model_dir, &mo, be, &e.m, &err);
     if (code != FL_OK) {

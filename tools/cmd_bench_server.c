@@ -353,16 +353,16 @@ static int bs_run(const bs_args *a, client_rpc *rpc) {
 int cmd_bench_server(int argc, char **argv) {
     bs_args a = {.new_tokens = 256};
     const char *lengths_s = "20,3300,5500,10000", *conc_s = "1";
-    cli_opt opts[] = {
-        {"addr", CLI_STR, &a.addr, "router gRPC address: host:port or unix:/path (required)"},
-        {"input-lengths", CLI_STR, &lengths_s,
-         "prompt lengths in tokens (default 20,3300,5500,10000)"},
-        {"new-tokens", CLI_INT, &a.new_tokens, "max_new_tokens of each request (default 256)"},
-        {"ignore-eos", CLI_FLAG, &a.ignore_eos,
-         "generate --new-tokens tokens even past EOS (the card's protocol)"},
-        {"concurrency", CLI_STR, &conc_s, "client threads, one cell each (default 1)"},
-        {"requests", CLI_INT, &a.requests, "requests per cell (default 2 x concurrency)"},
-        {"json", CLI_FLAG, &a.json, "print one JSON object"},
+    opt_spec opts[] = {
+        OPT("addr", OPT_STRING, &a.addr, "router gRPC address: host:port or unix:/path (required)"),
+        OPT("input-lengths", OPT_STRING, &lengths_s,
+            "prompt lengths in tokens (default 20,3300,5500,10000)"),
+        OPT("new-tokens", OPT_INT, &a.new_tokens, "max_new_tokens of each request (default 256)"),
+        OPT("ignore-eos", OPT_BOOL, &a.ignore_eos,
+            "generate --new-tokens tokens even past EOS (the card's protocol)"),
+        OPT("concurrency", OPT_STRING, &conc_s, "client threads, one cell each (default 1)"),
+        OPT("requests", OPT_INT, &a.requests, "requests per cell (default 2 x concurrency)"),
+        OPT("json", OPT_BOOL, &a.json, "print one JSON object"),
     };
     int rc = cli_args_parse("bench-server", "Benchmarks a running router over GenerateStream.",
                             argc, argv, opts, sizeof opts / sizeof opts[0]);

@@ -31,8 +31,8 @@ typedef struct client_args {
 
 // Moves the action word and every --stop value out of argv (the shared parser knows neither a
 // positional argument nor a repeated option); what is left goes to cli_args_parse.
-static int client_split_argv(int argc, char **argv, const cli_opt *opts, int n_opts, client_args *a,
-                             char **rest, int *n_rest) {
+static int client_split_argv(int argc, char **argv, const opt_spec *opts, int n_opts,
+                             client_args *a, char **rest, int *n_rest) {
     *n_rest = 0;
     for (int i = 0; i < argc; i++) {
         const char *s = argv[i];
@@ -51,7 +51,7 @@ static int client_split_argv(int argc, char **argv, const cli_opt *opts, int n_o
         rest[(*n_rest)++] = argv[i];
         if (strncmp(s, "--", 2) != 0 || strchr(s, '=')) continue;
         for (int j = 0; j < n_opts; j++) // an option's value stays with it, even without "--"
-            if (!strcmp(s + 2, opts[j].name) && opts[j].kind != CLI_FLAG && i + 1 < argc)
+            if (!strcmp(s + 2, opts[j].name) && opts[j].type != OPT_BOOL && i + 1 < argc)
                 rest[(*n_rest)++] = argv[++i];
     }
     return 0;
@@ -268,28 +268,30 @@ int cmd_client(int argc, char **argv) {
                      .typical_p = NAN,
                      .repetition_penalty = NAN,
                      .seed = UINT64_MAX};
-    cli_opt opts[] = {
-        {"addr", CLI_STR, &a.addr, "router gRPC address: host:port or unix:/path (required)"},
-        {"prompt", CLI_STR, &a.prompt, "prompt text (generate, stream, tokenize)"},
-        {"chat", CLI_FLAG, &a.chat, "wrap --prompt in the chat template of --model's directory"},
-        {"system", CLI_STR, &a.system, "system message for --chat (default: the template's)"},
-        {"model", CLI_STR, &a.model_dir, "model directory whose chat template --chat applies"},
-        {"max-new-tokens", CLI_INT, &a.max_new, "tokens to generate at most (router default 20)"},
-        {"greedy", CLI_FLAG, &a.greedy, "argmax decoding (the default without sampling flags)"},
-        {"do-sample", CLI_FLAG, &a.do_sample, "multinomial sampling"},
-        {"temperature", CLI_FLOAT, &a.temperature, "temperature (turns sampling on, as TGI)"},
-        {"top-k", CLI_INT, &a.top_k, "top-k (turns sampling on)"},
-        {"top-p", CLI_FLOAT, &a.top_p, "top-p (turns sampling on)"},
-        {"typical-p", CLI_FLOAT, &a.typical_p, "typical-p (turns sampling on; FalconLite: 0.2)"},
-        {"repetition-penalty", CLI_FLOAT, &a.repetition_penalty, "repetition penalty"},
-        {"seed", CLI_U64, &a.seed, "sampling seed (default: the router draws one)"},
-        {"stop", CLI_STR, NULL, "stop sequence (repeatable)"},
-        {"truncate", CLI_INT, &a.truncate, "keep only the last N prompt tokens"},
-        {"return-full-text", CLI_FLAG, &a.full_text, "prefix the output with the prompt"},
-        {"details", CLI_FLAG, &a.details,
-         "finish reason, token count and seed (stderr; with --json: also input_ids)"},
-        {"json", CLI_FLAG, &a.json, "print one JSON object (generate --json's keys)"},
-        {"timeout", CLI_INT, &a.timeout_s, "deadline of the call in seconds (default 600)"},
+    opt_spec opts[] = {
+        OPT("addr", OPT_STRING, &a.addr, "router gRPC address: host:port or unix:/path (required)"),
+        OPT("prompt", OPT_STRING, &a.prompt, "prompt text (generate, stream, tokenize)"),
+        OPT("chat", OPT_BOOL, &a.chat, "wrap --prompt in the chat template of --model's directory"),
+        OPT("system", OPT_STRING, &a.system, "system message for --chat (default: the template's)"),
+        OPT("model", OPT_STRING, &a.model_dir,
+            "model directory whose chat template --chat applies"),
+        OPT("max-new-tokens", OPT_INT, &a.max_new,
+            "tokens to generate at most (router default 20)"),
+        OPT("greedy", OPT_BOOL, &a.greedy, "argmax decoding (the default without sampling flags)"),
+        OPT("do-sample", OPT_BOOL, &a.do_sample, "multinomial sampling"),
+        OPT("temperature", OPT_FLOAT, &a.temperature, "temperature (turns sampling on, as TGI)"),
+        OPT("top-k", OPT_INT, &a.top_k, "top-k (turns sampling on)"),
+        OPT("top-p", OPT_FLOAT, &a.top_p, "top-p (turns sampling on)"),
+        OPT("typical-p", OPT_FLOAT, &a.typical_p, "typical-p (turns sampling on; FalconLite: 0.2)"),
+        OPT("repetition-penalty", OPT_FLOAT, &a.repetition_penalty, "repetition penalty"),
+        OPT("seed", OPT_U64, &a.seed, "sampling seed (default: the router draws one)"),
+        OPT("stop", OPT_STRING, NULL, "stop sequence (repeatable)"),
+        OPT("truncate", OPT_INT, &a.truncate, "keep only the last N prompt tokens"),
+        OPT("return-full-text", OPT_BOOL, &a.full_text, "prefix the output with the prompt"),
+        OPT("details", OPT_BOOL, &a.details,
+            "finish reason, token count and seed (stderr; with --json: also input_ids)"),
+        OPT("json", OPT_BOOL, &a.json, "print one JSON object (generate --json's keys)"),
+        OPT("timeout", OPT_INT, &a.timeout_s, "deadline of the call in seconds (default 600)"),
     };
     int n_opts = sizeof opts / sizeof opts[0];
     char **rest = malloc(sizeof *rest * (size_t)(argc + 1));

@@ -22,7 +22,7 @@ fl_code eval_engine_open(const eval_opts *o, eval_engine *e, fl_error *err) {
         setenv("FALCONLITE_THREADS", threads, 1);
     }
     if (!(e->be = backend_create(o->backend, err))) return err ? err->code : FL_EBACKEND;
-    model_options mo = {.rank = 0, .world = 1, .rope_override = o->has_rope ? &o->rope : NULL};
+    model_options mo = {.rank = 0, .world = 1, .rope_override = o->rope_override};
     fl_code rc = model_load(o->dir, &mo, e->be, &e->m, err);
     if (!rc) rc = cli_tokenizer_load(o->dir, &e->tok, err);
     if (rc) return rc;
@@ -127,19 +127,6 @@ typedef struct eval_args {
     uint64_t seed;
 } eval_args;
 
-// Rotary scaling: config.json's, or --rope-* overrides (the threshold of falconlite and dynamic
-// defaults to the model's trained context, max_position_embeddings).
-static int rope_resolve(const eval_args *a, eval_opts *o) {
-    model_config cfg;
-    fl_error err = {0};
-    if (model_config_load(a->dir, &cfg, &err)) return cli_fail("%s", err.msg);
-    o->rope = cfg.rope;
-    o->has_rope = rope_overrides_given(&a->rope);
-    if (o->has_rope && rope_config_apply_overrides(&cfg, &a->rope, &o->rope, &err))
-        return cli_fail("eval: %s", err.msg);
-    return 0;
-}
-
 int cmd_eval(int argc, char **argv) {
     const char *usage = "usage: falconlite eval passkey|lines|ppl --model DIR [options]";
     if (argc < 1 || argv[0][0] == '-') {
@@ -159,31 +146,28 @@ int cmd_eval(int argc, char **argv) {
                    .ctx = 1024,
                    .rope = ROPE_OVERRIDES_NONE,
                    .lengths = "1024,2048,4096,8192"};
-    cli_opt opts[] = {
-        {"model", CLI_STR, &a.dir, "model directory"},
-        {"samples", CLI_INT, &a.samples, "passkey: prompts per length; lines: records (default 5)"},
-        {"seed", CLI_U64, &a.seed, "passkey: seed of keys and positions (default 1)"},
-        {"lengths", CLI_STR, &a.lengths, "passkey: prompt lengths in tokens (1024,2048,4096,8192)"},
-        {"file", CLI_STR, &a.file, "lines: a LongEval *_lines.jsonl file; ppl: a text file"},
-        {"template", CLI_STR, &a.tmpl,
-         "none | chatml | smollm2 | oasst | auto (the model's; passkey: none; lines: chatml)"},
-        {"max-new-tokens", CLI_INT, &a.max_new, "tokens to generate (passkey 10, lines 100)"},
-        {"ctx", CLI_INT, &a.ctx, "ppl: window length in tokens (default 1024)"},
-        {"max-tokens", CLI_INT, &a.max_tokens, "ppl: score at most this many tokens (0: all)"},
-        {"rope-scaling", CLI_STR, &a.rope.mode, "none | falconlite | dynamic | linear"},
-        {"rope-alpha", CLI_FLOAT, &a.rope.alpha, "falconlite alpha (DNTK_ALPHA_SCALER)"},
-        {"rope-threshold", CLI_INT, &a.rope.threshold,
-         "trained length (default: max_position_embeddings)"},
-        {"rope-factor", CLI_FLOAT, &a.rope.factor, "dynamic / linear scaling factor"},
-        {"backend", CLI_STR, &a.backend, "cpu | cuda | auto (default)"},
-        {"threads", CLI_INT, &a.threads, "CPU worker threads (default: all cores)"},
-        {"verbose", CLI_FLAG, &a.verbose, "one stderr line per sample"},
+    opt_spec opts[] = {
+        OPT("model", OPT_STRING, &a.dir, "model directory"),
+        OPT("samples", OPT_INT, &a.samples,
+            "passkey: prompts per length; lines: records (default 5)"),
+        OPT("seed", OPT_U64, &a.seed, "passkey: seed of keys and positions (default 1)"),
+        OPT("lengths", OPT_STRING, &a.lengths,
+            "passkey: prompt lengths in tokens (1024,2048,4096,8192)"),
+        OPT("file", OPT_STRING, &a.file, "lines: a LongEval *_lines.jsonl file; ppl: a text file"),
+        OPT("template", OPT_STRING, &a.tmpl,
+            "none | chatml | smollm2 | oasst | auto (the model's; passkey: none; lines: chatml)"),
+        OPT("max-new-tokens", OPT_INT, &a.max_new, "tokens to generate (passkey 10, lines 100)"),
+        OPT("ctx", OPT_INT, &a.ctx, "ppl: window length in tokens (default 1024)"),
+        OPT("max-tokens", OPT_INT, &a.max_tokens, "ppl: score at most this many tokens (0: all)"),
+        OPT("backend", OPT_STRING, &a.backend, "cpu | cuda | auto (default)"),
+        OPT("threads", OPT_INT, &a.threads, "CPU worker threads (default: all cores)"),
+        OPT("verbose", OPT_BOOL, &a.verbose, "one stderr line per sample"),
     };
     char cmd[32];
     snprintf(cmd, sizeof cmd, "eval %s", suite);
-    int rc =
-        cli_args_parse(cmd, "Quality evaluation on the local engine; prints one JSON summary line.",
-                       argc - 1, argv + 1, opts, sizeof opts / sizeof opts[0]);
+    int rc = cli_args_parse_rope(
+        cmd, "Quality evaluation on the local engine; prints one JSON summary line.", argc - 1,
+        argv + 1, opts, sizeof opts / sizeof opts[0], &a.rope);
     if (rc) return rc < 0 ? 2 : 0;
     if (!a.dir) return cli_fail("eval: --model is required");
     if (a.samples < 1 || a.threads < 0 || a.ctx < 2 || a.max_tokens < 0)
@@ -195,9 +179,9 @@ int cmd_eval(int argc, char **argv) {
                    .threads = a.threads,
                    .samples = a.samples,
                    .seed = a.seed,
-                   .verbose = a.verbose};
+                   .verbose = a.verbose,
+                   .rope_override = rope_overrides_given(&a.rope) ? &a.rope : NULL};
     o.max_new = a.max_new > 0 ? a.max_new : !strcmp(suite, "passkey") ? 10 : 100;
-    if (rope_resolve(&a, &o)) return 1;
     // A named template is checked before the model loads; "auto" reads the model's after.
     const char *tmpl = a.tmpl ? a.tmpl : !strcmp(suite, "lines") ? "chatml" : "none";
     int tmpl_auto = !strcmp(tmpl, "auto");
@@ -207,6 +191,7 @@ int cmd_eval(int argc, char **argv) {
         return cli_fail("eval: --template must be none, chatml, smollm2, oasst or auto");
     eval_engine e;
     fl_code fc = eval_engine_open(&o, &e, &err);
+    if (!fc) o.rope = model_get_config(e.m)->rope;
     if (!fc && tmpl_auto) fc = chat_template_load(o.dir, e.tok, &ct, &err);
     if (!fc) {
         o.tmpl = ct;

@@ -37,18 +37,6 @@ typedef struct gen_args {
     sampling_params sampling;
 } gen_args;
 
-// The rotary override from --rope-* flags on top of config.json (+ environment); 0 when no flag
-// was given, 1 when *out was filled, -1 after printing an error.
-static int rope_from_flags(const gen_args *a, rope_config *out) {
-    if (!rope_overrides_given(&a->rope)) return 0;
-    model_config cfg;
-    fl_error err = {0};
-    if (model_config_load(a->dir, &cfg, &err) ||
-        rope_config_apply_overrides(&cfg, &a->rope, out, &err))
-        return -cli_fail("generate: %s", err.msg);
-    return 1;
-}
-
 typedef struct gen_run {
     backend *be;
     model *m;
@@ -129,7 +117,7 @@ static fl_code chat_prompt_build(const gen_args *a, gen_run *g, fl_error *err) {
 }
 
 // Loads everything, runs the request to its end; returns 0 or prints an error and returns 1.
-static int generate_run(const gen_args *a, const rope_config *rope, gen_run *g) {
+static int generate_run(const gen_args *a, gen_run *g) {
     fl_error err = {0};
     char threads[16];
     if (a->threads > 0) { // the CPU backend reads its worker count from here under "auto" too
@@ -137,7 +125,8 @@ static int generate_run(const gen_args *a, const rope_config *rope, gen_run *g) 
         setenv("FALCONLITE_THREADS", threads, 1);
     }
     if (!(g->be = backend_create(a->backend, &err))) return cli_fail("%s", err.msg);
-    model_options mo = {.rank = 0, .world = 1, .rope_override = rope};
+    model_options mo = {
+        .rank = 0, .world = 1, .rope_override = rope_overrides_given(&a->rope) ? &a->rope : NULL};
     if (model_load(a->dir, &mo, g->be, &g->m, &err)) return cli_fail("%s", err.msg);
     if (cli_tokenizer_load(a->dir, &g->tok, &err)) return cli_fail("%s", err.msg);
     if (a->chat && chat_prompt_build(a, g, &err)) return cli_fail("%s", err.msg);
@@ -197,33 +186,32 @@ int cmd_generate(int argc, char **argv) {
     sampling_params *sp = &a.sampling;
     sampling_params_default(sp);
     sp->seed = UINT64_MAX; // sentinel: not given
-    cli_opt opts[] = {
-        {"model", CLI_STR, &a.dir, "model directory"},
-        {"prompt", CLI_STR, &a.prompt, "prompt text"},
-        {"chat", CLI_FLAG, &a.chat, "wrap --prompt in the model's chat template"},
-        {"system", CLI_STR, &a.system, "system message (implies --chat; default: the template's)"},
-        {"max-new-tokens", CLI_INT, &a.max_new, "tokens to generate at most (default 32)"},
-        {"greedy", CLI_FLAG, &a.greedy, "argmax decoding (the default without sampling flags)"},
-        {"do-sample", CLI_FLAG, &sp->do_sample, "multinomial sampling"},
-        {"temperature", CLI_FLOAT, &sp->temperature, "temperature (turns sampling on, as TGI)"},
-        {"top-k", CLI_INT, &sp->top_k, "top-k (turns sampling on)"},
-        {"top-p", CLI_FLOAT, &sp->top_p, "top-p (turns sampling on)"},
-        {"typical-p", CLI_FLOAT, &sp->typical_p, "typical-p (turns sampling on; FalconLite: 0.2)"},
-        {"repetition-penalty", CLI_FLOAT, &sp->repetition_penalty, "repetition penalty"},
-        {"seed", CLI_U64, &sp->seed, "sampling seed (default: random)"},
-        {"rope-scaling", CLI_STR, &a.rope.mode, "none | falconlite | dynamic | linear"},
-        {"rope-alpha", CLI_FLOAT, &a.rope.alpha, "falconlite alpha (DNTK_ALPHA_SCALER)"},
-        {"rope-threshold", CLI_INT, &a.rope.threshold, "trained length (PRETRAINED_MAX_TOKENS)"},
-        {"rope-factor", CLI_FLOAT, &a.rope.factor, "dynamic / linear scaling factor"},
-        {"backend", CLI_STR, &a.backend, "cpu | cuda | auto (default)"},
-        {"threads", CLI_INT, &a.threads, "CPU worker threads (default: all cores)"},
-        {"kv-blocks", CLI_INT, &a.kv_blocks, "KV-cache blocks (default: what the request needs)"},
-        {"ignore-eos", CLI_FLAG, &a.ignore_eos, "do not stop at the EOS token"},
-        {"json", CLI_FLAG, &a.json, "print one JSON object instead of streaming text"},
-        {"stats", CLI_FLAG, &a.stats, "print timing and bandwidth to stderr"},
+    opt_spec opts[] = {
+        OPT("model", OPT_STRING, &a.dir, "model directory"),
+        OPT("prompt", OPT_STRING, &a.prompt, "prompt text"),
+        OPT("chat", OPT_BOOL, &a.chat, "wrap --prompt in the model's chat template"),
+        OPT("system", OPT_STRING, &a.system,
+            "system message (implies --chat; default: the template's)"),
+        OPT("max-new-tokens", OPT_INT, &a.max_new, "tokens to generate at most (default 32)"),
+        OPT("greedy", OPT_BOOL, &a.greedy, "argmax decoding (the default without sampling flags)"),
+        OPT("do-sample", OPT_BOOL, &sp->do_sample, "multinomial sampling"),
+        OPT("temperature", OPT_FLOAT, &sp->temperature, "temperature (turns sampling on, as TGI)"),
+        OPT("top-k", OPT_INT, &sp->top_k, "top-k (turns sampling on)"),
+        OPT("top-p", OPT_FLOAT, &sp->top_p, "top-p (turns sampling on)"),
+        OPT("typical-p", OPT_FLOAT, &sp->typical_p,
+            "typical-p (turns sampling on; FalconLite: 0.2)"),
+        OPT("repetition-penalty", OPT_FLOAT, &sp->repetition_penalty, "repetition penalty"),
+        OPT("seed", OPT_U64, &sp->seed, "sampling seed (default: random)"),
+        OPT("backend", OPT_STRING, &a.backend, "cpu | cuda | auto (default)"),
+        OPT("threads", OPT_INT, &a.threads, "CPU worker threads (default: all cores)"),
+        OPT("kv-blocks", OPT_INT, &a.kv_blocks,
+            "KV-cache blocks (default: what the request needs)"),
+        OPT("ignore-eos", OPT_BOOL, &a.ignore_eos, "do not stop at the EOS token"),
+        OPT("json", OPT_BOOL, &a.json, "print one JSON object instead of streaming text"),
+        OPT("stats", OPT_BOOL, &a.stats, "print timing and bandwidth to stderr"),
     };
-    int rc = cli_args_parse("generate", "Generates text from --prompt with the local engine.", argc,
-                            argv, opts, sizeof opts / sizeof opts[0]);
+    int rc = cli_args_parse_rope("generate", "Generates text from --prompt with the local engine.",
+                                 argc, argv, opts, sizeof opts / sizeof opts[0], &a.rope);
     if (rc) return rc < 0 ? 2 : 0;
     if (!a.dir) return cli_fail("generate: --model is required");
     if (!a.prompt) return cli_fail("generate: --prompt is required");
@@ -239,11 +227,8 @@ int cmd_generate(int argc, char **argv) {
         clock_gettime(CLOCK_REALTIME, &ts);
         sp->seed = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^ (uint64_t)getpid();
     }
-    rope_config rope;
-    int has_rope = rope_from_flags(&a, &rope);
-    if (has_rope < 0) return 1;
     gen_run g = {0};
-    rc = generate_run(&a, has_rope ? &rope : NULL, &g);
+    rc = generate_run(&a, &g);
     gen_run_free(&g);
     return rc;
 }

@@ -446,12 +446,12 @@ static fl_code import_run(const char *file, const char *out, int gptq, int group
 int cmd_import_gguf(int argc, char **argv) {
     const char *out = NULL;
     int gptq = 0, group_size = 0;
-    cli_opt opts[] = {
-        {"out", CLI_STR, &out, "output model directory (created; files overwritten)"},
-        {"gptq", CLI_FLAG, &gptq, "4-bit AutoGPTQ v1 linear layers, round-to-nearest per group"},
-        {"group-size", CLI_INT, &group_size,
-         "GPTQ group size (default: 128, 64 or 32, the "
-         "largest that divides the layer inputs)"},
+    opt_spec opts[] = {
+        OPT("out", OPT_STRING, &out, "output model directory (created; files overwritten)"),
+        OPT("gptq", OPT_BOOL, &gptq, "4-bit AutoGPTQ v1 linear layers, round-to-nearest per group"),
+        OPT("group-size", OPT_INT, &group_size,
+            "GPTQ group size (default: 128, 64 or 32, the "
+            "largest that divides the layer inputs)"),
     };
     // The GGUF path is the one positional argument; cli_args_parse sees only the options.
     const char *file = NULL;

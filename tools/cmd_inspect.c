@@ -68,9 +68,9 @@ static void human_bytes(double b, char *out, size_t n) {
 int cmd_inspect(int argc, char **argv) {
     const char *dir = NULL;
     int json = 0;
-    cli_opt opts[] = {
-        {"model", CLI_STR, &dir, "model directory"},
-        {"json", CLI_FLAG, &json, "print one JSON object"},
+    opt_spec opts[] = {
+        OPT("model", OPT_STRING, &dir, "model directory"),
+        OPT("json", OPT_BOOL, &json, "print one JSON object"),
     };
     int rc = cli_args_parse("inspect",
                             "Summarises a model directory: config, tensors, quantization, and the "
@@ -80,7 +80,12 @@ int cmd_inspect(int argc, char **argv) {
     if (!dir) return cli_fail("inspect: --model is required");
     model_config cfg;
     fl_error err = {0};
+    rope_overrides rope = ROPE_OVERRIDES_NONE;
     if (model_config_load(dir, &cfg, &err)) return cli_fail("%s", err.msg);
+    if (cli_rope_env("inspect", &rope)) return 1;
+    if (rope_overrides_given(&rope) &&
+        rope_config_apply_overrides(&cfg.rope, cfg.max_position_embeddings, &rope, &cfg.rope, &err))
+        return cli_fail("%s", err.msg);
     safetensors *st;
     if (safetensors_open_dir(dir, &st, &err)) return cli_fail("%s", err.msg);
 

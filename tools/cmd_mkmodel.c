@@ -288,15 +288,18 @@ int cmd_mkmodel(int argc, char **argv) {
     const char *preset_name = NULL, *out = NULL;
     int gptq = 0, act_order = 0, group_size = 0, n_layer = 0;
     uint64_t seed = 0;
-    cli_opt opts[] = {
-        {"preset", CLI_STR, &preset_name, "tiny | falcon-7b | falcon-40b (FalconLite's shapes)"},
-        {"gptq", CLI_FLAG, &gptq, "4-bit GPTQ linear layers (AutoGPTQ v1 layout)"},
-        {"group-size", CLI_INT, &group_size, "GPTQ group size (default 128, or 64 for falcon-7b)"},
-        {"act-order", CLI_FLAG, &act_order, "GPTQ act-order: a permuted g_idx"},
-        {"layers", CLI_INT, &n_layer, "number of layers (default: the preset's); per-layer shapes "
-                                      "stay the preset's, for quick tensor-parallel checks"},
-        {"seed", CLI_U64, &seed, "random seed (default 0)"},
-        {"out", CLI_STR, &out, "output directory (created)"},
+    opt_spec opts[] = {
+        OPT("preset", OPT_STRING, &preset_name,
+            "tiny | falcon-7b | falcon-40b (FalconLite's shapes)"),
+        OPT("gptq", OPT_BOOL, &gptq, "4-bit GPTQ linear layers (AutoGPTQ v1 layout)"),
+        OPT("group-size", OPT_INT, &group_size,
+            "GPTQ group size (default 128, or 64 for falcon-7b)"),
+        OPT("act-order", OPT_BOOL, &act_order, "GPTQ act-order: a permuted g_idx"),
+        OPT("layers", OPT_INT, &n_layer,
+            "number of layers (default: the preset's); per-layer shapes "
+            "stay the preset's, for quick tensor-parallel checks"),
+        OPT("seed", OPT_U64, &seed, "random seed (default 0)"),
+        OPT("out", OPT_STRING, &out, "output directory (created)"),
     };
     int rc = cli_args_parse(
         "mkmodel",

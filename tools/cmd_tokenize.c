@@ -10,10 +10,10 @@
 int cmd_tokenize(int argc, char **argv) {
     const char *dir = NULL, *text = NULL;
     int json = 0;
-    cli_opt opts[] = {
-        {"model", CLI_STR, &dir, "model directory (its tokenizer.json)"},
-        {"text", CLI_STR, &text, "text to encode"},
-        {"json", CLI_FLAG, &json, "print {\"ids\":[...]}"},
+    opt_spec opts[] = {
+        OPT("model", OPT_STRING, &dir, "model directory (its tokenizer.json)"),
+        OPT("text", OPT_STRING, &text, "text to encode"),
+        OPT("json", OPT_BOOL, &json, "print {\"ids\":[...]}"),
     };
     int n_opts = sizeof opts / sizeof opts[0];
     int rc =
@@ -47,11 +47,11 @@ int cmd_tokenize(int argc, char **argv) {
 int cmd_detokenize(int argc, char **argv) {
     const char *dir = NULL, *ids_text = NULL;
     int json = 0, skip_special = 0;
-    cli_opt opts[] = {
-        {"model", CLI_STR, &dir, "model directory (its tokenizer.json)"},
-        {"ids", CLI_STR, &ids_text, "comma-separated token ids, e.g. 1,2,3"},
-        {"skip-special", CLI_FLAG, &skip_special, "drop special tokens (as TGI's output)"},
-        {"json", CLI_FLAG, &json, "print {\"text\":\"...\"}"},
+    opt_spec opts[] = {
+        OPT("model", OPT_STRING, &dir, "model directory (its tokenizer.json)"),
+        OPT("ids", OPT_STRING, &ids_text, "comma-separated token ids, e.g. 1,2,3"),
+        OPT("skip-special", OPT_BOOL, &skip_special, "drop special tokens (as TGI's output)"),
+        OPT("json", OPT_BOOL, &json, "print {\"text\":\"...\"}"),
     };
     int n_opts = sizeof opts / sizeof opts[0];
     int rc = cli_args_parse("detokenize", "Prints the text of --ids.", argc, argv, opts, n_opts);

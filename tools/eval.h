@@ -17,10 +17,10 @@
 typedef struct eval_opts {
     const char *dir, *backend;
     int threads;
-    int has_rope;              // rope holds an override from --rope-* flags
-    rope_config rope;          // effective rotary scaling (config.json's when no flag was given)
-    const chat_template *tmpl; // wraps each prompt ("none": the prompt as is)
-    const char *tmpl_name;     // --template's value; "auto:<kind>" for the model's own
+    const rope_overrides *rope_override; // --rope-* flags and environment; NULL: config.json's
+    rope_config rope;                    // effective rotary scaling (set once the model is loaded)
+    const chat_template *tmpl;           // wraps each prompt ("none": the prompt as is)
+    const char *tmpl_name;               // --template's value; "auto:<kind>" for the model's own
     int samples;
     uint64_t seed;
     int max_new;

@@ -13,13 +13,12 @@ fl_code model_load(const char *dir, const model_options *opt, backend *be, model
     model *m = calloc(1, sizeof *m);
     if (!m) return fl_error_set(err, FL_ENOMEM, "model %s: out of memory", dir);
     fl_code rc = model_config_load(dir, &m->cfg, err);
+    if (!rc && opt->rope_override)
+        rc = rope_config_apply_overrides(&m->cfg.rope, m->cfg.max_position_embeddings,
+                                         opt->rope_override, &m->cfg.rope, err);
     if (rc) {
         free(m);
         return rc;
-    }
-    if (opt->rope_override) {
-        m->cfg.rope = *opt->rope_override;
-        if (m->cfg.rope.rot_dim <= 0) m->cfg.rope.rot_dim = m->cfg.head_dim;
     }
     m->arch = arch_get(m->cfg.arch);
     m->be = be;

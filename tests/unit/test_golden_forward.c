@@ -59,7 +59,8 @@ typedef struct ref_case {
     ref_prompt prompts[MAX_PROMPTS];
     int n_prompts;
     int has_rope;
-    rope_config rope;
+    rope_overrides rope; // the reference's rotary override (theta: rope_theta, from config.json)
+    float rope_theta;
 } ref_case;
 
 static int json_ints(const cJSON *arr, int32_t *out, int cap) {
@@ -97,15 +98,16 @@ static int ref_case_load(const char *name, ref_case *rc) {
     assert_true(rc->n_new <= MAX_NEW);
     const cJSON *rope = cJSON_GetObjectItem(root, "rope");
     if (rope && cJSON_IsObject(rope)) {
+        rope_mode mode;
         rc->has_rope = 1;
         assert_int_equal(
-            rope_mode_parse(cJSON_GetObjectItem(rope, "mode")->valuestring, &rc->rope.mode, &err),
-            FL_OK);
-        rc->rope.theta = (float)cJSON_GetObjectItem(rope, "theta")->valuedouble;
+            rope_mode_parse(cJSON_GetObjectItem(rope, "mode")->valuestring, &mode, &err), FL_OK);
+        rc->rope = ROPE_OVERRIDES_NONE;
+        rc->rope.mode = mode;
+        rc->rope_theta = (float)cJSON_GetObjectItem(rope, "theta")->valuedouble;
         rc->rope.alpha = (float)cJSON_GetObjectItem(rope, "alpha")->valuedouble;
         rc->rope.threshold = cJSON_GetObjectItem(rope, "threshold")->valueint;
         rc->rope.factor = 1.0f;
-        rc->rope.rot_dim = 0; // model_load: head_dim
     }
     const cJSON *p;
     cJSON_ArrayForEach(p, cJSON_GetObjectItem(root, "prompts")) {
@@ -283,6 +285,9 @@ static void run_rank(const ref_case *rc, backend *be, int rank, int world, comm 
         VERDICT_FAIL(v, "model_load: %s", err.msg);
     else if (model_kv_cache_create(m, n_blocks, &kv, &err))
         VERDICT_FAIL(v, "kv cache: %s", err.msg);
+    else if (rc->has_rope && model_get_config(m)->rope.theta != rc->rope_theta)
+        VERDICT_FAIL(v, "rope theta %g, the reference used %g", model_get_config(m)->rope.theta,
+                     rc->rope_theta);
     if (!v->failed) generate(m, kv, rc, 0, v);
     if (!v->failed) generate(m, kv, rc, 1, v);
     kv_cache_free(kv);

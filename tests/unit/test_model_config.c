@@ -323,28 +323,54 @@ static void test_rope_falconlite_table(void **state) {
     assert_float_equal(rope_base_for_length(&r, 12000), 259479.0, 0.5);
 }
 
+// config.json's rotary settings with FalconLite's environment applied on top of the flags in o,
+// as the router and the CLI do at their edges.
+static fl_code rope_with_env(const model_config *c, rope_overrides o, rope_config *out,
+                             fl_error *err) {
+    fl_code rc = rope_overrides_add_env(&o, err);
+    return rc ? rc
+              : rope_config_apply_overrides(&c->rope, c->max_position_embeddings, &o, out, err);
+}
+
 static void test_env_dntk(void **state) {
     setenv("DNTK_ALPHA_SCALER", "0.25", 1);
     model_config c = load_ok(falcon40b_hf);
-    assert_int_equal(c.rope.mode, ROPE_FALCONLITE);
-    assert_float_equal(c.rope.alpha, 0.25f, 0);
-    assert_int_equal(c.rope.threshold, 2048);
-    c.rope.rot_dim = 64; // the table's head size
-    assert_float_equal(rope_base_for_length(&c.rope, 3300), 68446.0, 0.5);
+    assert_int_equal(c.rope.mode, ROPE_NONE); // model_config_load reads no rotary environment
+    rope_config r;
+    fl_error err = {0};
+    assert_int_equal(rope_with_env(&c, ROPE_OVERRIDES_NONE, &r, &err), FL_OK);
+    assert_int_equal(r.mode, ROPE_FALCONLITE);
+    assert_float_equal(r.alpha, 0.25f, 0);
+    assert_int_equal(r.threshold, 2048);
+    r.rot_dim = 64; // the table's head size
+    assert_float_equal(rope_base_for_length(&r, 3300), 68446.0, 0.5);
     // The environment overrides the config's own scaling, as FalconLite's patched layer does.
     setenv("PRETRAINED_MAX_TOKENS", "4096", 1);
     c = load_ok("{" SMALL_FALCON ",\"rope_scaling\":{\"type\":\"linear\",\"factor\":4.0}}");
-    assert_int_equal(c.rope.mode, ROPE_FALCONLITE);
-    assert_int_equal(c.rope.threshold, 4096);
-    assert_float_equal(rope_position_scale(&c.rope), 1.0f, 0);
+    assert_int_equal(c.rope.mode, ROPE_LINEAR);
+    assert_int_equal(rope_with_env(&c, ROPE_OVERRIDES_NONE, &r, &err), FL_OK);
+    assert_int_equal(r.mode, ROPE_FALCONLITE);
+    assert_int_equal(r.threshold, 4096);
+    assert_float_equal(rope_position_scale(&r), 1.0f, 0);
+    // Flags win field by field over the environment.
+    rope_overrides flags = ROPE_OVERRIDES_NONE;
+    flags.mode = ROPE_DYNAMIC;
+    flags.factor = 2.0f;
+    assert_int_equal(rope_with_env(&c, flags, &r, &err), FL_OK);
+    assert_int_equal(r.mode, ROPE_DYNAMIC);
+    assert_float_equal(r.factor, 2.0f, 0);
+    assert_int_equal(r.threshold, 4096);
     setenv("PRETRAINED_MAX_TOKENS", "lots", 1);
-    load_fails(falcon40b_hf, FL_EINVAL, "PRETRAINED_MAX_TOKENS", NULL);
+    assert_int_equal(rope_with_env(&c, ROPE_OVERRIDES_NONE, &r, &err), FL_EINVAL);
+    assert_non_null(strstr(err.msg, "PRETRAINED_MAX_TOKENS"));
     unsetenv("PRETRAINED_MAX_TOKENS");
     setenv("DNTK_ALPHA_SCALER", "-1", 1);
-    load_fails(falcon40b_hf, FL_EINVAL, "DNTK_ALPHA_SCALER", NULL);
+    assert_int_equal(rope_with_env(&c, ROPE_OVERRIDES_NONE, &r, &err), FL_EINVAL);
+    assert_non_null(strstr(err.msg, "DNTK_ALPHA_SCALER"));
     setenv("DNTK_ALPHA_SCALER", "", 1); // empty = unset
     c = load_ok(falcon40b_hf);
-    assert_int_equal(c.rope.mode, ROPE_NONE);
+    assert_int_equal(rope_with_env(&c, ROPE_OVERRIDES_NONE, &r, &err), FL_OK);
+    assert_int_equal(r.mode, ROPE_NONE);
 }
 
 static void test_gptq(void **state) {

@@ -96,12 +96,50 @@ static void test_rules(void **state) {
     assert_int_equal(parse(1, g, &c, &err), FL_EINVAL);
 }
 
+// FalconLite's rotary environment and the --rope-* flags reach the shards as explicit, checked
+// flags; the shards themselves read no rotary environment.
+static void test_rope_to_shards(void **state) {
+    router_config c;
+    fl_error err = {0};
+    char buf[160], *args[8];
+    char *plain[] = {"router", "--model-id", "/m", NULL};
+    assert_int_equal(parse(3, plain, &c, &err), FL_OK);
+    assert_int_equal(router_config_rope_args(&c, buf, sizeof buf, args), 0);
+    setenv("DNTK_ALPHA_SCALER", "0.25", 1);
+    setenv("PRETRAINED_MAX_TOKENS", "4096", 1);
+    assert_int_equal(parse(3, plain, &c, &err), FL_OK);
+    int n = router_config_rope_args(&c, buf, sizeof buf, args);
+    assert_int_equal(n, 8);
+    const char *want[] = {"--rope-scaling",   "falconlite", "--rope-alpha",  "0.25",
+                          "--rope-threshold", "4096",       "--rope-factor", "1"};
+    for (int i = 0; i < n; i++)
+        assert_string_equal(args[i], want[i]);
+    // A flag wins over the environment, field by field.
+    char *flags[] = {"router", "--model-id", "/m", "--rope-alpha", "0.5", NULL};
+    assert_int_equal(parse(5, flags, &c, &err), FL_OK);
+    assert_float_equal(c.rope.alpha, 0.5f, 0);
+    assert_int_equal(c.rope.threshold, 4096);
+    setenv("DNTK_ALPHA_SCALER", "-1", 1);
+    assert_int_equal(parse(3, plain, &c, &err), FL_EINVAL);
+    assert_non_null(strstr(err.msg, "DNTK_ALPHA_SCALER"));
+    unsetenv("DNTK_ALPHA_SCALER");
+    unsetenv("PRETRAINED_MAX_TOKENS");
+    char *bad[] = {"router", "--model-id", "/m", "--rope-alpha", "abc", NULL};
+    assert_int_equal(parse(5, bad, &c, &err), FL_EINVAL);
+    assert_string_equal(err.msg, "--rope-alpha: expected a number, got 'abc'");
+    char *mode[] = {"router", "--model-id", "/m", "--rope-scaling", "wild", NULL};
+    assert_int_equal(parse(5, mode, &c, &err), FL_EINVAL);
+}
+
 int main(void) {
     unsetenv("MODEL_ID");
+    unsetenv("DNTK_ALPHA_SCALER");
+    unsetenv("ROPE_SCALING");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_model_card_flags_and_env),
         cmocka_unit_test(test_rules),
+        cmocka_unit_test(test_rope_to_shards),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
