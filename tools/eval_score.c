@@ -181,6 +181,8 @@ char *eval_html_to_text(const char *html) {
         if (c == '\r') continue;
         if (is_html && c == '\n' && p[-1] != '>') c = ' ';
         if (c == '\n') {
+            while (o > out && o[-1] == ' ')
+                o--;
             if (newlines < 2) *o++ = '\n';
             newlines++;
             bol = 1;
