@@ -39,4 +39,6 @@ echo "falconlite is serving $model: HTTP on :$port (TGI API), gRPC on :$grpc_por
 echo "  curl -s localhost:$port/generate -H 'Content-Type: application/json' -d '{\"inputs\":\"Hello\",\"parameters\":{\"max_new_tokens\":16}}'"
 echo "  $bin/falconlite client --addr localhost:$grpc_port stream --chat --model $model --prompt 'Tell me a joke'"
 [ "${QUICKSTART_EXIT:-0}" = 1 ] && exit 0
+echo "Serving until you press Ctrl-C (or, from another shell: kill $$)."
+echo "Note: the 135M default model is a pipeline demo; it gets many facts wrong."
 wait $router

@@ -177,6 +177,7 @@ static int generate_run(const gen_args *a, gen_run *g) {
         print_json(g, text);
     }
     free(text);
+    fflush(stdout); // the answer and its newline come before the stats on a shared terminal
     if (a->stats) print_stats(a, g);
     return 0;
 }

@@ -35,19 +35,12 @@ static char *prompt_build(const char *garbage_inf, size_t n_garbage, size_t pref
     return p;
 }
 
-static fl_code count_tokens(eval_engine *e, const char *text, int *n, fl_error *err) {
-    int32_t *ids = NULL;
-    fl_code rc = tokenizer_encode(e->tok, text, strlen(text), &ids, n, err);
-    free(ids);
-    return rc;
-}
-
 // Filler characters giving a prompt of about `target` tokens.
-static fl_code garbage_fit(eval_engine *e, const char *garbage_inf, size_t max_chars, int target,
+static fl_code garbage_fit(eval_target *t, const char *garbage_inf, size_t max_chars, int target,
                            size_t *n_garbage, fl_error *err) {
     char *p = prompt_build(garbage_inf, 0, 0, 12345);
     int base, n;
-    fl_code rc = p ? count_tokens(e, p, &base, err) : fl_error_set(err, FL_ENOMEM, "out of memory");
+    fl_code rc = p ? t->count_tokens(t, p, &base, err) : fl_error_set(err, FL_ENOMEM, "out of memory");
     free(p);
     if (rc) return rc;
     double chars = (target - base) * 4.0; // first guess: 4 characters per token
@@ -57,7 +50,7 @@ static fl_code garbage_fit(eval_engine *e, const char *garbage_inf, size_t max_c
         *n_garbage = (size_t)chars;
         if (!(p = prompt_build(garbage_inf, *n_garbage, *n_garbage / 2, 12345)))
             return fl_error_set(err, FL_ENOMEM, "out of memory");
-        rc = count_tokens(e, p, &n, err);
+        rc = t->count_tokens(t, p, &n, err);
         free(p);
         if (rc) return rc;
         if (n == base || n == target) break;
@@ -80,7 +73,7 @@ static fl_code lengths_parse(const char *s, int32_t **out, int *n, fl_error *err
     return FL_OK;
 }
 
-fl_code eval_passkey(const eval_opts *o, eval_engine *e, const char *lengths, fl_error *err) {
+fl_code eval_passkey(const eval_opts *o, eval_target *t, const char *lengths, fl_error *err) {
     int32_t *lens = NULL;
     int n_lens = 0;
     fl_code rc = lengths_parse(lengths, &lens, &n_lens, err);
@@ -88,8 +81,12 @@ fl_code eval_passkey(const eval_opts *o, eval_engine *e, const char *lengths, fl
     size_t glen = sizeof garbage; // garbage + " " per repeat
     size_t max_chars = GARBAGE_REPEATS * glen - 1;
     char *garbage_inf = malloc(max_chars + 1);
-    if (!garbage_inf) {
+    static const char *const rows[] = {"Pass key Retrieval"};
+    eval_report *rep = eval_report_create(o, "passkey", 1, rows);
+    if (!garbage_inf || !rep) {
+        free(garbage_inf);
         free(lens);
+        eval_report_free(rep);
         return fl_error_set(err, FL_ENOMEM, "out of memory");
     }
     for (int i = 0; i < GARBAGE_REPEATS; i++) {
@@ -97,52 +94,41 @@ fl_code eval_passkey(const eval_opts *o, eval_engine *e, const char *lengths, fl
         garbage_inf[i * glen + glen - 1] = ' ';
     }
     garbage_inf[max_chars] = 0;
-    cJSON *summary = eval_summary_create(o, "passkey");
-    cJSON *cells = cJSON_AddArrayToObject(summary, "lengths");
+    eval_progress *prog = eval_progress_create("passkey", n_lens * o->limit);
     uint64_t rng = o->seed;
     for (int li = 0; !rc && li < n_lens; li++) {
         size_t n_garbage;
-        int correct = 0;
-        double tokens = 0;
-        if ((rc = garbage_fit(e, garbage_inf, max_chars, lens[li], &n_garbage, err))) break;
-        for (int s = 0; !rc && s < o->samples; s++) {
+        char source[32];
+        snprintf(source, sizeof source, "%d", lens[li]);
+        if ((rc = garbage_fit(t, garbage_inf, max_chars, lens[li], &n_garbage, err))) break;
+        for (int s = 0; !rc && s < o->limit; s++) {
             int key = 1 + (int)(splitmix64_next(&rng) % 50000);
             size_t prefix = (size_t)(splitmix64_next(&rng) % (n_garbage + 1));
             char *raw = prompt_build(garbage_inf, n_garbage, prefix, key), *p = NULL;
             char *answer = NULL;
-            int32_t *ids = NULL;
             int n_ids = 0;
             rc = raw ? chat_template_apply(o->tmpl, NULL, raw, &p, err)
                      : fl_error_set(err, FL_ENOMEM, "out of memory");
-            if (!rc) rc = tokenizer_encode(e->tok, p, strlen(p), &ids, &n_ids, err);
-            if (!rc) rc = eval_generate(e, ids, n_ids, o->max_new, &answer, err);
+            if (!rc) rc = t->generate(t, p, o->max_new, &answer, &n_ids, err);
             if (!rc) {
-                long got = eval_find_number(answer, 0);
-                correct += got == key;
-                tokens += n_ids;
-                if (o->verbose)
-                    fprintf(stderr, "passkey %d: sample %d: %d tokens, key %d at %.0f%%, %s: %s\n",
-                            lens[li], s, n_ids, key, 100.0 * prefix / (n_garbage ? n_garbage : 1),
-                            got == key ? "correct" : "WRONG", answer);
+                int ok = eval_find_number(answer, 0) == key;
+                eval_report_add(rep, eval_report_column_for(rep, source, lens[li], n_ids), n_ids,
+                                &ok);
+                eval_progress_step(prog, o->verbose,
+                                   "length %d sample %d: %d tokens, key %d at %.0f%%, %s%s%s",
+                                   lens[li], s, n_ids, key,
+                                   100.0 * prefix / (n_garbage ? n_garbage : 1),
+                                   ok ? "correct" : "WRONG", o->verbose ? ": " : "",
+                                   o->verbose ? answer : "");
             }
             free(answer);
-            free(ids);
             free(p);
             free(raw);
         }
-        if (rc) break;
-        cJSON *c = cJSON_CreateObject();
-        cJSON_AddNumberToObject(c, "target_tokens", lens[li]);
-        cJSON_AddNumberToObject(c, "mean_prompt_tokens", tokens / o->samples);
-        cJSON_AddNumberToObject(c, "filler_chars", (double)n_garbage);
-        cJSON_AddNumberToObject(c, "correct", correct);
-        cJSON_AddNumberToObject(c, "accuracy", (double)correct / o->samples);
-        cJSON_AddItemToArray(cells, c);
     }
-    if (!rc)
-        cli_json_print(summary);
-    else
-        cJSON_Delete(summary);
+    if (!rc) eval_report_print(rep, t);
+    eval_progress_free(prog);
+    eval_report_free(rep);
     free(garbage_inf);
     free(lens);
     return rc;

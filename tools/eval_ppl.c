@@ -23,20 +23,33 @@ fl_code eval_ppl(const eval_opts *o, eval_engine *e, const char *file, int ctx, 
     double nll = 0;
     long scored = 0;
     int windows = 0;
+    float *lp = malloc(sizeof *lp * (ctx > 0 ? ctx : 1));
+    if (!lp) rc = fl_error_set(err, FL_ENOMEM, "out of memory");
     for (int start = 0; !rc && start + 1 < n_ids; start += ctx) {
         int n = n_ids - start < ctx ? n_ids - start : ctx;
-        double w;
-        if ((rc = eval_prompt_nll(e, ids + start, n, &w, err))) break;
+        double w = 0;
+        if ((rc = eval_prompt_logprobs(e, ids + start, n, lp, err))) break;
+        for (int i = 1; i < n; i++)
+            w -= lp[i];
         nll += w;
         scored += n - 1;
         windows++;
         if (o->verbose)
             fprintf(stderr, "ppl: window %d: %d tokens, ppl %.3f\n", windows, n, exp(w / (n - 1)));
     }
+    free(lp);
     free(ids);
     if (rc) return rc;
     if (!scored) return fl_error_set(err, FL_EINVAL, "%s: too short to score", file);
-    cJSON *s = eval_summary_create(o, "ppl");
+    if (!o->json) {
+        printf("falconlite eval ppl: model %s\n\n| Text | windows of | tokens scored | ppl | "
+               "nll/token |\n|---|---|---|---|---|\n| %s | %d | %ld | %.3f | %.4f |\n",
+               o->dir, file, ctx, scored, exp(nll / scored), nll / scored);
+        return FL_OK;
+    }
+    cJSON *s = cJSON_CreateObject();
+    cJSON_AddStringToObject(s, "suite", "ppl");
+    cJSON_AddStringToObject(s, "model", o->dir);
     cJSON_AddStringToObject(s, "file", file);
     cJSON_AddNumberToObject(s, "ctx", ctx);
     cJSON_AddNumberToObject(s, "windows", windows);

@@ -5,9 +5,13 @@
 # directory that does not exist, so it must get past argument checking (TGI's rules included)
 # and stop at loading the tokenizer (exit 1), never at "falconlite-router: error:" (exit 2).
 # Every environment variable is either a router flag's upper-case form or one the engine reads.
-# The Kubernetes manifests must parse and be consistent (named ports, volumes, GPUs = shards).
-# Skips (77) when the router is not built; the YAML checks need PyYAML (77 after the rest if
-# it is missing).
+# The Kubernetes manifests must parse, be consistent (named ports, volumes, GPUs = shards) and
+# pass the Kubernetes API schemas (kubernetes-validate from tests/requirements.txt: it ships the
+# schemas, so this runs offline), with the Deployment's readiness and liveness on grpc.health;
+# deploy/compose.yaml must have the service structure Compose needs (GPU reservation = shards,
+# model volume, ports, healthcheck) and hand the router an environment it accepts.
+# Skips (77) when the router is not built; the YAML checks need PyYAML and kubernetes-validate
+# (77 after the rest if they are missing).
 set -uo pipefail
 SRC="${FL_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}"
 ROUTER="${FL_BIN_DIR:-$SRC/build/bin}/falconlite-router"
@@ -118,11 +122,13 @@ fi
 
 # ---- deploy/k8s/*.yaml ----------------------------------------------------------------------
 PY=""
-for p in python3 "$SRC/build/venv/bin/python"; do
-    if command -v "$p" >/dev/null && "$p" -c 'import yaml' 2>/dev/null; then PY="$p"; break; fi
+for p in "${FL_PYTHON:-}" "$SRC/build/venv/bin/python" python3; do
+    if [ -n "$p" ] && command -v "$p" >/dev/null && "$p" -c 'import yaml, kubernetes_validate' 2>/dev/null; then
+        PY="$p"; break
+    fi
 done
 if [ -z "$PY" ]; then
-    echo "skip: PyYAML not available for the deploy/k8s checks"
+    echo "skip: PyYAML or kubernetes-validate (tests/requirements.txt) not available for the deploy/k8s checks"
     [ $fails -eq 0 ] && exit 77
     exit 1
 fi
@@ -168,6 +174,10 @@ for path in sys.argv[1:]:
                   f"{name}: nvidia.com/gpu {gpus} != NUM_SHARD {env.get('NUM_SHARD')}")
             check(any(m["mountPath"] == "/dev/shm" for m in c.get("volumeMounts", [])),
                   f"{name}: no /dev/shm volume for NCCL")
+            if name == "falconlite.yaml":  # reachable from the kubelet: grpc.health on the gRPC port
+                for probe in ("readinessProbe", "livenessProbe"):
+                    check("grpc" in c.get(probe, {}) and c[probe]["grpc"]["port"] == ports.get("grpc"),
+                          f"{name}: {probe} is not a grpc probe on the gRPC port")
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                 pr = c.get(probe)
                 check(pr is not None, f"{name}: {c['name']} has no {probe}")
@@ -208,6 +218,55 @@ for f in "${fields[@]}"; do
     n_pods=$((n_pods + 1)) rec=()
 done
 [ $n_pods -ge 2 ] || fail "deploy/k8s: expected the router in falconlite.yaml and sidecar.yaml, found $n_pods"
+
+# The Kubernetes API schemas (strict: unknown fields are errors), offline. A manifest with a
+# named port in a grpc probe (the API wants a number) must fail, so the validator is known to bite.
+"$PY" -m kubernetes_validate --strict --quiet "$SRC"/deploy/k8s/*.yaml >"$TMP/kv" 2>&1 ||
+    fail "deploy/k8s: kubernetes-validate: $(cat "$TMP/kv")"
+"$PY" - "$SRC/deploy/k8s/falconlite.yaml" "$TMP/broken.yaml" <<'EOF'
+import sys, yaml
+docs = list(yaml.safe_load_all(open(sys.argv[1])))
+for d in docs:
+    if d and d["kind"] == "Deployment":
+        d["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["grpc"]["port"] = "grpc"
+yaml.safe_dump_all(docs, open(sys.argv[2], "w"))
+EOF
+"$PY" -m kubernetes_validate --strict --quiet "$TMP/broken.yaml" >"$TMP/kv" 2>&1 &&
+    fail "deploy/k8s: kubernetes-validate accepted a grpc probe with a named port"
+
+# ---- deploy/compose.yaml ----------------------------------------------------------------------
+"$PY" - "$SRC/deploy/compose.yaml" >"$TMP/compose" 2>"$TMP/compose_err" <<'EOF'
+import sys, yaml
+errors = []
+def check(ok, msg):
+    if not ok: errors.append(msg)
+c = yaml.safe_load(open(sys.argv[1]))
+svc = c.get("services", {}).get("falconlite")
+check(isinstance(svc, dict), "no services.falconlite")
+svc = svc or {}
+check(svc.get("build", {}).get("dockerfile") == "deploy/Dockerfile", "build is not deploy/Dockerfile")
+env = {k: str(v) for k, v in (svc.get("environment") or {}).items()}
+devs = svc.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices", [])
+check(len(devs) == 1 and devs[0].get("driver") == "nvidia" and "gpu" in devs[0].get("capabilities", []),
+      "no nvidia GPU reservation")
+check(devs and str(devs[0].get("count")) == env.get("NUM_SHARD"), f"GPU count != NUM_SHARD {env.get('NUM_SHARD')}")
+published = {str(p).split(":")[-1].split("/")[0] for p in svc.get("ports", [])}
+check({env.get("PORT"), env.get("GRPC_PORT")} <= published, f"ports {published} lack PORT/GRPC_PORT")
+vols = [v for v in svc.get("volumes", []) if isinstance(v, dict)]
+check(any(v.get("target") == "/data" and v.get("read_only") for v in vols), "no read-only model volume at /data")
+check(env.get("MODEL_ID", "").startswith("/data/"), "MODEL_ID is not on the /data volume")
+hc = svc.get("healthcheck", {})
+check(hc.get("test", [None])[0] in ("CMD", "CMD-SHELL") and "/health" in " ".join(hc.get("test", [])),
+      "healthcheck does not check /health")
+check(svc.get("shm_size"), "no shm_size for NCCL")
+for e in errors:
+    print(e, file=sys.stderr)
+sys.stdout.write("".join(f"{k}={v}\0" for k, v in env.items()))
+sys.exit(1 if errors else 0)
+EOF
+[ $? -eq 0 ] || fail "deploy/compose.yaml: $(cat "$TMP/compose_err")"
+mapfile -d '' cenv <"$TMP/compose"
+router_accepts "compose.yaml" "${denv[@]}" "${cenv[@]}" --
 
 [ $fails -eq 0 ] && echo "deploy files: OK"
 exit $((fails > 0))
