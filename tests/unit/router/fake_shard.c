@@ -2,6 +2,7 @@
 
 #include <assert.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -204,4 +205,16 @@ void fake_shard_init(fake_shard *f, uint32_t capacity) {
     f->api.decode_finish = fake_decode_finish;
     f->api.filter = fake_filter;
     f->api.clear = fake_clear;
+}
+
+int fake_tokenizer_load(tokenizer **out) {
+    char path[1024];
+    const char *dir = getenv("FL_TEST_DATA");
+    snprintf(path, sizeof path, "%s/golden/data/tokenizer/tokenizer.json", dir ? dir : "tests");
+    fl_error err;
+    if (tokenizer_load(path, out, &err) != FL_OK) {
+        fprintf(stderr, "cannot load %s: %s\n", path, err.msg);
+        return -1;
+    }
+    return 0;
 }

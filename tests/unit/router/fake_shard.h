@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/tokenizer.h"
 #include "router/shard_api.h"
 
 #define FAKE_EOS 11
@@ -49,3 +50,7 @@ typedef struct fake_shard {
 } fake_shard;
 
 void fake_shard_init(fake_shard *f, uint32_t capacity);
+
+// The tokenizer the router tests share ($FL_TEST_DATA/golden/data/tokenizer), for cmocka group
+// setup: 0 on success, -1 (with a message on stderr) when it cannot be loaded.
+int fake_tokenizer_load(tokenizer **out);

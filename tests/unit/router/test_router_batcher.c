@@ -312,15 +312,7 @@ static void test_prefill_logprobs(void **state) {
 }
 
 static int setup(void **state) {
-    char path[1024];
-    const char *dir = getenv("FL_TEST_DATA");
-    snprintf(path, sizeof path, "%s/golden/data/tokenizer/tokenizer.json", dir ? dir : "tests");
-    fl_error err;
-    if (tokenizer_load(path, &tok, &err) != FL_OK) {
-        fprintf(stderr, "cannot load %s: %s\n", path, err.msg);
-        return -1;
-    }
-    return 0;
+    return fake_tokenizer_load(&tok);
 }
 
 static int teardown(void **state) {
