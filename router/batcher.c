@@ -200,8 +200,8 @@ static bool filter_batch(batcher *b, cached_batch *batch, running_set *set) {
 // Metrics and failure handling of one Prefill or Decode: false when it failed (the set's
 // requests then got their errors and the step is cleared).
 static bool step_ok(batcher *b, fl_code rc, const fl_error *err, shard_step *step,
-                    const uint64_t *batch_ids, int n_batches, running_set *set, metric_method method,
-                    double t0) {
+                    const uint64_t *batch_ids, int n_batches, running_set *set,
+                    metric_method method, double t0) {
     metrics_batch_inference(method, rc == FL_OK, time_now() - t0);
     if (rc == FL_OK) {
         atomic_store(&b->healthy, true);

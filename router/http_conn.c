@@ -289,8 +289,7 @@ void http_conn_respond(http_conn *c, int status, const char *content_type, const
 
 static void on_keepalive(uv_timer_t *t) {
     http_conn *c = t->data;
-    if (c->state == CONN_STREAMING &&
-        uv_now(c->srv->loop) - c->last_event_ms >= SSE_KEEPALIVE_MS) {
+    if (c->state == CONN_STREAMING && uv_now(c->srv->loop) - c->last_event_ms >= SSE_KEEPALIVE_MS) {
         write_chunk(c, ":\n\n", 3);
         c->last_event_ms = uv_now(c->srv->loop);
     }

@@ -44,7 +44,7 @@ int http_server_busy(const http_server *s);
 // after which the server frees itself.
 void http_server_close(http_server *s);
 
-// ---- answering the current request of c -------------------------------------------------------
+// ---- answering the current request of c ------------------------------------------------------
 
 // The response ends the connection (`connection: close`); call before the response starts.
 void http_conn_close_after_response(http_conn *c);
@@ -65,7 +65,7 @@ void http_conn_sse_end(http_conn *c);
 bool http_conn_queue_work(http_conn *c, void (*work)(void *user),
                           void (*after)(void *user, http_conn *c), void *user);
 
-// ---- answering from other threads ----------------------------------------------------------------
+// ---- answering from other threads ------------------------------------------------------------
 
 // A request answered with data produced on other threads. The producer holds references and calls
 // http_job_notify when there is something new; progress(payload, c) then runs on the loop thread

@@ -83,8 +83,8 @@ static size_t utf8_chars(const char *s, size_t len) {
 }
 
 // Attaches a reply to c's request; NULL: out of memory or the client left.
-static http_job *reply_start(const http_routes *routes, http_conn *c, reply_kind kind,
-                             bool details, const gen_request_in *in) {
+static http_job *reply_start(const http_routes *routes, http_conn *c, reply_kind kind, bool details,
+                             const gen_request_in *in) {
     reply *r = calloc(1, sizeof *r);
     if (!r) return NULL;
     pthread_mutex_init(&r->mu, NULL);
@@ -222,9 +222,8 @@ static void start_stream(const http_routes *routes, http_conn *c, gen_request_in
     http_job_ref(j); // the sink's reference
     gen_error_kind kind;
     char msg[640];
-    if (!infer_stream(routes->deps.inf, in,
-                      (gen_sink){reply_send, reply_alive, reply_release, j}, &kind, msg,
-                      sizeof msg)) {
+    if (!infer_stream(routes->deps.inf, in, (gen_sink){reply_send, reply_alive, reply_release, j},
+                      &kind, msg, sizeof msg)) {
         http_job_unref(j); // the sink was not used
         http_conn_sse_event(c, api_json_error(msg, gen_error_type(kind)));
         http_conn_sse_end(c);
@@ -366,9 +365,10 @@ static void routes_handle(void *user, http_conn *c, const http_request *req) {
     }
     enum http_method m = (enum http_method)req->method;
     if (m == HTTP_OPTIONS) {
-        http_conn_respond(c, 200, NULL, "", 0,
-                          "access-control-allow-methods: GET, POST\r\naccess-control-allow-headers: "
-                          "content-type\r\n");
+        http_conn_respond(
+            c, 200, NULL, "", 0,
+            "access-control-allow-methods: GET, POST\r\naccess-control-allow-headers: "
+            "content-type\r\n");
         return;
     }
     const route *rt = NULL;

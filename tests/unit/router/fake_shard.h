@@ -51,6 +51,14 @@ typedef struct fake_shard {
 
 void fake_shard_init(fake_shard *f, uint32_t capacity);
 
-// The tokenizer the router tests share ($FL_TEST_DATA/golden/data/tokenizer), for cmocka group
-// setup: 0 on success, -1 (with a message on stderr) when it cannot be loaded.
-int fake_tokenizer_load(tokenizer **out);
+// The tokenizer the router tests share ($FL_TEST_DATA/golden/data/tokenizer), loaded by the
+// cmocka group setup fake_tok_setup (-1, with a message on stderr, when it cannot be) and freed
+// by fake_tok_teardown.
+extern tokenizer *fake_tok;
+int fake_tok_setup(void **state);
+int fake_tok_teardown(void **state);
+
+// A validated-looking request for prompt, encoded with fake_tok: TGI's defaults (greedy, no
+// penalty), max_new tokens, truncate 1024, best_of 1, and the stop sequence stop when not NULL.
+// NULL when out of memory or the prompt does not encode.
+gen_request *fake_gen_request(const char *prompt, uint32_t max_new, const char *stop);

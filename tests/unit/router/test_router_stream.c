@@ -15,24 +15,10 @@
 #include "fake_shard.h"
 #include "router/stream.h"
 
-static tokenizer *tok;
-
 static gen_request *make_request(const char *prompt, const char *stop) {
-    gen_request *req = calloc(1, sizeof *req);
-    req->inputs = strdup(prompt);
-    req->inputs_len = strlen(prompt);
-    assert_int_equal(
-        tokenizer_encode(tok, prompt, strlen(prompt), &req->input_ids, &req->n_input, NULL), FL_OK);
-    req->params.temperature = req->params.repetition_penalty = 1.0f;
-    req->params.top_p = req->params.typical_p = 1.0f;
-    req->params.max_new_tokens = 64;
-    req->params.best_of = 1;
+    gen_request *req = fake_gen_request(prompt, 64, stop);
+    assert_non_null(req);
     req->params.seed = 7;
-    if (stop) {
-        req->params.stop = calloc(1, sizeof(char *));
-        req->params.stop[0] = strdup(stop);
-        req->params.n_stop = 1;
-    }
     return req;
 }
 
@@ -67,7 +53,7 @@ static gen_event *echo(stream *s, const gen_request *req, int shard_finish_at, c
 static void test_stop_sequence(void **state) {
     gen_request *req = make_request("one two three", " two");
     req->params.sampled = true;
-    stream *s = stream_create(req, tok);
+    stream *s = stream_create(req, fake_tok);
     assert_non_null(s);
     char text[256];
     gen_event *end = echo(s, req, -1, text, sizeof text);
@@ -87,7 +73,7 @@ static void test_shard_finish_and_full_text(void **state) {
     gen_request *req = make_request("Hello world", NULL);
     req->params.return_full_text = true;
     req->params.sampled = true;
-    stream *s = stream_create(req, tok);
+    stream *s = stream_create(req, fake_tok);
     char text[256];
     gen_event *end = echo(s, req, req->n_input, text, sizeof text);
     assert_non_null(end);
@@ -104,7 +90,7 @@ static void test_shard_finish_and_full_text(void **state) {
 
 static void test_prefill_event(void **state) {
     gen_request *req = make_request("Hello world", NULL);
-    stream *s = stream_create(req, tok);
+    stream *s = stream_create(req, fake_tok);
     shard_generation g = gen_of(1);
     assert_null(stream_prefill_event(s, &g)); // no prompt tokens asked
     uint32_t ids[8];
@@ -132,20 +118,11 @@ static void test_prefill_event(void **state) {
     gen_request_free(req);
 }
 
-static int setup(void **state) {
-    return fake_tokenizer_load(&tok);
-}
-
-static int teardown(void **state) {
-    tokenizer_free(tok);
-    return 0;
-}
-
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_stop_sequence),
         cmocka_unit_test(test_shard_finish_and_full_text),
         cmocka_unit_test(test_prefill_event),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, fake_tok_setup, fake_tok_teardown);
 }
