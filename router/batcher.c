@@ -12,6 +12,7 @@
 
 #include "common/log.h"
 #include "router/metrics.h"
+#include "router/stream.h"
 
 struct batcher {
     batcher_config cfg;
@@ -26,128 +27,88 @@ struct batcher {
     queue_entry **scratch; // [cfg.max_batch_requests]
 };
 
-// The requests of one (possibly merged) cached batch, by id.
-typedef struct entry_set {
-    queue_entry **e;
-    int n, cap;
-} entry_set;
+// A request in the shards' batch: its queue entry and the stream of events its client reads.
+typedef struct running {
+    queue_entry *e;
+    stream *s;
+} running;
 
-static bool set_push(entry_set *s, queue_entry *e) {
-    if (s->n == s->cap) {
-        int cap = s->cap ? s->cap * 2 : 16;
-        queue_entry **p = realloc(s->e, sizeof *p * (size_t)cap);
-        if (!p) return false;
-        s->e = p;
-        s->cap = cap;
-    }
-    s->e[s->n++] = e;
+// The requests of one (possibly merged) cached batch, by id.
+typedef struct running_set {
+    running *r;
+    int n, cap;
+} running_set;
+
+static void running_free(running *r) {
+    stream_free(r->s);
+    queue_entry_free(r->e);
+}
+
+// Sends e its terminal error and frees it.
+static void entry_fail(queue_entry *e, gen_error_kind kind, const char *msg) {
+    gen_event *ev = gen_event_error(kind, msg);
+    if (ev) e->sink.send(e->sink.user, ev);
+    metrics_request_failure(kind == GEN_ERR_GENERATION ? METRIC_ERR_GENERATION
+                                                       : METRIC_ERR_INCOMPLETE);
+    queue_entry_free(e);
+}
+
+static bool set_reserve(running_set *s) {
+    if (s->n < s->cap) return true;
+    int cap = s->cap ? s->cap * 2 : 16;
+    running *p = realloc(s->r, sizeof *p * (size_t)cap);
+    if (!p) return false;
+    s->r = p;
+    s->cap = cap;
     return true;
 }
 
-static int set_find(const entry_set *s, uint64_t id) {
+// Adds e with a new stream. Returns false when out of memory: e then got its error and is freed.
+static bool set_add(running_set *s, queue_entry *e, const tokenizer *tok) {
+    stream *st = set_reserve(s) ? stream_create(e->req, tok) : NULL;
+    if (!st) {
+        entry_fail(e, GEN_ERR_GENERATION, "Request failed during generation: out of memory");
+        return false;
+    }
+    s->r[s->n++] = (running){e, st};
+    return true;
+}
+
+static int set_find(const running_set *s, uint64_t id) {
     for (int i = 0; i < s->n; i++)
-        if (s->e[i]->id == id) return i;
+        if (s->r[i].e->id == id) return i;
     return -1;
 }
 
-// Removes and frees entry i (order is not kept: the shards' batch order is what matters).
-static void set_drop(entry_set *s, int i) {
-    queue_entry_free(s->e[i]);
-    s->e[i] = s->e[--s->n];
+// Removes and frees request i (order is not kept: the shards' batch order is what matters).
+static void set_drop(running_set *s, int i) {
+    running_free(&s->r[i]);
+    s->r[i] = s->r[--s->n];
 }
 
-static void set_fail_all(entry_set *s, gen_error_kind kind, const char *msg) {
+static void set_fail_all(running_set *s, gen_error_kind kind, const char *msg) {
     for (int i = 0; i < s->n; i++) {
-        gen_event *ev = gen_event_error(kind, msg);
-        if (ev) s->e[i]->sink.send(s->e[i]->sink.user, ev);
-        metrics_request_failure(kind == GEN_ERR_GENERATION ? METRIC_ERR_GENERATION
-                                                           : METRIC_ERR_INCOMPLETE);
-        queue_entry_free(s->e[i]);
+        stream_free(s->r[i].s);
+        entry_fail(s->r[i].e, kind, msg);
     }
     s->n = 0;
 }
 
-static void set_merge(entry_set *dst, entry_set *src) {
+static void set_merge(running_set *dst, running_set *src) {
     for (int i = 0; i < src->n; i++) {
-        if (!set_push(dst, src->e[i])) queue_entry_free(src->e[i]);
+        if (set_reserve(dst)) {
+            dst->r[dst->n++] = src->r[i];
+        } else {
+            stream_free(src->r[i].s);
+            entry_fail(src->r[i].e, GEN_ERR_GENERATION,
+                       "Request failed during generation: out of memory");
+        }
     }
     src->n = 0;
 }
 
-static bool text_append(queue_entry *e, const char *s, size_t n) {
-    if (e->text_len + n + 1 > e->text_cap) {
-        size_t cap = e->text_cap ? e->text_cap * 2 : 256;
-        while (cap < e->text_len + n + 1)
-            cap *= 2;
-        char *p = realloc(e->text, cap);
-        if (!p) return false;
-        e->text = p;
-        e->text_cap = cap;
-    }
-    memcpy(e->text + e->text_len, s, n);
-    e->text_len += n;
-    e->text[e->text_len] = 0;
-    return true;
-}
-
-static bool gen_push(queue_entry *e, int32_t id) {
-    if (e->n_gen == e->cap_gen) {
-        int cap = e->cap_gen ? e->cap_gen * 2 : 32;
-        int32_t *p = realloc(e->gen_ids, sizeof *p * (size_t)cap);
-        if (!p) return false;
-        e->gen_ids = p;
-        e->cap_gen = cap;
-    }
-    e->gen_ids[e->n_gen++] = id;
-    return true;
-}
-
-// TGI StoppingCriteria: the accumulated output text ends with a stop sequence.
-static bool stop_matched(const queue_entry *e) {
-    const gen_params *p = &e->req->params;
-    for (int i = 0; i < p->n_stop; i++) {
-        size_t n = strlen(p->stop[i]);
-        if (n > 0 && n <= e->text_len && !memcmp(e->text + e->text_len - n, p->stop[i], n))
-            return true;
-    }
-    return false;
-}
-
-static char *decode_ids(const tokenizer *tok, const int32_t *ids, int n, int skip_special) {
-    char *text = NULL;
-    size_t len = 0;
-    if (tokenizer_decode(tok, ids, n, skip_special, &text, &len, NULL) != FL_OK) return strdup("");
-    return text;
-}
-
 static bool entry_send(queue_entry *e, gen_event *ev) {
-    if (!ev) return true;
-    if (!e->sink.send(e->sink.user, ev)) {
-        e->dropped = true;
-        return false;
-    }
-    return true;
-}
-
-// Prompt tokens with logprobs: each text is its id decoded alone (TGI batch_decode).
-static gen_event *prefill_event(const batcher *b, const shard_generation *g) {
-    gen_event *ev = calloc(1, sizeof *ev);
-    if (!ev) return NULL;
-    ev->kind = GEN_EVENT_PREFILL;
-    ev->prefill = calloc((size_t)g->n_prefill, sizeof *ev->prefill);
-    if (!ev->prefill) {
-        free(ev);
-        return NULL;
-    }
-    ev->n_prefill = g->n_prefill;
-    for (int i = 0; i < g->n_prefill; i++) {
-        int32_t id = (int32_t)g->prefill_ids[i];
-        ev->prefill[i].id = g->prefill_ids[i];
-        ev->prefill[i].text = decode_ids(b->tok, &id, 1, 0);
-        ev->prefill[i].logprob = g->prefill_logprobs ? g->prefill_logprobs[i] : NAN;
-        ev->prefill[i].special = tokenizer_is_special(b->tok, id);
-    }
-    return ev;
+    return !ev || e->sink.send(e->sink.user, ev);
 }
 
 static void observe_end(const queue_entry *e, const gen_event *ev) {
@@ -161,87 +122,42 @@ static void observe_end(const queue_entry *e, const gen_event *ev) {
     metrics_observe(METRIC_REQUEST_GENERATED_TOKENS, ev->generated_tokens);
 }
 
-// Delivers one generation to its entry. Returns true when the entry stays in the batch.
-static bool handle_generation(batcher *b, queue_entry *e, const shard_generation *g) {
-    if (g->n_prefill > 0 && !entry_send(e, prefill_event(b, g))) return false;
-    if (!e->detok) e->detok = detok_stream_create(b->tok, 0);
-    char *piece = NULL;
-    size_t piece_len = 0;
-    if (!e->detok ||
-        detok_stream_push(e->detok, (int32_t)g->token_id, &piece, &piece_len, NULL) != FL_OK) {
-        free(piece);
-        piece = strdup("");
-        piece_len = 0;
-    }
-    text_append(e, piece, piece_len);
-    gen_push(e, (int32_t)g->token_id);
-
-    bool finished = g->finished;
-    finish_reason reason = g->finish;
-    if (!finished && stop_matched(e)) {
-        finished = true;
-        reason = FINISH_STOP_SEQUENCE;
-    }
-    gen_event *ev = calloc(1, sizeof *ev);
-    if (!ev) {
-        free(piece);
-        return true;
-    }
-    ev->token.id = g->token_id;
-    ev->token.text = piece;
-    ev->token.logprob = g->token_logprob;
-    ev->token.special = g->token_is_special || tokenizer_is_special(b->tok, (int32_t)g->token_id);
-    if (!finished) {
-        ev->kind = GEN_EVENT_TOKEN;
+// Delivers one generation to its request. Returns true when the request stays in the batch.
+static bool handle_generation(running *r, const shard_generation *g) {
+    queue_entry *e = r->e;
+    if (g->n_prefill > 0 && !entry_send(e, stream_prefill_event(r->s, g))) return false;
+    gen_event *ev = stream_push(r->s, g);
+    if (!ev) return true;
+    if (ev->kind == GEN_EVENT_TOKEN) {
         if (!entry_send(e, ev)) {
             metrics_request_failure(METRIC_ERR_DROPPED);
             return false;
         }
         return true;
     }
-    ev->kind = GEN_EVENT_END;
-    ev->finish = reason;
-    ev->generated_tokens = g->finished ? g->generated_tokens : (uint32_t)e->n_gen;
-    const gen_params *p = &e->req->params;
-    bool sampled = g->finished ? g->sampled
-                               : (p->do_sample || p->temperature != 1.0f || p->top_k != 0 ||
-                                  p->top_p < 1.0f || p->typical_p < 1.0f);
-    ev->has_seed = sampled;
-    ev->seed = p->seed;
-    char *text = decode_ids(b->tok, e->gen_ids, e->n_gen, 1);
-    if (p->return_full_text && text) {
-        char *full = malloc(e->req->inputs_len + strlen(text) + 1);
-        if (full) {
-            memcpy(full, e->req->inputs, e->req->inputs_len);
-            strcpy(full + e->req->inputs_len, text);
-            free(text);
-            text = full;
-        }
-    }
-    ev->generated_text = text;
     ev->t_queued = e->t_queued;
     ev->t_batched = e->t_batched;
     ev->t_end = time_now();
     observe_end(e, ev);
     log_debug("request done id=%llu tokens=%u reason=%s", (unsigned long long)e->id,
-              ev->generated_tokens, finish_reason_name(reason));
+              ev->generated_tokens, finish_reason_name(ev->finish));
     entry_send(e, ev);
     return false;
 }
 
 // TGI filter_send_generations: entries that finished or whose client left leave the set.
-static void send_generations(batcher *b, const shard_step *step, entry_set *set) {
+static void send_generations(const shard_step *step, running_set *set) {
     for (int i = 0; i < step->n_gens; i++) {
         const shard_generation *g = &step->gens[i];
         int k = set_find(set, g->request_id);
         if (k < 0) continue; // already dropped by the router
-        if (!handle_generation(b, set->e[k], g)) set_drop(set, k);
+        if (!handle_generation(&set->r[k], g)) set_drop(set, k);
     }
 }
 
 // TGI filter_batch: keeps the shards' batch in line with the live entries. Returns whether a
 // batch is left (in *batch).
-static bool filter_batch(batcher *b, cached_batch *batch, entry_set *set) {
+static bool filter_batch(batcher *b, cached_batch *batch, running_set *set) {
     uint64_t *keep = malloc(sizeof *keep * (size_t)(batch->n ? batch->n : 1));
     int n_keep = 0;
     for (int i = 0; keep && i < batch->n; i++)
@@ -284,8 +200,8 @@ static bool filter_batch(batcher *b, cached_batch *batch, entry_set *set) {
 // Metrics and failure handling of one Prefill or Decode: false when it failed (the set's
 // requests then got their errors and the step is cleared).
 static bool step_ok(batcher *b, fl_code rc, const fl_error *err, shard_step *step,
-                    const uint64_t *batch_ids, int n_batches, entry_set *set, metric_method method,
-                    double t0) {
+                    const uint64_t *batch_ids, int n_batches, running_set *set,
+                    metric_method method, double t0) {
     metrics_batch_inference(method, rc == FL_OK, time_now() - t0);
     if (rc == FL_OK) {
         atomic_store(&b->healthy, true);
@@ -304,7 +220,7 @@ static bool step_ok(batcher *b, fl_code rc, const fl_error *err, shard_step *ste
 
 // Takes the step's cached batch into *out, without the requests that left the set. Returns
 // whether a batch is left.
-static bool step_batch(batcher *b, shard_step *step, entry_set *set, cached_batch *out) {
+static bool step_batch(batcher *b, shard_step *step, running_set *set, cached_batch *out) {
     if (!step->has_batch) return false;
     *out = step->batch;
     memset(&step->batch, 0, sizeof step->batch);
@@ -312,26 +228,32 @@ static bool step_batch(batcher *b, shard_step *step, entry_set *set, cached_batc
 }
 
 // Delivers a step's generations and frees it.
-static void step_deliver(batcher *b, shard_step *step, entry_set *set) {
-    send_generations(b, step, set);
+static void step_deliver(shard_step *step, running_set *set) {
+    send_generations(step, set);
     shard_step_clear(step);
 }
 
-static bool prefill(batcher *b, queue_entry **entries, int n, uint32_t max_tokens, entry_set *set,
+static bool prefill(batcher *b, queue_entry **entries, int n, uint32_t max_tokens, running_set *set,
                     cached_batch *out) {
     shard_request *reqs = calloc((size_t)n, sizeof *reqs);
+    int m = 0; // requests that joined the set
     for (int i = 0; i < n; i++) {
-        if (reqs) {
-            reqs[i].id = entries[i]->id;
-            reqs[i].input_ids = entries[i]->req->input_ids;
-            reqs[i].n_input = entries[i]->req->n_input;
-            reqs[i].params = &entries[i]->req->params;
-        }
-        set_push(set, entries[i]);
+        queue_entry *e = entries[i];
+        if (!set_add(set, e, b->tok)) continue;
+        if (reqs)
+            reqs[m] = (shard_request){.id = e->id,
+                                      .input_ids = e->req->input_ids,
+                                      .n_input = e->req->n_input,
+                                      .params = &e->req->params};
+        m++;
+    }
+    if (m == 0) { // every request failed already (out of memory)
+        free(reqs);
+        return false;
     }
     shard_batch batch = {
-        .id = b->next_batch_id++, .requests = reqs, .n = n, .max_tokens = max_tokens};
-    metrics_observe(METRIC_BATCH_NEXT_SIZE, n);
+        .id = b->next_batch_id++, .requests = reqs, .n = m, .max_tokens = max_tokens};
+    metrics_observe(METRIC_BATCH_NEXT_SIZE, m);
     shard_step step = {0};
     fl_error err = {0};
     double t0 = time_now();
@@ -339,7 +261,7 @@ static bool prefill(batcher *b, queue_entry **entries, int n, uint32_t max_token
                       : fl_error_set(&err, FL_ENOMEM, "out of memory");
     free(reqs);
     if (!step_ok(b, rc, &err, &step, &batch.id, 1, set, METRIC_PREFILL, t0)) return false;
-    send_generations(b, &step, set);
+    send_generations(&step, set);
     bool has = step_batch(b, &step, set, out);
     shard_step_clear(&step);
     if (!has) set_fail_all(set, GEN_ERR_INCOMPLETE, "Incomplete generation"); // should be empty
@@ -353,7 +275,7 @@ static bool prefill(batcher *b, queue_entry **entries, int n, uint32_t max_token
 // token from this step is discarded (send_generations skips requests no longer in the set) and
 // it is filtered out of the shards' batch now, before the next step. Returns whether a cached
 // batch is left (in *out).
-static bool decode(batcher *b, cached_batch *batches, int n, entry_set *set, shard_step *pending,
+static bool decode(batcher *b, cached_batch *batches, int n, running_set *set, shard_step *pending,
                    cached_batch *out) {
     shard_step step = {0};
     fl_error err = {0};
@@ -364,7 +286,7 @@ static bool decode(batcher *b, cached_batch *batches, int n, entry_set *set, sha
     fl_code rc = b->api->decode_start(b->api->self, batches, n, &err);
     for (int i = 0; i < n; i++)
         cached_batch_clear(&batches[i]);
-    step_deliver(b, pending, set);
+    step_deliver(pending, set);
     if (rc == FL_OK) rc = b->api->decode_finish(b->api->self, &step, &err);
     if (!step_ok(b, rc, &err, &step, ids, n, set, METRIC_DECODE, t0)) return false;
     bool has = step_batch(b, &step, set, out);
@@ -386,7 +308,7 @@ static int next_batch(batcher *b, int min_size, uint32_t token_budget, uint32_t 
 static void run_batches(batcher *b) {
     uint32_t max_tokens = 0;
     int n;
-    entry_set set = {0}, fresh = {0};
+    running_set set = {0}, fresh = {0};
     while (!atomic_load(&b->abort) &&
            (n = next_batch(b, 0, b->cfg.max_batch_total_tokens, &max_tokens)) > 0) {
         cached_batch batches[2];
@@ -397,7 +319,7 @@ static void run_batches(batcher *b) {
         while (has) {
             metrics_set_batch(batches[0].n, batches[0].max_tokens);
             if (atomic_load(&b->abort)) {
-                step_deliver(b, &pending, &set);
+                step_deliver(&pending, &set);
                 b->api->clear(b->api->self, batches[0].id, NULL);
                 cached_batch_clear(&batches[0]);
                 set_fail_all(&set, GEN_ERR_GENERATION,
@@ -424,13 +346,13 @@ static void run_batches(batcher *b) {
             has = decode(b, batches, n_batches, &set, &pending, &batches[0]);
             waiting_tokens++;
         }
-        step_deliver(b, &pending, &set);
+        step_deliver(&pending, &set);
         set_fail_all(&set, GEN_ERR_INCOMPLETE, "Incomplete generation"); // should be empty
         metrics_set_batch(0, 0);
     }
     set_fail_all(&set, GEN_ERR_INCOMPLETE, "Incomplete generation");
-    free(set.e);
-    free(fresh.e);
+    free(set.r);
+    free(fresh.r);
 }
 
 fl_code batcher_create(const batcher_config *cfg, queue *q, const shard_api *shards,

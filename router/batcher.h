@@ -1,12 +1,12 @@
 // TGI 0.9.2's continuous-batching loop (infer.rs batching_task), on its own thread: take a batch
 // from the queue within the token budgets and prefill it; then, before every decode step, try to
 // onboard newcomers (waiting_served_ratio / max_waiting_tokens), prefill them while the running
-// batch waits, and decode both together. Generations are detokenized here, stop sequences are
-// matched on the decoded text, and finished or disconnected requests are filtered out of the
-// shards' batch at the next step. Each Decode is sent before the previous step's tokens are
-// delivered, so delivery overlaps the shards' work; a request that stops in the router is then
-// computed one step more and that token discarded (clients see exactly TGI's output), and it
-// leaves the token budget one step later than in TGI.
+// batch waits, and decode both together. Each running request's generations go through its
+// stream (router/stream.h: detokenization, stop sequences, the final text), and finished or
+// disconnected requests are filtered out of the shards' batch at the next step. Each Decode is
+// sent before the previous step's tokens are delivered, so delivery overlaps the shards' work; a
+// request that stops in the router is then computed one step more and that token discarded
+// (clients see exactly TGI's output), and it leaves the token budget one step later than in TGI.
 #pragma once
 #include <stdbool.h>
 #include <stdint.h>

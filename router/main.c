@@ -13,7 +13,7 @@
 #include "router/config.h"
 #include "router/grpc_api.h"
 #include "router/health.h"
-#include "router/http_server.h"
+#include "router/http_routes.h"
 #include "router/infer.h"
 #include "router/launcher.h"
 #include "router/metrics.h"
@@ -269,8 +269,8 @@ static fl_code router_start(router *r, fl_error *err) {
     r->h = health_create(r->shards, r->b, r->tok);
     if (!r->inf || !r->h) return fl_error_set(err, FL_ENOMEM, "out of memory");
 
-    http_server_deps hd = {.inf = r->inf, .health = r->h, .info = &r->info};
-    rc = http_server_create(r->loop, c->hostname, c->port, &hd, &r->http, err);
+    http_routes_deps hd = {.inf = r->inf, .health = r->h, .info = &r->info};
+    rc = http_routes_listen(r->loop, c->hostname, c->port, &hd, &r->http, err);
     if (rc != FL_OK) return rc;
     if (c->grpc_port > 0) {
         char addr[300];

@@ -2,8 +2,6 @@
 
 #include <stdlib.h>
 
-#include "common/tokenizer.h"
-
 struct queue {
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -26,9 +24,6 @@ void queue_entry_free(queue_entry *e) {
     if (!e) return;
     if (e->sink.release) e->sink.release(e->sink.user);
     gen_request_free(e->req);
-    detok_stream_free(e->detok);
-    free(e->text);
-    free(e->gen_ids);
     free(e);
 }
 

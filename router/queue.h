@@ -15,13 +15,6 @@ typedef struct queue_entry {
     gen_sink sink;
     double t_queued, t_batched;
     struct queue_entry *next; // queue link
-    // Batcher state of a running request.
-    struct detok_stream *detok;
-    char *text; // concatenated token texts (stop sequences are matched on it)
-    size_t text_len, text_cap;
-    int32_t *gen_ids; // [n_gen] generated ids
-    int n_gen, cap_gen;
-    bool dropped; // the client went away
 } queue_entry;
 
 queue_entry *queue_entry_create(gen_request *req, gen_sink sink);

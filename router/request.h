@@ -53,6 +53,9 @@ typedef struct gen_params {
     float top_p;              // 1.0: off
     float typical_p;          // 1.0: off
     bool do_sample;
+    // do_sample or any warper on: the shards sample with seed (the END event reports it). The
+    // shards' sampler applies the same rule.
+    bool sampled;
     bool watermark;
     uint64_t seed;
     uint32_t max_new_tokens;

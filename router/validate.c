@@ -90,6 +90,8 @@ fl_code validate_params(const validate_limits *lim, gen_request_in *in, gen_para
     out->top_p = (float)top_p;
     out->typical_p = (float)typical_p;
     out->do_sample = p->do_sample;
+    out->sampled = out->do_sample || out->temperature != 1.0f || out->top_k != 0 ||
+                   out->top_p < 1.0f || out->typical_p < 1.0f;
     out->watermark = p->watermark;
     out->seed = seed;
     out->max_new_tokens = (uint32_t)max_new;

@@ -2,6 +2,7 @@
 
 #include <assert.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -204,4 +205,48 @@ void fake_shard_init(fake_shard *f, uint32_t capacity) {
     f->api.decode_finish = fake_decode_finish;
     f->api.filter = fake_filter;
     f->api.clear = fake_clear;
+}
+
+tokenizer *fake_tok;
+
+int fake_tok_setup(void **state) {
+    char path[1024];
+    const char *dir = getenv("FL_TEST_DATA");
+    snprintf(path, sizeof path, "%s/golden/data/tokenizer/tokenizer.json", dir ? dir : "tests");
+    fl_error err;
+    if (tokenizer_load(path, &fake_tok, &err) != FL_OK) {
+        fprintf(stderr, "cannot load %s: %s\n", path, err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+int fake_tok_teardown(void **state) {
+    tokenizer_free(fake_tok);
+    fake_tok = NULL;
+    return 0;
+}
+
+gen_request *fake_gen_request(const char *prompt, uint32_t max_new, const char *stop) {
+    gen_request *req = calloc(1, sizeof *req);
+    if (!req) return NULL;
+    req->inputs = strdup(prompt);
+    req->inputs_len = strlen(prompt);
+    req->params.stop = calloc(1, sizeof(char *));
+    if (!req->inputs || !req->params.stop ||
+        tokenizer_encode(fake_tok, prompt, strlen(prompt), &req->input_ids, &req->n_input, NULL) !=
+            FL_OK) {
+        gen_request_free(req);
+        return NULL;
+    }
+    req->params.temperature = req->params.repetition_penalty = 1.0f;
+    req->params.top_p = req->params.typical_p = 1.0f;
+    req->params.max_new_tokens = max_new;
+    req->params.truncate = 1024;
+    req->params.best_of = 1;
+    if (stop) {
+        req->params.stop[0] = strdup(stop);
+        req->params.n_stop = 1;
+    }
+    return req;
 }

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/tokenizer.h"
 #include "router/shard_api.h"
 
 #define FAKE_EOS 11
@@ -49,3 +50,15 @@ typedef struct fake_shard {
 } fake_shard;
 
 void fake_shard_init(fake_shard *f, uint32_t capacity);
+
+// The tokenizer the router tests share ($FL_TEST_DATA/golden/data/tokenizer), loaded by the
+// cmocka group setup fake_tok_setup (-1, with a message on stderr, when it cannot be) and freed
+// by fake_tok_teardown.
+extern tokenizer *fake_tok;
+int fake_tok_setup(void **state);
+int fake_tok_teardown(void **state);
+
+// A validated-looking request for prompt, encoded with fake_tok: TGI's defaults (greedy, no
+// penalty), max_new tokens, truncate 1024, best_of 1, and the stop sequence stop when not NULL.
+// NULL when out of memory or the prompt does not encode.
+gen_request *fake_gen_request(const char *prompt, uint32_t max_new, const char *stop);

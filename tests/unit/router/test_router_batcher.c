@@ -15,8 +15,6 @@
 #include "fake_shard.h"
 #include "router/batcher.h"
 
-static tokenizer *tok;
-
 static int delivered; // TOKEN and END events received by all sinks
 
 // What one request's sink received.
@@ -77,22 +75,9 @@ static void res_release(void *user) {
 
 static void submit_ex(queue *q, result *r, const char *prompt, uint32_t max_new, const char *stop,
                       bool prefill_details) {
-    gen_request *req = calloc(1, sizeof *req);
-    req->inputs = strdup(prompt);
-    req->inputs_len = strlen(prompt);
-    assert_int_equal(
-        tokenizer_encode(tok, prompt, strlen(prompt), &req->input_ids, &req->n_input, NULL), FL_OK);
-    req->params.temperature = req->params.repetition_penalty = 1.0f;
-    req->params.top_p = req->params.typical_p = 1.0f;
-    req->params.max_new_tokens = max_new;
-    req->params.truncate = 1024;
-    req->params.best_of = 1;
+    gen_request *req = fake_gen_request(prompt, max_new, stop);
+    assert_non_null(req);
     req->params.decoder_input_details = prefill_details;
-    if (stop) {
-        req->params.stop = calloc(1, sizeof(char *));
-        req->params.stop[0] = strdup(stop);
-        req->params.n_stop = 1;
-    }
     gen_sink sink = {.send = res_send, .alive = res_alive, .release = res_release, .user = r};
     assert_true(queue_append(q, queue_entry_create(req, sink)));
 }
@@ -118,7 +103,7 @@ typedef struct fixture {
 static void fixture_init(fixture *f, batcher_config cfg, uint32_t capacity) {
     fake_shard_init(&f->shard, capacity);
     f->q = queue_create();
-    assert_int_equal(batcher_create(&cfg, f->q, &f->shard.api, tok, &f->b, NULL), FL_OK);
+    assert_int_equal(batcher_create(&cfg, f->q, &f->shard.api, fake_tok, &f->b, NULL), FL_OK);
 }
 
 static void fixture_free(fixture *f) {
@@ -230,7 +215,7 @@ static void test_concurrent_equals_solo(void **state) {
 static void test_waiting_served_ratio(void **state) {
     int32_t *ids = NULL;
     int n = 0;
-    assert_int_equal(tokenizer_encode(tok, "Hello world", 11, &ids, &n, NULL), FL_OK);
+    assert_int_equal(tokenizer_encode(fake_tok, "Hello world", 11, &ids, &n, NULL), FL_OK);
     free(ids);
     float ratios[2] = {1.2f, 0.5f};
     int joined_after[2] = {4, 0}; // decode steps before the newcomer's prefill
@@ -277,7 +262,7 @@ static void test_failed_prefill_spares_running_batch(void **state) {
     fixture_init(&f, default_cfg(), 16000);
     int32_t *ids = NULL;
     int n = 0;
-    assert_int_equal(tokenizer_encode(tok, "!", 1, &ids, &n, NULL), FL_OK);
+    assert_int_equal(tokenizer_encode(fake_tok, "!", 1, &ids, &n, NULL), FL_OK);
     f.shard.fail_prefill_token = ids[0];
     free(ids);
     result ok = {0}, bad = {0};
@@ -311,23 +296,6 @@ static void test_prefill_logprobs(void **state) {
     fixture_free(&f);
 }
 
-static int setup(void **state) {
-    char path[1024];
-    const char *dir = getenv("FL_TEST_DATA");
-    snprintf(path, sizeof path, "%s/golden/data/tokenizer/tokenizer.json", dir ? dir : "tests");
-    fl_error err;
-    if (tokenizer_load(path, &tok, &err) != FL_OK) {
-        fprintf(stderr, "cannot load %s: %s\n", path, err.msg);
-        return -1;
-    }
-    return 0;
-}
-
-static int teardown(void **state) {
-    tokenizer_free(tok);
-    return 0;
-}
-
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_single_request),
@@ -339,5 +307,5 @@ int main(void) {
         cmocka_unit_test(test_failed_prefill_spares_running_batch),
         cmocka_unit_test(test_prefill_logprobs),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, fake_tok_setup, fake_tok_teardown);
 }

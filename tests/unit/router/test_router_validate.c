@@ -48,7 +48,43 @@ static void test_defaults(void **state) {
     assert_int_equal(p.truncate, 1024);
     assert_int_equal(p.best_of, 1);
     assert_false(p.do_sample);
+    assert_false(p.sampled);
     gen_request_in_clear(&in);
+}
+
+// `sampled` (the seed is used and reported) follows the shards' rule: do_sample or any warper
+// given with a value other than its neutral default.
+static void test_sampled(void **state) {
+    struct {
+        bool do_sample, has_temperature;
+        double temperature;
+        bool has_top_k, has_top_p, has_typical_p;
+        bool sampled;
+    } cases[] = {
+        {false, false, 0, false, false, false, false},
+        {true, false, 0, false, false, false, true},
+        {false, true, 1.0, false, false, false, false}, // temperature 1 is off
+        {false, true, 0.7, false, false, false, true},
+        {false, false, 0, true, false, false, true},
+        {false, false, 0, false, true, false, true},
+        {false, false, 0, false, false, true, true},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        gen_request_in in;
+        gen_request_in_init(&in);
+        set_inputs(&in, "hi");
+        in.params.do_sample = cases[i].do_sample;
+        in.params.has_temperature = cases[i].has_temperature;
+        in.params.temperature = cases[i].temperature;
+        in.params.has_top_k = cases[i].has_top_k, in.params.top_k = 5;
+        in.params.has_top_p = cases[i].has_top_p, in.params.top_p = 0.9;
+        in.params.has_typical_p = cases[i].has_typical_p, in.params.typical_p = 0.5;
+        gen_params p;
+        fl_error err;
+        assert_int_equal(validate_params(&lim, &in, &p, &err), FL_OK);
+        assert_int_equal(p.sampled, cases[i].sampled);
+        gen_request_in_clear(&in);
+    }
 }
 
 static void test_messages_and_order(void **state) {
@@ -190,6 +226,7 @@ static void test_queue_budgets(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_sampled),
         cmocka_unit_test(test_messages_and_order),
         cmocka_unit_test(test_best_of_and_lengths),
         cmocka_unit_test(test_queue_budgets),
