@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "tools/bench_stats.h"
 #include "tools/cli_args.h"
 #include "tools/cli_common.h"
 #include "tools/client_rpc.h"
@@ -62,13 +63,6 @@ typedef struct bs_cell {
     fl_error err; // the first failure
     bool failed;
 } bs_cell;
-
-// Nearest-rank percentile of sorted v[n] (p in (0, 1]).
-static double percentile(const double *v, int n, double p) {
-    if (n == 0) return NAN;
-    int k = (int)ceil(p * n) - 1;
-    return v[k < 0 ? 0 : k];
-}
 
 // One request's stream, as bs_request_run follows it.
 typedef struct bs_stream {
@@ -160,13 +154,13 @@ static cJSON *bs_cell_summary(const bs_cell *c, int input_len, int input_tokens,
     cJSON_AddNumberToObject(o, "requests", n);
     cJSON_AddNumberToObject(o, "generated_tokens", total);
     cJSON_AddNumberToObject(o, "eos_stops", eos);
-    cJSON_AddNumberToObject(o, "tps_median", percentile(tps, n, 0.5));
-    cJSON_AddNumberToObject(o, "e2e_ms_p50", percentile(e2e, n, 0.5));
-    cJSON_AddNumberToObject(o, "ttft_ms_p50", percentile(ttft, n, 0.5));
-    cJSON_AddNumberToObject(o, "ttft_ms_p99", percentile(ttft, n, 0.99));
+    cJSON_AddNumberToObject(o, "tps_median", bench_percentile_rank(tps, n, 0.5));
+    cJSON_AddNumberToObject(o, "e2e_ms_p50", bench_percentile_rank(e2e, n, 0.5));
+    cJSON_AddNumberToObject(o, "ttft_ms_p50", bench_percentile_rank(ttft, n, 0.5));
+    cJSON_AddNumberToObject(o, "ttft_ms_p99", bench_percentile_rank(ttft, n, 0.99));
     // No gaps at all (one token per request) is reported as 0 rather than NaN, which JSON lacks.
-    cJSON_AddNumberToObject(o, "itl_ms_p50", n_itl ? percentile(itl, n_itl, 0.5) : 0);
-    cJSON_AddNumberToObject(o, "itl_ms_p99", n_itl ? percentile(itl, n_itl, 0.99) : 0);
+    cJSON_AddNumberToObject(o, "itl_ms_p50", n_itl ? bench_percentile_rank(itl, n_itl, 0.5) : 0);
+    cJSON_AddNumberToObject(o, "itl_ms_p99", n_itl ? bench_percentile_rank(itl, n_itl, 0.99) : 0);
     cJSON_AddNumberToObject(o, "throughput_tokens_per_s", wall_s > 0 ? total / wall_s : 0);
     cJSON_AddNumberToObject(o, "wall_s", wall_s);
     free(tps), free(ttft), free(e2e), free(itl);
