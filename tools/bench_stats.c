@@ -1,10 +1,11 @@
 #include "tools/bench_stats.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "common/rng.h"
 
 static int bench_cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -39,33 +40,16 @@ void bench_dist_summarize(double *v, int n, bench_dist *out) {
     out->p99 = bench_percentile(v, n, 99);
 }
 
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 void bench_rng_seed(bench_rng *r, uint64_t seed) {
-    for (int i = 0; i < 4; i++)
-        r->s[i] = splitmix64(&seed);
+    r->state = seed;
 }
-
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
 uint64_t bench_rng_next(bench_rng *r) {
-    uint64_t *s = r->s, out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return out;
+    return splitmix64_next(&r->state);
 }
 
 double bench_rng_uniform(bench_rng *r) {
-    return ((double)(bench_rng_next(r) >> 11) + 0.5) * 0x1.0p-53;
+    return splitmix64_uniform(&r->state);
 }
 
 int bench_rng_int(bench_rng *r, int lo, int hi) {
@@ -108,13 +92,12 @@ fl_code bench_slo_parse(const char *spec, bench_slo *out, fl_error *err) {
             p++;
         if (!*p) break;
         size_t len = strcspn(p, ":, ");
-        double *dst = len == 4 && !strncmp(p, "ttft", 4)  ? &out->ttft_ms
+        double *dst = len == 4 && !strncmp(p, "ttft", 4)   ? &out->ttft_ms
                       : len == 4 && !strncmp(p, "tpot", 4) ? &out->tpot_ms
                       : len == 3 && !strncmp(p, "e2e", 3)  ? &out->e2e_ms
                                                            : NULL;
         if (!dst || p[len] != ':')
-            return fl_error_set(err, FL_EINVAL,
-                                "goodput: '%.*s' is not ttft:MS, tpot:MS or e2e:MS",
+            return fl_error_set(err, FL_EINVAL, "goodput: '%.*s' is not ttft:MS, tpot:MS or e2e:MS",
                                 (int)strcspn(p, ", "), p);
         char *end;
         errno = 0;

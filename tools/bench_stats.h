@@ -23,16 +23,17 @@ typedef struct bench_dist {
 // Sorts v[n] in place and summarises it.
 void bench_dist_summarize(double *v, int n, bench_dist *out);
 
-// xoshiro256** seeded through splitmix64: the same seed gives the same draws on every machine.
+// A seeded generator (common/rng.h's splitmix64): the same seed gives the same draws on every
+// machine.
 typedef struct bench_rng {
-    uint64_t s[4];
+    uint64_t state;
 } bench_rng;
 
 void bench_rng_seed(bench_rng *r, uint64_t seed);
 uint64_t bench_rng_next(bench_rng *r);
-double bench_rng_uniform(bench_rng *r);            // (0, 1)
-int bench_rng_int(bench_rng *r, int lo, int hi);   // uniform in [lo, hi]
-double bench_rng_normal(bench_rng *r);             // standard normal
+double bench_rng_uniform(bench_rng *r);                           // (0, 1)
+int bench_rng_int(bench_rng *r, int lo, int hi);                  // uniform in [lo, hi]
+double bench_rng_normal(bench_rng *r);                            // standard normal
 double bench_rng_gamma(bench_rng *r, double shape, double scale); // mean shape*scale
 // Gap before the next arrival at `rate` requests/s: gamma(burstiness, 1 / (rate * burstiness)),
 // so the mean is 1/rate for any burstiness, burstiness 1 is a Poisson process and smaller values
