@@ -1,9 +1,12 @@
-// falconlite bench-server: the model card's protocol (DESIGN.md §6) through a running router.
-// For each input length and concurrency, N requests go through GenerateStream from `concurrency`
-// client threads; each request's timeline gives TTFT (first token), ITL (gaps between tokens) and
-// the card's TPS (generated tokens / end-to-end time); the cell's wall time gives the aggregate
-// throughput. Prompts are a fixed English text cut to exactly the wanted number of tokens, as the
-// router's Tokenize RPC counts them.
+// falconlite bench-server: benchmarks a running router through GenerateStream. Two modes:
+// - fixed concurrency (the default; the model card's protocol): for each input length and
+//   concurrency, N requests go through `concurrency` client threads; each request's timeline
+//   gives TTFT (first token), ITL (gaps between tokens) and the card's TPS (generated tokens /
+//   end-to-end time); the cell's wall time gives the aggregate throughput;
+// - load (--request-rate, --sweep or --prompts): arrivals at a request rate with vLLM
+//   benchmark_serving's metrics, in bench_load.c.
+// Prompts are a fixed English text cut to exactly the wanted number of tokens, as the router's
+// Tokenize RPC counts them. The option table below serves both modes.
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
