@@ -307,8 +307,10 @@ void kv_seq_prefix_publish(kv_cache *kv, const kv_seq *seq, const int32_t *token
             // place; this one stays private and the chain goes on from the published one, whose
             // K/V are the same.
             int32_t twin = index_find(kv, hash, parent, t, bits);
-            if (twin >= 0) b = twin;
-            else index_insert(kv, b, hash, parent, t, bits);
+            if (twin >= 0)
+                b = twin;
+            else
+                index_insert(kv, b, hash, parent, t, bits);
         }
         parent = kv->blocks[b].serial;
     }

@@ -26,7 +26,7 @@ typedef struct kv_block {
     uint32_t rope_bits;     // bits of the float rotary base its K were rotated with
     int32_t ref;            // sequences holding it
     int32_t hash_next;      // next published block of the same hash bucket; -1: none
-    int32_t lru_prev, lru_next;     // LRU links while cached (-1 at the ends)
+    int32_t lru_prev, lru_next;    // LRU links while cached (-1 at the ends)
     int32_t tokens[KV_BLOCK_SIZE]; // the token ids whose K/V it holds (valid when serial)
 } kv_block;
 
@@ -39,10 +39,10 @@ typedef struct kv_cache {
     int32_t *free_ids; // stack of free block ids
     int n_free;
     // prefix cache
-    int prefix_on;     // 0: nothing is published or looked up (and nothing stays cached)
-    kv_block *blocks;  // [n_blocks]
-    int32_t *buckets;  // [n_buckets] first published block of each hash bucket; -1: empty
-    int n_buckets;     // a power of two >= n_blocks
+    int prefix_on;              // 0: nothing is published or looked up (and nothing stays cached)
+    kv_block *blocks;           // [n_blocks]
+    int32_t *buckets;           // [n_buckets] first published block of each hash bucket; -1: empty
+    int n_buckets;              // a power of two >= n_blocks
     int32_t lru_head, lru_tail; // cached blocks, least recently released first; -1: empty
     int n_cached;               // blocks on the LRU list
     uint64_t next_serial;

@@ -337,7 +337,7 @@ static int doc_set(const fixture *f, prompt_set *s) {
     int n_doc = f->p[0].n_ids + f->p[1].n_ids;
     memcpy(doc, f->p[0].ids, sizeof(int32_t) * f->p[0].n_ids);
     memcpy(doc + f->p[0].n_ids, f->p[1].ids, sizeof(int32_t) * f->p[1].n_ids);
-    assert_int_equal(n_doc, 57); // the expected hits below count on it
+    assert_int_equal(n_doc, 57);                        // the expected hits below count on it
     set_add(s, doc, n_doc, f->p[2].ids, f->p[2].n_ids); // 71 tokens: 4 full blocks
     set_add(s, doc, n_doc, f->p[3].ids, f->p[3].n_ids); // 66: 4
     set_add(s, doc, n_doc, f->p[1].ids, 5);             // 62: 3
@@ -486,14 +486,10 @@ static void test_prefix_falconlite_rotary(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_matches_reference),
-        cmocka_unit_test(test_staggered_batch),
-        cmocka_unit_test(test_stopping),
-        cmocka_unit_test(test_kv_capacity),
-        cmocka_unit_test(test_prefix_sequential),
-        cmocka_unit_test(test_prefix_concurrent),
-        cmocka_unit_test(test_prefix_eviction),
-        cmocka_unit_test(test_prefix_falconlite_rotary),
+        cmocka_unit_test(test_matches_reference), cmocka_unit_test(test_staggered_batch),
+        cmocka_unit_test(test_stopping),          cmocka_unit_test(test_kv_capacity),
+        cmocka_unit_test(test_prefix_sequential), cmocka_unit_test(test_prefix_concurrent),
+        cmocka_unit_test(test_prefix_eviction),   cmocka_unit_test(test_prefix_falconlite_rotary),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -210,12 +210,10 @@ static void test_prefix_hash_collisions(void **state) {
     kv_seq a = {0}, b = {0}, q = {0};
     publish_new(kv, &a, x, 2 * KV_BLOCK_SIZE, BASE);
     publish_new(kv, &b, y, 2 * KV_BLOCK_SIZE, BASE);
-    assert_int_equal(kv_seq_prefix_acquire(kv, &q, x, 2 * KV_BLOCK_SIZE, BASE),
-                     2 * KV_BLOCK_SIZE);
+    assert_int_equal(kv_seq_prefix_acquire(kv, &q, x, 2 * KV_BLOCK_SIZE, BASE), 2 * KV_BLOCK_SIZE);
     assert_memory_equal(q.blocks, a.blocks, 2 * sizeof(int32_t));
     kv_seq_release(kv, &q);
-    assert_int_equal(kv_seq_prefix_acquire(kv, &q, y, 2 * KV_BLOCK_SIZE, BASE),
-                     2 * KV_BLOCK_SIZE);
+    assert_int_equal(kv_seq_prefix_acquire(kv, &q, y, 2 * KV_BLOCK_SIZE, BASE), 2 * KV_BLOCK_SIZE);
     assert_memory_equal(q.blocks, b.blocks, 2 * sizeof(int32_t)); // b's 2nd block, not a's
     kv_seq_release(kv, &q);
     assert_int_equal(kv_seq_prefix_acquire(kv, &q, w, 2 * KV_BLOCK_SIZE, BASE), 0);
