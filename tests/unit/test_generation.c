@@ -330,7 +330,19 @@ static void check_sequential(model *m, kv_cache *kv, const prompt_set *s, const 
     }
 }
 
-// Questions over one document: 57 shared tokens (3 full blocks), then 14, 9 and 5 of question.
+// Runs the prompts which [n] of s together in one batch in kv; each must reuse hits[i] tokens.
+static void check_batch(model *m, kv_cache *kv, const prompt_set *s, const run_out *cold,
+                        const int *which, const int *hits, int n) {
+    run_out o[MAX_SET];
+    run_batch(m, kv, s, which, n, o);
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(o[i].hit, hits[i]);
+        assert_same_output(&o[i], &cold[which[i]], which[i]);
+    }
+}
+
+// Questions over one document: 57 shared tokens (3 full blocks), then 14, 9 and 5 of question;
+// and one prompt of another document.
 static int doc_set(const fixture *f, prompt_set *s) {
     if (f->n_prompts < 4) return 0;
     int32_t doc[MAX_LEN];
@@ -341,15 +353,26 @@ static int doc_set(const fixture *f, prompt_set *s) {
     set_add(s, doc, n_doc, f->p[2].ids, f->p[2].n_ids); // 71 tokens: 4 full blocks
     set_add(s, doc, n_doc, f->p[3].ids, f->p[3].n_ids); // 66: 4
     set_add(s, doc, n_doc, f->p[1].ids, 5);             // 62: 3
+    // 3: 71 tokens that do not start with the document
+    int32_t other[MAX_LEN];
+    memcpy(other, f->p[1].ids, sizeof(int32_t) * f->p[1].n_ids);
+    memcpy(other + f->p[1].n_ids, f->p[0].ids, sizeof(int32_t) * f->p[0].n_ids);
+    set_add(s, other, f->p[1].n_ids + f->p[0].n_ids, f->p[2].ids, f->p[2].n_ids);
     return 1;
 }
 
-static void test_prefix_sequential(void **state) {
+// The fixture, the document prompts in s and their cold outputs (skips without the fixture).
+static fixture *doc_fixture(void **state, prompt_set *s, run_out *cold) {
     fixture *f = get(state);
+    if (!doc_set(f, s)) skip();
+    run_cold(f->m, s, cold);
+    return f;
+}
+
+static void test_prefix_sequential(void **state) {
     prompt_set s = {0};
-    if (!doc_set(f, &s)) skip();
     run_out cold[MAX_SET];
-    run_cold(f->m, &s, cold);
+    fixture *f = doc_fixture(state, &s, cold);
     kv_cache *kv = prefix_kv_new(f->m, 64, 1);
     // A lookup takes whole blocks of at most n_prompt - 1 tokens; prompt 1's 4th block holds
     // question tokens, prompt 0 repeated hits all 4 of its blocks.
@@ -374,52 +397,39 @@ static void test_prefix_sequential(void **state) {
 }
 
 static void test_prefix_concurrent(void **state) {
-    fixture *f = get(state);
     prompt_set s = {0};
-    if (!doc_set(f, &s)) skip();
-    run_out cold[MAX_SET], o[MAX_SET];
-    run_cold(f->m, &s, cold);
+    run_out cold[MAX_SET];
+    fixture *f = doc_fixture(state, &s, cold);
     kv_cache *kv = prefix_kv_new(f->m, 64, 1);
-    int all[] = {0, 1, 2};
     // Cold batch: nothing to reuse; the twins' equal blocks are published once, and prompt 1's
     // 4th block is chained after prompt 0's 3rd.
-    run_batch(f->m, kv, &s, all, 3, o);
-    for (int i = 0; i < 3; i++) {
-        assert_int_equal(o[i].hit, 0);
-        assert_same_output(&o[i], &cold[i], i);
-    }
-    run_batch(f->m, kv, &s, all, 3, o);
-    int hits[] = {64, 64, 48};
-    for (int i = 0; i < 3; i++) {
-        assert_int_equal(o[i].hit, hits[i]);
-        assert_same_output(&o[i], &cold[i], i);
-    }
+    int all[] = {0, 1, 2}, none[] = {0, 0, 0}, hits[] = {64, 64, 48};
+    check_batch(f->m, kv, &s, cold, all, none, 3);
+    check_batch(f->m, kv, &s, cold, all, hits, 3);
     kv_cache_free(kv);
 }
 
 // A pool that holds little more than one request: published blocks are evicted all along.
 static void test_prefix_eviction(void **state) {
-    fixture *f = get(state);
     prompt_set s = {0};
-    if (!doc_set(f, &s)) skip();
-    run_out cold[MAX_SET], o[MAX_SET];
-    run_cold(f->m, &s, cold);
+    run_out cold[MAX_SET];
+    fixture *f = doc_fixture(state, &s, cold);
     kv_cache *kv = prefix_kv_new(f->m, 6, 1); // a request takes 5 blocks (prompt + 7)
     int order[] = {0, 1, 2, 0, 1, 2, 2, 0};
     check_sequential(f->m, kv, &s, cold, order, NULL, 8);
     assert_true(kv->next_serial - 1 > (uint64_t)kv->n_blocks); // more published than it holds
     assert_int_equal(kv_cache_free_blocks(kv), 6);
     kv_cache_free(kv);
-    // Concurrent under pressure: 3 requests of 5 blocks in 10.
-    kv = prefix_kv_new(f->m, 10, 1);
-    check_sequential(f->m, kv, &s, cold, order, NULL, 3);
-    int all[] = {0, 1, 2};
-    run_batch(f->m, kv, &s, all, 3, o);
-    for (int i = 0; i < 3; i++) {
-        assert_true(o[i].hit > 0);
-        assert_same_output(&o[i], &cold[i], i);
-    }
-    assert_int_equal(kv_cache_free_blocks(kv), 10);
+    // One batch under pressure, 9 blocks: prompt 0 and the unrelated prompt 3 leave 8 blocks
+    // cached; the batch holds 4 shared blocks and needs 5 more, 4 of them evicted from prompt 3.
+    kv = prefix_kv_new(f->m, 9, 1);
+    int warm[] = {0, 3}, warm_hits[] = {0, 0};
+    check_sequential(f->m, kv, &s, cold, warm, warm_hits, 2);
+    int all[] = {0, 1, 2}, hits[] = {64, 48, 48};
+    check_batch(f->m, kv, &s, cold, all, hits, 3);
+    int again[] = {3}, evicted[] = {0}; // all 4 of its blocks were taken
+    check_sequential(f->m, kv, &s, cold, again, evicted, 1);
+    assert_int_equal(kv_cache_free_blocks(kv), 9);
     kv_cache_free(kv);
 }
 
