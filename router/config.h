@@ -34,6 +34,7 @@ typedef struct router_config {
     // every shard as explicit --rope-* flags (fields not given: see rope_overrides).
     rope_overrides rope;
     int shutdown_grace_ms; // 90000 (TGI's launcher grace period)
+    int prefix_cache;      // 1: shards reuse cached prompt prefixes (--prefix-cache off|on)
 } router_config;
 
 // Parses argv and the environment; checks TGI's argument rules. Returns FL_EINVAL with a message
