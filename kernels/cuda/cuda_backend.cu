@@ -1,6 +1,7 @@
 // The CUDA backend's wiring: context creation on a device, one non-blocking stream for every op,
 // cuBLAS, first-error recording, memory and copies, scratch buffers, and decode-step CUDA graphs.
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,11 @@
 #include "kernels/cuda/cuda_backend.cuh"
 
 #define CUBLAS_WORKSPACE_BYTES (32u << 20)
+
+static_assert(offsetof(bk_matrix, kind) == offsetof(bk_matrix_header, kind) &&
+                  offsetof(bk_matrix, n_in) == offsetof(bk_matrix_header, n_in) &&
+                  offsetof(bk_matrix, n_out) == offsetof(bk_matrix_header, n_out),
+              "bk_matrix must begin with bk_matrix_header's members");
 
 void cuda_record(cuda_ctx *c, fl_code code, const char *fmt, ...) {
     if (c->err_code != FL_OK) return;
@@ -88,6 +94,10 @@ static fl_code cb_sync(backend *b, fl_error *err) {
         c->err_msg[0] = 0;
     }
     return code;
+}
+
+static void cb_record_error(backend *b, fl_code code, const char *msg) {
+    cuda_record(cuda_ctx_of(b), code, "%s", msg);
 }
 
 static size_t cb_mem_available(backend *b) {
@@ -299,6 +309,7 @@ extern "C" backend *backend_cuda_create(int device, fl_error *err) {
     b->name = "cuda";
     b->act_dtype = DTYPE_F16;
     b->sync = cb_sync;
+    b->record_error = cb_record_error;
     b->mem_available = cb_mem_available;
     b->buf_alloc = cb_buf_alloc;
     b->buf_free = cb_buf_free;
@@ -326,5 +337,5 @@ extern "C" backend *backend_cuda_create(int device, fl_error *err) {
     b->graph_capture_begin = cb_graph_capture_begin;
     b->graph_capture_end = cb_graph_capture_end;
     b->graph_reset = cb_graph_reset;
-    return b;
+    return backend_checks_install(b, err);
 }
