@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kernels/cuda/cuda_backend.cuh"
 
@@ -262,8 +263,12 @@ extern "C" backend *backend_cuda_create(int device, fl_error *err) {
     cudaError_t e = cudaGetDeviceCount(&n_dev);
     if (e != cudaSuccess || n_dev == 0) {
         cudaGetLastError();
-        fl_error_set(err, FL_EUNSUPPORTED, "kernels/cuda: no CUDA device available (%s)",
-                     e != cudaSuccess ? cudaGetErrorString(e) : "device count is 0");
+        // Without a GPU there is no driver, which the runtime reports as a driver "version
+        // insufficient for the runtime": name what is actually missing.
+        const char *why = e == cudaSuccess                     ? "device count is 0"
+                          : access("/dev/nvidiactl", F_OK) != 0 ? "no NVIDIA driver loaded"
+                                                                : cudaGetErrorString(e);
+        fl_error_set(err, FL_EUNSUPPORTED, "kernels/cuda: no CUDA device (%s)", why);
         return NULL;
     }
     if (device < 0 || device >= n_dev) {
