@@ -1,7 +1,7 @@
 // Shared machinery of `falconlite eval`: one model loaded with a chosen rotary scaling, greedy
 // generation and prompt log-likelihoods on it, a prompt template (common/chat_template.h) and
 // answer extraction. Each suite (tools/eval_passkey.c, eval_lines.c, eval_ppl.c) prints one JSON
-// summary line.
+// summary line. The engine side lives in tools/eval_engine.c, the command in tools/cmd_eval.c.
 #pragma once
 #include <cjson/cJSON.h>
 #include <stdint.h>
