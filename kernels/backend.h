@@ -10,6 +10,9 @@
 //   memory (`*_dev`); the driver fills them with copy_to_device before the ops of a step.
 // - Ops are asynchronous on devices; sync() waits and reports errors. Ops never abort: a
 //   backend records its first error and sync() returns it.
+// - Arguments are checked once for every backend (kernels/backend.c, installed by the backend
+//   constructors): a bad shape or a missing buffer is recorded as the op's error and the op is
+//   skipped; an op with nothing to do (n_tok, n or n_rows 0) is a no-op.
 // - Weights are uploaded once through matrix_create / vector_create; the backend may repack them
 //   (GPTQ nibble shuffles, act-order permutations) and owns the result.
 #pragma once
@@ -46,6 +49,13 @@ typedef struct host_matrix {
 
 typedef struct bk_matrix bk_matrix; // backend-owned weight matrix (opaque)
 
+// Every backend's bk_matrix begins with these members (in this order), which lets
+// kernels/backend.c check a call against the matrix it names.
+typedef struct bk_matrix_header {
+    matrix_kind kind;
+    int n_in, n_out;
+} bk_matrix_header;
+
 // One sequence of a ragged attention batch. Query rows [q_start, q_start + n_q) of the batch
 // belong to it; its context is n_past cached tokens followed by its n_q new tokens (already
 // stored in the cache), so query i attends to cache positions [0, n_past + i] (causal).
@@ -75,6 +85,8 @@ struct backend {
     void (*free)(backend *b);
     // Waits for queued work; returns the first error any op hit since the last sync.
     fl_code (*sync)(backend *b, fl_error *err);
+    // Records an op's error for sync() to report, unless an earlier one is pending.
+    void (*record_error)(backend *b, fl_code code, const char *msg);
     // Bytes of memory the backend can still allocate (device memory for CUDA, RAM for CPU).
     size_t (*mem_available)(backend *b);
 
@@ -153,6 +165,10 @@ struct backend {
     void (*graph_capture_begin)(backend *b, uint64_t key);
     void (*graph_capture_end)(backend *b, uint64_t key);
     void (*graph_reset)(backend *b);
+
+    // The implementation's own, unchecked members, kept by backend_checks_install; the members
+    // above then point at the checking wrappers of kernels/backend.c.
+    const struct backend *unchecked;
 };
 
 // Creates the CPU backend with n_threads workers (0: FALCONLITE_THREADS or all cores).
@@ -161,3 +177,8 @@ backend *backend_cpu_create(int n_threads, fl_error *err);
 backend *backend_cuda_create(int device, fl_error *err);
 // "cpu", "cuda" or "auto" (CUDA when a GPU is present, else CPU).
 backend *backend_create(const char *name, fl_error *err);
+
+// For backend constructors: puts the shared argument checks in front of b's weights and ops
+// (the compute ops of kernels/backend_ops.h, matrix_create, vector_create). Returns b, or NULL
+// (b freed, err set) when out of memory.
+backend *backend_checks_install(backend *b, fl_error *err);

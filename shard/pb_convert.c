@@ -35,7 +35,7 @@ static fl_code request_decode(const PbRequest *pr, svc_request *r, fl_error *err
     for (size_t i = 0; i < pr->n_input_ids; i++)
         r->input_ids[i] = (int32_t)pr->input_ids[i];
 
-    gen_params *g = &r->params;
+    seq_params *g = &r->params;
     sampling_params_default(&g->sampling);
     const Falconlite__Shard__V1__NextTokenChooserParameters *np = pr->parameters;
     if (np) {

@@ -9,7 +9,7 @@ typedef struct svc_request { // shard.proto Request
     uint64_t id;
     int32_t *input_ids; // [n_input]
     int n_input;
-    gen_params params; // params.stop_ids points at stop_ids
+    seq_params params; // params.stop_ids points at stop_ids
     int32_t *stop_ids; // [params.n_stop_ids]
     int watermark;     // rejected: not supported
 } svc_request;

@@ -3,12 +3,18 @@
 #include "kernels/cpu/cpu_backend.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #define CPU_ALIGN 64
+
+_Static_assert(offsetof(bk_matrix, kind) == offsetof(bk_matrix_header, kind) &&
+                   offsetof(bk_matrix, n_in) == offsetof(bk_matrix_header, n_in) &&
+                   offsetof(bk_matrix, n_out) == offsetof(bk_matrix_header, n_out),
+               "bk_matrix must begin with bk_matrix_header's members");
 
 void *cpu_aligned_alloc(size_t nbytes) {
     void *p = NULL;
@@ -55,6 +61,10 @@ static void cpu_free(backend *b) {
     pthread_mutex_destroy(&c->err_mu);
     free(c);
     free(b);
+}
+
+static void cpu_record_error(backend *b, fl_code code, const char *msg) {
+    cpu_error_record(b->ctx, code, "%s", msg);
 }
 
 static fl_code cpu_sync(backend *b, fl_error *err) {
@@ -167,6 +177,7 @@ backend *backend_cpu_create(int n_threads, fl_error *err) {
     b->name = "cpu";
     b->act_dtype = DTYPE_F32;
     b->sync = cpu_sync;
+    b->record_error = cpu_record_error;
     b->mem_available = cpu_mem_available;
     b->buf_alloc = cpu_buf_alloc;
     b->buf_free = cpu_buf_free;
@@ -189,5 +200,5 @@ backend *backend_cpu_create(int n_threads, fl_error *err) {
     b->swiglu = cpu_swiglu;
     b->add = cpu_add;
     b->gather_rows = cpu_gather_rows;
-    return b;
+    return backend_checks_install(b, err);
 }

@@ -41,11 +41,6 @@ static void rotary_task(void *arg, int64_t begin, int64_t end, int thread) {
 void cpu_rotary(backend *b, void *x, const int32_t *pos, const float *base, int n_tok, int n_heads,
                 int head_dim, int rot_dim, float pos_scale) {
     cpu_ctx *c = b->ctx;
-    if (rot_dim <= 0 || rot_dim > head_dim || rot_dim % 2) {
-        cpu_error_record(c, FL_EINVAL, "rotary: rot_dim %d must be even and in (0, head_dim %d]",
-                         rot_dim, head_dim);
-        return;
-    }
     rotary_job j = {c, x, pos, base, n_heads, head_dim, rot_dim, pos_scale};
     thread_pool_for(c->pool, n_tok, 4, rotary_task, &j);
 }

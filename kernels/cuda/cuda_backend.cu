@@ -1,13 +1,20 @@
 // The CUDA backend's wiring: context creation on a device, one non-blocking stream for every op,
 // cuBLAS, first-error recording, memory and copies, scratch buffers, and decode-step CUDA graphs.
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kernels/cuda/cuda_backend.cuh"
 
 #define CUBLAS_WORKSPACE_BYTES (32u << 20)
+
+static_assert(offsetof(bk_matrix, kind) == offsetof(bk_matrix_header, kind) &&
+                  offsetof(bk_matrix, n_in) == offsetof(bk_matrix_header, n_in) &&
+                  offsetof(bk_matrix, n_out) == offsetof(bk_matrix_header, n_out),
+              "bk_matrix must begin with bk_matrix_header's members");
 
 void cuda_record(cuda_ctx *c, fl_code code, const char *fmt, ...) {
     if (c->err_code != FL_OK) return;
@@ -88,6 +95,10 @@ static fl_code cb_sync(backend *b, fl_error *err) {
         c->err_msg[0] = 0;
     }
     return code;
+}
+
+static void cb_record_error(backend *b, fl_code code, const char *msg) {
+    cuda_record(cuda_ctx_of(b), code, "%s", msg);
 }
 
 static size_t cb_mem_available(backend *b) {
@@ -252,8 +263,12 @@ extern "C" backend *backend_cuda_create(int device, fl_error *err) {
     cudaError_t e = cudaGetDeviceCount(&n_dev);
     if (e != cudaSuccess || n_dev == 0) {
         cudaGetLastError();
-        fl_error_set(err, FL_EUNSUPPORTED, "kernels/cuda: no CUDA device available (%s)",
-                     e != cudaSuccess ? cudaGetErrorString(e) : "device count is 0");
+        // Without a GPU there is no driver, which the runtime reports as a driver "version
+        // insufficient for the runtime": name what is actually missing.
+        const char *why = e == cudaSuccess                     ? "device count is 0"
+                          : access("/dev/nvidiactl", F_OK) != 0 ? "no NVIDIA driver loaded"
+                                                                : cudaGetErrorString(e);
+        fl_error_set(err, FL_EUNSUPPORTED, "kernels/cuda: no CUDA device (%s)", why);
         return NULL;
     }
     if (device < 0 || device >= n_dev) {
@@ -299,6 +314,7 @@ extern "C" backend *backend_cuda_create(int device, fl_error *err) {
     b->name = "cuda";
     b->act_dtype = DTYPE_F16;
     b->sync = cb_sync;
+    b->record_error = cb_record_error;
     b->mem_available = cb_mem_available;
     b->buf_alloc = cb_buf_alloc;
     b->buf_free = cb_buf_free;
@@ -326,5 +342,5 @@ extern "C" backend *backend_cuda_create(int device, fl_error *err) {
     b->graph_capture_begin = cb_graph_capture_begin;
     b->graph_capture_end = cb_graph_capture_end;
     b->graph_reset = cb_graph_reset;
-    return b;
+    return backend_checks_install(b, err);
 }

@@ -7,21 +7,46 @@
 #include "shard/engine/comm.h"
 #include "shard/engine/model_impl.h"
 
+// Shapes use this rank's sizes: n_head, n_head_kv and d_ff are the rank's slice (model_weights),
+// vocab_shard its part of the vocabulary; n_bt is the step's block-table entries. Buffers hold
+// cap_* of each, "act" is the backend's act_dtype.
 struct fwd_scratch {
     int cap_tok, cap_seq, cap_bt, cap_rows; // sizes the buffers were allocated for
     uint64_t generation;                    // bumped whenever device buffers move (graph key)
     const kv_cache *graph_kv;               // the cache captured graphs write to
-    // host staging
-    int32_t *h_ids, *h_pos, *h_slots, *h_bt, *h_rows;
-    float *h_base;
-    attn_seq *h_seqs;
-    float *h_shard, *h_all; // TP logits: this rank's [n_rows, vocab_shard], every rank's
-    // device inputs
-    int32_t *ids, *pos, *slots, *bt, *rows;
-    float *base;
-    attn_seq *seqs;
+    // host staging (filled per step, then copied to the device inputs below)
+    int32_t *h_ids;   // [n_tok] token ids
+    int32_t *h_pos;   // [n_tok] position of each token in its sequence
+    int32_t *h_slots; // [n_tok] KV-cache slot (block * KV_BLOCK_SIZE + offset) of each token
+    int32_t *h_bt;    // [n_bt] block tables of every sequence, concatenated
+    int32_t *h_rows;  // [n_rows] token of each logits row
+    float *h_base;    // [n_tok] rotary base of each token's sequence
+    attn_seq *h_seqs; // [n_seq]
+    float *h_shard;   // [n_rows, vocab_shard] f32 TP logits of this rank (world > 1 only)
+    float *h_all;     // [world, n_rows, vocab_shard] f32 TP logits of every rank (world > 1 only)
+    // device inputs (copies of the host staging)
+    int32_t *ids;   // [n_tok]
+    int32_t *pos;   // [n_tok]
+    int32_t *slots; // [n_tok]
+    int32_t *bt;    // [n_bt]
+    int32_t *rows;  // [n_rows]
+    float *base;    // [n_tok]
+    attn_seq *seqs; // [n_seq]
     // device activations
-    void *x, *h_attn, *h_mlp, *qkv, *q, *k, *v, *attn, *o, *mlp_out, *up, *act, *gathered, *logits;
+    void *x;        // [n_tok, d_model] act: the residual stream
+    void *h_attn;   // [n_tok, d_model] act: normed input of attention (then of the final norm)
+    void *h_mlp;    // [n_tok, d_model] act: normed input of the MLP (models with a second norm)
+    void *qkv;      // [n_tok, (n_head + 2 * n_head_kv) * head_dim] act: fused QKV projection
+    void *q;        // [n_tok, n_head, head_dim] act
+    void *k;        // [n_tok, n_head_kv, head_dim] act
+    void *v;        // [n_tok, n_head_kv, head_dim] act
+    void *attn;     // [n_tok, n_head, head_dim] act: attention output before its projection
+    void *o;        // [n_tok, d_model] act: attention block output (parallel: + MLP output)
+    void *mlp_out;  // [n_tok, d_model] act: MLP block output
+    void *up;       // [n_tok, d_ff] act (SwiGLU: [n_tok, 2 * d_ff], gate then up)
+    void *act;      // [n_tok, d_ff] act: SwiGLU activation (SwiGLU models only, else NULL)
+    void *gathered; // [n_rows, d_model] act: final-normed rows that need logits
+    void *logits;   // [n_rows, vocab_shard] act
 };
 
 // Every device buffer, so allocation checks and release cover them all (but act, which only

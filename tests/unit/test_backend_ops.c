@@ -2,7 +2,8 @@
 // reference) and on the CUDA backend over the same seeded random inputs and odd shapes, and the
 // CUDA output must match by normalised MSE under a per-op threshold, hold no NaN, write every
 // output element (outputs start as NaN) and nothing past the end (a guard region must survive).
-// Skips cleanly when falconlite was built without CUDA or no GPU is present.
+// The cases skip cleanly when falconlite was built without CUDA or no GPU is present; every op
+// of kernels/backend_ops.h must have a case (test_every_op_has_a_case).
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -15,6 +16,7 @@
 #include <string.h>
 
 #include "kernels/backend.h"
+#include "kernels/backend_ops.h"
 #include "tests/unit/helpers/op_reference.h"
 
 #define GUARD 64
@@ -37,8 +39,8 @@ static int setup(void **state) {
     fl_error err = {0};
     ops_env *e = calloc(1, sizeof *e);
     e->gpu = backend_cuda_create(0, &err);
-    if (!e->gpu) {
-        print_message("test_backend_ops: skipped: %s\n", err.msg);
+    if (!e->gpu) { // every comparison case then skips (NEED_GPU)
+        print_message("test_backend_ops: CUDA cases skipped: %s\n", err.msg);
         *state = e;
         return 0;
     }
@@ -692,15 +694,58 @@ static void test_error_reporting(void **state) {
     assert_int_equal(b->sync(b, &err), FL_OK);
 }
 
-int main(void) {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_matmul_dense),     cmocka_unit_test(test_matmul_gptq),
-        cmocka_unit_test(test_embedding),        cmocka_unit_test(test_norms),
-        cmocka_unit_test(test_elementwise),      cmocka_unit_test(test_gather_rows),
-        cmocka_unit_test(test_qkv_split),        cmocka_unit_test(test_rotary),
-        cmocka_unit_test(test_kv_store),         cmocka_unit_test(test_attention_decode),
-        cmocka_unit_test(test_attention_prefill), cmocka_unit_test(test_graph_replay),
-        cmocka_unit_test(test_error_reporting),
+// ---------------------------------------------------------------- the op list
+
+// Every case, with the ops of kernels/backend_ops.h it compares (space-separated names).
+typedef struct op_case {
+    const char *name;
+    CMUnitTestFunction fn;
+    const char *ops;
+} op_case;
+
+#define OP_CASE(fn, ops) {#fn, fn, ops}
+static const op_case cases[] = {
+    OP_CASE(test_matmul_dense, "matmul"),
+    OP_CASE(test_matmul_gptq, "matmul"),
+    OP_CASE(test_embedding, "embedding"),
+    OP_CASE(test_norms, "layernorm rmsnorm"),
+    OP_CASE(test_elementwise, "gelu add swiglu"),
+    OP_CASE(test_gather_rows, "gather_rows"),
+    OP_CASE(test_qkv_split, "qkv_split"),
+    OP_CASE(test_rotary, "rotary"),
+    OP_CASE(test_kv_store, "kv_store"),
+    OP_CASE(test_attention_decode, "attention"),
+    OP_CASE(test_attention_prefill, "attention"),
+    OP_CASE(test_graph_replay, "matmul attention gelu"),
+    OP_CASE(test_error_reporting, "attention"),
+};
+#define N_CASES (sizeof cases / sizeof cases[0])
+
+static int case_covers(const op_case *c, const char *op) {
+    size_t n = strlen(op);
+    for (const char *p = c->ops; (p = strstr(p, op)) != NULL; p += n)
+        if ((p == c->ops || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\0')) return 1;
+    return 0;
+}
+
+// An op added to BACKEND_OPS without a comparison case here fails (runs without a GPU too).
+static void test_every_op_has_a_case(void **state) {
+    const char *ops[] = {
+#define OP_NAME(op) #op,
+        BACKEND_OPS(OP_NAME)
+#undef OP_NAME
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+        int covered = 0;
+        for (size_t c = 0; c < N_CASES && !covered; c++) covered = case_covers(&cases[c], ops[i]);
+        if (!covered) fail_msg("backend op %s has no CPU-vs-CUDA case in cases[]", ops[i]);
+    }
+}
+
+int main(void) {
+    struct CMUnitTest tests[N_CASES + 1];
+    tests[0] = (struct CMUnitTest)cmocka_unit_test(test_every_op_has_a_case);
+    for (size_t i = 0; i < N_CASES; i++)
+        tests[i + 1] = (struct CMUnitTest){cases[i].name, cases[i].fn, NULL, NULL, NULL};
+    return _cmocka_run_group_tests("test_backend_ops", tests, N_CASES + 1, setup, teardown);
 }

@@ -1,4 +1,4 @@
-// gen_request / gen_batch_step on a golden tiny Falcon (CPU backend): greedy tokens, logprobs
+// seq_request / gen_batch_step on a golden tiny Falcon (CPU backend): greedy tokens, logprobs
 // and prompt logprobs match HF's reference; requests joining a running batch at different steps
 // produce what they produce alone; TGI's stopping order; KV reservation and release; the prefix
 // cache reproduces cold outputs exactly (sequential, batched, evicting, FalconLite's NTK rotary).
@@ -105,26 +105,26 @@ static fixture *get(void **state) {
     return *state;
 }
 
-static gen_params greedy_params(int max_new) {
-    gen_params p = {.max_new_tokens = max_new, .eos_id = 11, .ignore_eos = 1};
+static seq_params greedy_params(int max_new) {
+    seq_params p = {.max_new_tokens = max_new, .eos_id = 11, .ignore_eos = 1};
     sampling_params_default(&p.sampling);
     return p;
 }
 
-static gen_request *start(fixture *f, int i, const gen_params *p) {
-    gen_request *r = NULL;
+static seq_request *start(fixture *f, int i, const seq_params *p) {
+    seq_request *r = NULL;
     fl_error err = {0};
-    if (gen_request_create(f->m, f->kv, (uint64_t)i, f->p[i].ids, f->p[i].n_ids, p, &r, &err))
-        fail_msg("gen_request_create: %s", err.msg);
+    if (seq_request_create(f->m, f->kv, (uint64_t)i, f->p[i].ids, f->p[i].n_ids, p, &r, &err))
+        fail_msg("seq_request_create: %s", err.msg);
     return r;
 }
 
-static void step(fixture *f, gen_request **reqs, int n) {
+static void step(fixture *f, seq_request **reqs, int n) {
     fl_error err = {0};
     if (gen_batch_step(f->m, f->kv, reqs, n, &err)) fail_msg("gen_batch_step: %s", err.msg);
 }
 
-static void step_kv(fixture *f, kv_cache *kv, gen_request **r) {
+static void step_kv(fixture *f, kv_cache *kv, seq_request **r) {
     fl_error err = {0};
     if (gen_batch_step(f->m, kv, r, 1, &err)) fail_msg("gen_batch_step: %s", err.msg);
 }
@@ -133,9 +133,9 @@ static void test_matches_reference(void **state) {
     fixture *f = get(state);
     int free0 = kv_cache_free_blocks(f->kv);
     for (int i = 0; i < f->n_prompts; i++) {
-        gen_params p = greedy_params(N_NEW);
+        seq_params p = greedy_params(N_NEW);
         p.prompt_logprobs = f->p[i].has_prompt_logprobs;
-        gen_request *r = start(f, i, &p);
+        seq_request *r = start(f, i, &p);
         while (r->finish == GEN_RUNNING)
             step(f, &r, 1);
         assert_int_equal(r->finish, GEN_FINISH_LENGTH);
@@ -148,7 +148,7 @@ static void test_matches_reference(void **state) {
             for (int j = 1; j < r->n_prompt; j++)
                 assert_float_equal(r->prompt_logprobs[j], f->p[i].prompt_logprobs[j - 1], 2e-3);
         }
-        gen_request_free(f->kv, r);
+        seq_request_free(f->kv, r);
     }
     assert_int_equal(kv_cache_free_blocks(f->kv), free0);
 }
@@ -158,18 +158,18 @@ static void test_matches_reference(void **state) {
 static void test_staggered_batch(void **state) {
     fixture *f = get(state);
     int n = f->n_prompts < 3 ? f->n_prompts : 3;
-    gen_params p = greedy_params(N_NEW);
-    gen_request *reqs[3];
+    seq_params p = greedy_params(N_NEW);
+    seq_request *reqs[3];
     int live = 0;
     for (int s = 0; live > 0 || s == 0; s++) {
         if (s < n) reqs[live++] = start(f, s, &p); // one newcomer per step
         step(f, reqs, live);
         for (int i = 0; i < live; i++) {
             if (reqs[i]->finish == GEN_RUNNING) continue;
-            gen_request *r = reqs[i];
+            seq_request *r = reqs[i];
             int id = (int)r->id;
             assert_memory_equal(r->tokens + r->n_prompt, f->p[id].tokens, sizeof(int32_t) * N_NEW);
-            gen_request_free(f->kv, r);
+            seq_request_free(f->kv, r);
             reqs[i--] = reqs[--live];
         }
     }
@@ -179,17 +179,17 @@ static void test_stopping(void **state) {
     fixture *f = get(state);
     const ref_prompt *rp = &f->p[0];
     // EOS: the first token, unless ignored
-    gen_params p = greedy_params(N_NEW);
+    seq_params p = greedy_params(N_NEW);
     p.ignore_eos = 0;
     p.eos_id = rp->tokens[0];
-    gen_request *r = start(f, 0, &p);
+    seq_request *r = start(f, 0, &p);
     step(f, &r, 1);
     assert_int_equal(r->finish, GEN_FINISH_EOS);
     assert_int_equal(r->n_generated, 1);
     // a finished request may not step again
     fl_error err = {0};
     assert_int_equal(gen_batch_step(f->m, f->kv, &r, 1, &err), FL_EINVAL);
-    gen_request_free(f->kv, r);
+    seq_request_free(f->kv, r);
     // stop token ids: the third token stops it
     int32_t stop = rp->tokens[2];
     p = greedy_params(N_NEW);
@@ -203,7 +203,7 @@ static void test_stopping(void **state) {
         step(f, &r, 1);
     assert_int_equal(r->finish, GEN_FINISH_STOP);
     assert_int_equal(r->n_generated, first + 1);
-    gen_request_free(f->kv, r);
+    seq_request_free(f->kv, r);
     // length wins over EOS on the last token (TGI's order)
     p = greedy_params(1);
     p.ignore_eos = 0;
@@ -211,16 +211,16 @@ static void test_stopping(void **state) {
     r = start(f, 0, &p);
     step(f, &r, 1);
     assert_int_equal(r->finish, GEN_FINISH_LENGTH);
-    gen_request_free(f->kv, r);
+    seq_request_free(f->kv, r);
 }
 
 static void test_kv_capacity(void **state) {
     fixture *f = get(state);
     int free0 = kv_cache_free_blocks(f->kv);
-    gen_params p = greedy_params(free0 * KV_BLOCK_SIZE); // more than the pool holds
-    gen_request *r = NULL;
+    seq_params p = greedy_params(free0 * KV_BLOCK_SIZE); // more than the pool holds
+    seq_request *r = NULL;
     fl_error err = {0};
-    assert_int_equal(gen_request_create(f->m, f->kv, 9, f->p[0].ids, f->p[0].n_ids, &p, &r, &err),
+    assert_int_equal(seq_request_create(f->m, f->kv, 9, f->p[0].ids, f->p[0].n_ids, &p, &r, &err),
                      FL_ECAPACITY);
     assert_null(r);
     assert_int_equal(kv_cache_free_blocks(f->kv), free0);
@@ -229,16 +229,16 @@ static void test_kv_capacity(void **state) {
     r = start(f, 0, &p);
     int need = (f->p[0].n_ids + KV_BLOCK_SIZE + KV_BLOCK_SIZE - 1) / KV_BLOCK_SIZE;
     assert_int_equal(free0 - kv_cache_free_blocks(f->kv), need);
-    gen_request_free(f->kv, r);
+    seq_request_free(f->kv, r);
     assert_int_equal(kv_cache_free_blocks(f->kv), free0);
     // bad requests
     p = greedy_params(0);
-    assert_int_equal(gen_request_create(f->m, f->kv, 1, f->p[0].ids, f->p[0].n_ids, &p, &r, &err),
+    assert_int_equal(seq_request_create(f->m, f->kv, 1, f->p[0].ids, f->p[0].n_ids, &p, &r, &err),
                      FL_EINVAL);
     p = greedy_params(4);
     int32_t bad = 1 << 20;
-    assert_int_equal(gen_request_create(f->m, f->kv, 1, &bad, 1, &p, &r, &err), FL_EINVAL);
-    assert_int_equal(gen_request_create(f->m, f->kv, 1, &bad, 0, &p, &r, &err), FL_EINVAL);
+    assert_int_equal(seq_request_create(f->m, f->kv, 1, &bad, 1, &p, &r, &err), FL_EINVAL);
+    assert_int_equal(seq_request_create(f->m, f->kv, 1, &bad, 0, &p, &r, &err), FL_EINVAL);
 }
 
 // ---- prefix cache: reuse gives exactly the tokens and logprobs of a cold prefill
@@ -270,13 +270,13 @@ static void set_add(prompt_set *s, const int32_t *prefix, int n_prefix, const in
 // Runs prompts which [n] of s together in one batch (greedy, N_NEW tokens each) to the end.
 static void run_batch(model *m, kv_cache *kv, const prompt_set *s, const int *which, int n,
                       run_out *out) {
-    gen_request *reqs[MAX_SET];
-    gen_params p = greedy_params(N_NEW);
+    seq_request *reqs[MAX_SET];
+    seq_params p = greedy_params(N_NEW);
     fl_error err = {0};
     for (int i = 0; i < n; i++) {
         const int32_t *ids = s->ids[which[i]];
-        if (gen_request_create(m, kv, (uint64_t)i, ids, s->n[which[i]], &p, &reqs[i], &err))
-            fail_msg("gen_request_create: %s", err.msg);
+        if (seq_request_create(m, kv, (uint64_t)i, ids, s->n[which[i]], &p, &reqs[i], &err))
+            fail_msg("seq_request_create: %s", err.msg);
         out[i].lookup = reqs[i]->n_prefix_lookup;
         out[i].hit = reqs[i]->n_prefix_hit;
     }
@@ -286,7 +286,7 @@ static void run_batch(model *m, kv_cache *kv, const prompt_set *s, const int *wh
         assert_int_equal(reqs[i]->n_generated, N_NEW);
         memcpy(out[i].tokens, reqs[i]->tokens + reqs[i]->n_prompt, sizeof out[i].tokens);
         memcpy(out[i].logprobs, reqs[i]->logprobs, sizeof out[i].logprobs);
-        gen_request_free(kv, reqs[i]);
+        seq_request_free(kv, reqs[i]);
     }
 }
 
@@ -381,18 +381,18 @@ static void test_prefix_sequential(void **state) {
     check_sequential(f->m, kv, &s, cold, order, hits, 5);
     assert_int_equal(kv_cache_free_blocks(kv), 64);
     // Prompt logprobs need every prompt token computed: no lookup, same output.
-    gen_params p = greedy_params(N_NEW);
+    seq_params p = greedy_params(N_NEW);
     p.prompt_logprobs = 1;
-    gen_request *r = NULL;
+    seq_request *r = NULL;
     fl_error err = {0};
-    if (gen_request_create(f->m, kv, 7, s.ids[0], s.n[0], &p, &r, &err))
-        fail_msg("gen_request_create: %s", err.msg);
+    if (seq_request_create(f->m, kv, 7, s.ids[0], s.n[0], &p, &r, &err))
+        fail_msg("seq_request_create: %s", err.msg);
     assert_int_equal(r->n_prefix_lookup, 0);
     assert_int_equal(r->n_prefix_hit, 0);
     while (r->finish == GEN_RUNNING)
         step_kv(f, kv, &r);
     assert_memory_equal(r->tokens + r->n_prompt, cold[0].tokens, sizeof cold[0].tokens);
-    gen_request_free(kv, r);
+    seq_request_free(kv, r);
     kv_cache_free(kv);
 }
 
