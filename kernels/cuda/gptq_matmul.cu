@@ -12,7 +12,7 @@
 // Dequant uses the fp16 exponent trick: (q | 0x6400) is 1024 + q, and one hfma2 turns it into
 // (q - z)/16, exact in fp16; the 16 is folded into the group scale.
 // Prefill (larger n_tok): dequantise into an f16 scratch [n_in, n_out] and call cuBLAS.
-// Small batches (2..GPTQ_MMA_MAX_ROWS rows by default) take the tensor-core kernel of
+// Small batches (4..GPTQ_MMA_MAX_ROWS rows by default) take the tensor-core kernel of
 // gptq_mma.cu instead, on the same layout (FALCONLITE_GPTQ_MMA picks: auto / 0 / 1).
 #include <stdlib.h>
 #include <string.h>

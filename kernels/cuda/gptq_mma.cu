@@ -39,7 +39,7 @@
 #define MMA_SSTRIDE (MMA_NB + 8)     // halves per scale slot
 #define MMA_ZSTRIDE (MMA_NB / 4 + 8) // words per zero-point slot
 #define MMA_AROW (MMA_RS * 8)        // halves per staged activation row
-#define MMA_AUTO_MIN_ROWS 2          // FALCONLITE_GPTQ_MMA=auto: the GEMV below this
+#define MMA_AUTO_MIN_ROWS 4 // FALCONLITE_GPTQ_MMA=auto: the GEMV below this (H200 crossover)
 
 // One stage in shared memory: weights, scale slots, zero-point slots, row -> slot, activations.
 #define MMA_W_BYTES (MMA_RS * MMA_WSTRIDE * 4)
@@ -142,12 +142,17 @@ __global__ void __launch_bounds__(MMA_THREADS, MT == 1 ? 3 : 2) k_gptq_mma(const
     const int u_end = (int)(n_units * (blockIdx.x + 1) / gridDim.x);
     const uint64_t policy = evict_first_policy();
 
-    // Producer state: group pg holds the rows up to pg_end (exclusive) of the current tile.
-    int pg = 0, pg_end = 0;
-    // Issues the copies of unit u into stage buffer buf (every thread runs this uniformly).
-    auto load = [&](int u, int buf, bool first) {
-        const int t = u / p.n_kst, kst = u - t * p.n_kst;
-        const int r0 = kst * MMA_RS, nrows = min(MMA_RS, R - r0), n0 = t * MMA_NB;
+    // Producer state: the next unit to load is (tile lt, K unit lk); group pg holds the rows up
+    // to pg_end (exclusive) of that tile.
+    int lt = u_begin / p.n_kst, lk = u_begin - lt * p.n_kst, pg = 0, pg_end = 0;
+    // Issues the copies of the next unit into stage buffer buf (every thread runs this
+    // uniformly), then advances (lt, lk).
+    auto load = [&](int buf, bool first) {
+        const int kst = lk, r0 = kst * MMA_RS, nrows = min(MMA_RS, R - r0), n0 = lt * MMA_NB;
+        if (++lk == p.n_kst) {
+            lk = 0;
+            lt++;
+        }
         unsigned char *st = smem + buf * STAGE;
         uint32_t *ws = reinterpret_cast<uint32_t *>(st);
         __half *ss = reinterpret_cast<__half *>(st + MMA_W_BYTES);
@@ -174,29 +179,37 @@ __global__ void __launch_bounds__(MMA_THREADS, MT == 1 ? 3 : 2) k_gptq_mma(const
             pg = r0 / p.max_group_rows;
             pg_end = p.group_row[pg + 1];
         }
+        auto load_group = [&](int i) { // scales and zero points of group pg into slot i
+            if (tid < MMA_NB / 8) { // 32 pieces of 8 scales
+                const int n = n0 + 8 * tid;
+                const bool ok = n < N;
+                cp_async16(ss + i * MMA_SSTRIDE + 8 * tid,
+                           ok ? p.scales + (size_t)pg * N + n : p.scales, ok);
+            } else if (tid < MMA_NB / 8 + MMA_NB / 4) { // 64 words of 4 zero points
+                const int q = tid - MMA_NB / 8, n = n0 + 4 * q;
+                const bool ok = n < N;
+                cp_async4(zs + i * MMA_ZSTRIDE + q,
+                          ok ? p.zeros + (size_t)pg * (N / 4) + n / 4 : p.zeros, ok);
+            }
+        };
+        while (r0 >= pg_end) pg_end = p.group_row[++pg + 1];
+        if (r0 + nrows <= pg_end) { // the common case: one group holds the whole unit
+            load_group(0);
+            if (tid < MMA_RS) slot[tid] = 0; // rows past R too: their inputs are 0
+            return;
+        }
         int cur = -1, s = 0;
         for (int i = 0; i < nrows; i++) {
-            const int row = r0 + i;
-            while (row >= pg_end) pg_end = p.group_row[++pg + 1];
+            while (r0 + i >= pg_end) pg_end = p.group_row[++pg + 1];
             if (pg != cur) {
                 cur = pg;
                 s = i;
-                if (tid < MMA_NB / 8) { // 32 pieces of 8 scales
-                    const int n = n0 + 8 * tid;
-                    const bool ok = n < N;
-                    cp_async16(ss + i * MMA_SSTRIDE + 8 * tid,
-                               ok ? p.scales + (size_t)pg * N + n : p.scales, ok);
-                } else if (tid < MMA_NB / 8 + MMA_NB / 4) { // 64 words of 4 zero points
-                    const int q = tid - MMA_NB / 8, n = n0 + 4 * q;
-                    const bool ok = n < N;
-                    cp_async4(zs + i * MMA_ZSTRIDE + q,
-                              ok ? p.zeros + (size_t)pg * (N / 4) + n / 4 : p.zeros, ok);
-                }
+                load_group(i);
             }
             if (tid == 0) slot[i] = (uint8_t)s;
         }
         if (tid == 0)
-            for (int i = nrows; i < MMA_RS; i++) slot[i] = 0; // rows past R: their inputs are 0
+            for (int i = nrows; i < MMA_RS; i++) slot[i] = 0;
     };
 
     float acc[MT][4][4];
@@ -210,19 +223,21 @@ __global__ void __launch_bounds__(MMA_THREADS, MT == 1 ? 3 : 2) k_gptq_mma(const
     const int count = u_end - u_begin;
 #pragma unroll
     for (int s = 0; s < MMA_STAGES - 1; s++) {
-        if (s < count) load(u_begin + s, s, s == 0);
+        if (s < count) load(s, s == 0);
         cp_async_commit();
     }
-    int seg = 0; // units of the current tile done by this block
-    for (int i = 0; i < count; i++) {
-        const int u = u_begin + i;
+    int seg = 0;                                          // units of tile t done by this block
+    int t = u_begin / p.n_kst, kst = u_begin - t * p.n_kst; // the unit being computed
+    for (int i = 0; i < count; i++, kst++) {
+        if (kst == p.n_kst) {
+            kst = 0;
+            t++;
+        }
         cp_async_wait<MMA_STAGES - 2>();
         __syncthreads(); // unit i landed for all threads; everyone is done with unit i - 1
-        if (i + MMA_STAGES - 1 < count)
-            load(u + MMA_STAGES - 1, (i + MMA_STAGES - 1) % MMA_STAGES, false);
+        if (i + MMA_STAGES - 1 < count) load((i + MMA_STAGES - 1) % MMA_STAGES, false);
         cp_async_commit();
 
-        const int t = u / p.n_kst, kst = u - t * p.n_kst;
         const int nrows = min(MMA_RS, R - kst * MMA_RS);
         const unsigned char *st = smem + (i % MMA_STAGES) * STAGE;
         const uint32_t *ws = reinterpret_cast<const uint32_t *>(st);
@@ -271,7 +286,7 @@ __global__ void __launch_bounds__(MMA_THREADS, MT == 1 ? 3 : 2) k_gptq_mma(const
             }
         }
         seg++;
-        if (u + 1 != u_end && kst + 1 != p.n_kst) continue;
+        if (i + 1 != count && kst + 1 != p.n_kst) continue;
 
         // ---- the block leaves tile t: add its partial sums, the last arrival finalizes
         const int n0 = t * MMA_NB;

@@ -252,6 +252,7 @@ static backend *backend_with_mma(const char *mode) {
 
 int main(int argc, char **argv) {
     const int gemv_only = argc > 1 && !strcmp(argv[1], "gemv"); // M=1 GEMV sweep rows only
+    const int rows_only = argc > 1 && !strcmp(argv[1], "rows");  // the GPTQ rows table only
     fl_error err = {0};
     backend *b = backend_cuda_create(0, &err);
     if (!b) {
@@ -282,7 +283,7 @@ int main(int argc, char **argv) {
     backend *paths[2] = {backend_with_mma("0"), gemv_only ? NULL : backend_with_mma("1")};
     for (int s = 0; s < 4; s++) {
         const int N = shapes[s][0], K = shapes[s][1];
-        for (int act = 0; act < (gemv_only ? 1 : 2); act++)
+        for (int act = 0; act < (gemv_only || rows_only ? 1 : 2); act++)
             for (int pi = 0; pi < 2 && paths[pi]; pi++) {
                 backend *bp = paths[pi];
                 size_t bytes = 0;
@@ -312,7 +313,7 @@ int main(int argc, char **argv) {
                 for (int i = 0; i < c0.n_w; i++) bp->matrix_free(bp, c0.w[i]);
                 bp->graph_reset(bp);
             }
-        if (s >= 2 && !gemv_only) { // prefill path (dequantise + cuBLAS), 4096 rows
+        if (s >= 2 && !gemv_only && !rows_only) { // prefill path (dequantise + cuBLAS), 4096 rows
             size_t bytes = 0;
             mm_ctx c = {{make_gptq(b, K, N, 0, &bytes)}, 1, 0, NULL, NULL, 4096, 0, 0};
             c.x = rand_act(b, (size_t)4096 * K);
@@ -327,7 +328,7 @@ int main(int argc, char **argv) {
     }
     for (int pi = 0; pi < 2; pi++)
         if (paths[pi]) paths[pi]->free(paths[pi]);
-    if (gemv_only) {
+    if (gemv_only || rows_only) {
         b->free(b);
         return 0;
     }
