@@ -310,6 +310,7 @@ extern "C" backend *backend_cuda_create(int device, fl_error *err) {
     // A tuning knob for kernels/PERFORMANCE.md sweeps; the default is the measured best.
     const char *bps = getenv("FALCONLITE_GEMV_BLOCKS_PER_SM");
     c->gemv_blocks_per_sm = bps && atoi(bps) > 0 ? atoi(bps) : 4;
+    cuda_gptq_mma_setup(c); // reads FALCONLITE_GPTQ_MMA
 
     b->name = "cuda";
     b->act_dtype = DTYPE_F16;

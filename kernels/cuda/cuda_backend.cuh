@@ -14,6 +14,8 @@ extern "C" {
 #define CUDA_MAX_GRAPHS 64
 #define CUDA_GRAVEYARD_MAX 64
 #define GPTQ_GEMV_MAX_ROWS 16 // n_tok up to this runs the 4-bit GEMV; above, dequant + cuBLAS
+#define GPTQ_MMA_MAX_ROWS 64  // n_tok up to this may run the tensor-core kernel (gptq_mma.cu)
+#define GEMV_ARRIVAL_SLOTS 1024 // column blocks a GPTQ GEMV / mma launch may count arrivals for
 
 // A device scratch buffer that only grows. Grown buffers may already be referenced by captured
 // graphs, so the old allocation is parked in the context's graveyard until the backend is freed.
@@ -33,6 +35,8 @@ typedef struct cuda_ctx {
     int n_sm;
     size_t smem_optin; // max dynamic shared memory per block
     int gemv_blocks_per_sm; // GPTQ GEMV grid target (FALCONLITE_GEMV_BLOCKS_PER_SM, default 4)
+    int gptq_mma;           // FALCONLITE_GPTQ_MMA: -1 auto, 0 never, 1 wherever it applies
+    int mma_blocks_per_sm[4]; // resident GPTQ mma blocks per SM for 1..4 m16 tiles (0: unusable)
     cudaStream_t stream;
     cublasHandle_t cublas;
     void *cublas_workspace;
@@ -41,7 +45,7 @@ typedef struct cuda_ctx {
     char err_msg[480];
 
     cuda_scratch x_perm;    // [n_tok, n_in] act-order permuted activations (GEMM path)
-    cuda_scratch gemv_acc;  // [GPTQ_GEMV_MAX_ROWS, max n_out] f32, kept zeroed between calls
+    cuda_scratch gemv_acc;  // arrival counters + [max rows, max n_out] f32, kept zeroed between calls
     cuda_scratch dequant;   // [n_in, n_out] f16 weights of one GPTQ matrix (GEMM path)
     cuda_scratch attn_part; // flash-decoding partial outputs and softmax stats
     cuda_scratch f32_out;   // act_to_f32 staging
@@ -76,6 +80,10 @@ struct bk_matrix {
 
 static inline cuda_ctx *cuda_ctx_of(backend *b) { return (cuda_ctx *)b->ctx; }
 
+__device__ __forceinline__ __half2 u32_as_half2(uint32_t u) {
+    return *reinterpret_cast<__half2 *>(&u);
+}
+
 // Records the first error; later ones are dropped (sync() reports the first).
 void cuda_record(cuda_ctx *c, fl_code code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -99,6 +107,13 @@ void cuda_matmul(backend *b, void *out, const void *x, const bk_matrix *w, int n
 void cuda_dense_gemm(cuda_ctx *c, __half *out, const __half *x, const __half *w_t, int n_tok,
                      int n_in, int n_out, int w_is_kn);
 void cuda_gptq_matmul(cuda_ctx *c, __half *out, const __half *x, const bk_matrix *w, int n_tok);
+// Tensor-core GPTQ matmul for small batches (gptq_mma.cu). setup reads FALCONLITE_GPTQ_MMA and
+// sizes the launch once per backend; wanted says whether this call should take it (x and out as
+// the caller passes them); cuda_gptq_mma takes xs = x in sorted input order, [n_tok, k_pad].
+void cuda_gptq_mma_setup(cuda_ctx *c);
+int cuda_gptq_mma_wanted(const cuda_ctx *c, const bk_matrix *w, const void *x, const void *out,
+                         int n_tok);
+void cuda_gptq_mma(cuda_ctx *c, __half *out, const __half *xs, const bk_matrix *w, int n_tok);
 void cuda_bias_add(cuda_ctx *c, __half *out, const float *bias, int n_tok, int n_out);
 void cuda_half_from_f32(cuda_ctx *c, __half *dst, const float *src, size_t n);
 void cuda_f32_from_half(cuda_ctx *c, float *dst, const __half *src, size_t n);

@@ -12,6 +12,8 @@
 // Dequant uses the fp16 exponent trick: (q | 0x6400) is 1024 + q, and one hfma2 turns it into
 // (q - z)/16, exact in fp16; the 16 is folded into the group scale.
 // Prefill (larger n_tok): dequantise into an f16 scratch [n_in, n_out] and call cuBLAS.
+// Small batches (4..GPTQ_MMA_MAX_ROWS rows by default) take the tensor-core kernel of
+// gptq_mma.cu instead, on the same layout (FALCONLITE_GPTQ_MMA picks: auto / 0 / 1).
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,12 +25,8 @@ extern "C" {
 
 #define GEMV_THREADS 128
 #define GEMV_COLS_PER_THREAD 4
-#define GEMV_ARRIVAL_SLOTS 1024 // column blocks (of 512 outputs) a GEMV may have
 
 // ---- decode GEMV
-__device__ __forceinline__ __half2 u32_as_half2(uint32_t u) {
-    return *reinterpret_cast<__half2 *>(&u);
-}
 
 // One packed row (8 inputs) x 4 columns into the group accumulators of M activation rows.
 // xs points at the row's 8 reordered activations of batch row 0; rows are n_k apart.
@@ -213,8 +211,27 @@ static void launch_gemv(cuda_ctx *c, float *acc, __half *y, const __half *x, con
     CUDA_LAUNCHED(c, "gptq gemv");
 }
 
+// x in sorted input order, [n_tok, k_pad]: x itself without act-order, else gathered into the
+// act-order scratch. NULL (error recorded) on failure.
+static const __half *gptq_sorted_input(cuda_ctx *c, const __half *x, const bk_matrix *w,
+                                       int n_tok) {
+    if (!w->perm) return x;
+    const size_t n = (size_t)n_tok * w->k_pad;
+    __half *xp = (__half *)cuda_scratch_get(c, &c->x_perm, n * sizeof(__half),
+                                            "gptq act-order scratch");
+    if (!xp) return NULL;
+    k_permute_cols<<<cuda_blocks(n, 256), 256, 0, c->stream>>>(xp, x, w->perm, n_tok, w->n_in,
+                                                               w->k_pad);
+    return CUDA_LAUNCHED(c, "gptq permute") ? NULL : xp;
+}
+
 void cuda_gptq_matmul(cuda_ctx *c, __half *out, const __half *x, const bk_matrix *w, int n_tok) {
     const int K = w->n_in, N = w->n_out, k_pad = w->k_pad;
+    if (cuda_gptq_mma_wanted(c, w, x, out, n_tok)) {
+        const __half *xs = gptq_sorted_input(c, x, w, n_tok);
+        if (xs) cuda_gptq_mma(c, out, xs, w, n_tok);
+        return;
+    }
     if (n_tok > GPTQ_GEMV_MAX_ROWS) {
         __half *wd = (__half *)cuda_scratch_get(c, &c->dequant, (size_t)k_pad * N * sizeof(__half),
                                                 "gptq dequant scratch");
@@ -223,18 +240,8 @@ void cuda_gptq_matmul(cuda_ctx *c, __half *out, const __half *x, const bk_matrix
         k_gptq_dequant<<<grid, 128, 0, c->stream>>>(wd, w->qweight, w->scales, w->zeros,
                                                     w->group_row, N);
         if (CUDA_LAUNCHED(c, "gptq dequant")) return;
-        const __half *xs = x;
-        if (w->perm) {
-            __half *xp = (__half *)cuda_scratch_get(c, &c->x_perm,
-                                                    (size_t)n_tok * k_pad * sizeof(__half),
-                                                    "gptq act-order scratch");
-            if (!xp) return;
-            size_t n = (size_t)n_tok * k_pad;
-            k_permute_cols<<<cuda_blocks(n, 256), 256, 0, c->stream>>>(xp, x, w->perm, n_tok, K,
-                                                                       k_pad);
-            if (CUDA_LAUNCHED(c, "gptq permute")) return;
-            xs = xp;
-        }
+        const __half *xs = gptq_sorted_input(c, x, w, n_tok);
+        if (!xs) return;
         cuda_dense_gemm(c, out, xs, wd, n_tok, k_pad, N, 1);
         if (w->bias) cuda_bias_add(c, out, w->bias, n_tok, N);
         return;
@@ -303,13 +310,18 @@ bk_matrix *cuda_gptq_create(backend *b, const host_matrix *h, fl_error *err) {
         upload(c, &m->scales, h->scales, (size_t)G * N, "gptq scales") ||
         upload(c, &m->group_row, l.group_row, (size_t)G + 1, "gptq groups"))
         goto cuda_fail;
-    {   // the decode accumulator must exist (zeroed) before any graph captures a GEMV
-        const size_t need = (GEMV_ARRIVAL_SLOTS + (size_t)GPTQ_GEMV_MAX_ROWS * N) * sizeof(float);
+    {   // the decode accumulator must exist (zeroed) before any graph captures a GEMV or mma
+        // launch, and so must the act-order scratch of an mma-sized batch
+        const size_t rows = c->gptq_mma ? GPTQ_MMA_MAX_ROWS : GPTQ_GEMV_MAX_ROWS;
+        const size_t need = (GEMV_ARRIVAL_SLOTS + rows * N) * sizeof(float);
         if (c->gemv_acc.bytes < need) {
             float *acc = (float *)cuda_scratch_get(c, &c->gemv_acc, need, "gptq gemv accumulator");
             if (!acc || cuda_check(c, cudaMemset(acc, 0, c->gemv_acc.bytes), "gemv accumulator"))
                 goto cuda_fail;
         }
+        if (c->gptq_mma && m->perm &&
+            !cuda_scratch_get(c, &c->x_perm, rows * (size_t)l.k_pad * sizeof(__half), "gptq act-order scratch"))
+            goto cuda_fail;
     }
     gptq_layout_free(&l);
     free(zb);

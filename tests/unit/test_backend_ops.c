@@ -233,6 +233,60 @@ static void test_matmul_gptq(void **state) {
     ref_matrix_free(&rm);
 }
 
+// GPTQ matmul at every batch size the decode kernels take (1..64 rows) and a few prefill sizes,
+// through each dispatch of the CUDA backend: the default, FALCONLITE_GPTQ_MMA=1 (the tensor-core
+// kernel wherever it applies, 1 row included; one resident block per SM, so blocks walk several
+// K units and cross column tiles) and FALCONLITE_GPTQ_MMA=0 (GEMV and dequant + GEMM only).
+// Shapes: two column tiles of 256 with the second partial, groups of 32 / 128 and of 40 (5
+// packed rows: mma k steps straddle groups), act-order, ragged groups, a long K.
+static backend *gpu_with_env(const char *mma, const char *blocks_per_sm) {
+    if (mma) setenv("FALCONLITE_GPTQ_MMA", mma, 1);
+    if (blocks_per_sm) setenv("FALCONLITE_GPTQ_MMA_BLOCKS_PER_SM", blocks_per_sm, 1);
+    fl_error err = {0};
+    backend *b = backend_cuda_create(0, &err);
+    unsetenv("FALCONLITE_GPTQ_MMA");
+    unsetenv("FALCONLITE_GPTQ_MMA_BLOCKS_PER_SM");
+    if (!b) fail_msg("backend_cuda_create: %s", err.msg);
+    return b;
+}
+
+static void test_gptq_matmul_rows(void **state) {
+    ops_env *e = *state;
+    NEED_GPU(e);
+    const struct { const char *mma, *bps; } modes[] = {{NULL, NULL}, {"1", "1"}, {"0", NULL}};
+    const struct { int n_in, n_out, group, act, ragged; } small[] = {
+        {328, 264, 32, 0, 0}, {328, 264, 32, 1, 0}, {520, 264, 128, 0, 0},
+        {520, 264, 128, 1, 0}, {344, 264, 40, 1, 0}, {328, 136, 32, 1, 1}};
+    const int prefill[] = {65, 100, 130};
+    for (int md = 0; md < 3; md++) {
+        ops_env em = *e;
+        if (modes[md].mma) em.gpu = gpu_with_env(modes[md].mma, modes[md].bps);
+        char what[96];
+        for (int i = 0; i < (int)(sizeof small / sizeof small[0]); i++) {
+            ref_matrix rm;
+            ref_matrix_gptq(&rm, &e->rng, small[i].n_in, small[i].n_out, small[i].group,
+                            small[i].act, small[i].ragged, i % 2);
+            snprintf(what, sizeof what, "gptq rows mma=%s g%d act%d ragged%d",
+                     modes[md].mma ? modes[md].mma : "auto", small[i].group, small[i].act,
+                     small[i].ragged);
+            for (int n_tok = 1; n_tok <= 64; n_tok++) check_matmul(&em, what, &rm.m, n_tok, THR_GPTQ);
+            for (int t = 0; t < 3; t++) check_matmul(&em, what, &rm.m, prefill[t], THR_GPTQ);
+            ref_matrix_free(&rm);
+        }
+        if (md < 2) // long K, 5 column tiles (the last 8 wide): 128 K units per tile
+            for (int act = 0; act < 2; act++) {
+                ref_matrix rm;
+                ref_matrix_gptq(&rm, &e->rng, 8192, 1032, 128, act, 0, 1);
+                snprintf(what, sizeof what, "gptq rows long mma=%s act%d",
+                         modes[md].mma ? modes[md].mma : "auto", act);
+                const int toks[] = {1, 3, 17, 64};
+                for (int t = 0; t < 4; t++) check_matmul(&em, what, &rm.m, toks[t], THR_GPTQ);
+                ref_matrix_free(&rm);
+            }
+        if (modes[md].mma) em.gpu->free(em.gpu);
+    }
+}
+
 // ---------------------------------------------------------------- embedding, norms, elementwise
 
 typedef struct emb_ctx {
@@ -707,6 +761,7 @@ typedef struct op_case {
 static const op_case cases[] = {
     OP_CASE(test_matmul_dense, "matmul"),
     OP_CASE(test_matmul_gptq, "matmul"),
+    OP_CASE(test_gptq_matmul_rows, "matmul"),
     OP_CASE(test_embedding, "embedding"),
     OP_CASE(test_norms, "layernorm rmsnorm"),
     OP_CASE(test_elementwise, "gelu add swiglu"),
