@@ -60,54 +60,92 @@ static void track_memory(bench_env *e) {
     if (f < e->min_free) e->min_free = f;
 }
 
-// One measurement: `batch` sequences of `input_len` random tokens, then decode.
-static fl_code bench_one(bench_env *e, int input_len, int batch, bench_result *r, fl_error *err) {
+// `batch` sequences of input_len random tokens with cache room for n_new more, and the
+// per-step arrays of a greedy decode over them.
+typedef struct bench_batch {
+    int batch, input_len;
+    kv_seq *seqs;
+    fwd_seq *fs;
+    int32_t *prompt, *next;
+    float *logits; // [batch, n_vocab]
+} bench_batch;
+
+static void bench_batch_free(bench_env *e, bench_batch *bb) {
+    for (int b = 0; b < bb->batch && bb->seqs; b++)
+        kv_seq_release(e->kv, &bb->seqs[b]);
+    free(bb->seqs);
+    free(bb->fs);
+    free(bb->prompt);
+    free(bb->next);
+    free(bb->logits);
+}
+
+static fl_code bench_batch_create(bench_env *e, bench_batch *bb, int input_len, int batch,
+                                  int n_new, fl_error *err) {
     const int n_vocab = e->cfg->n_vocab;
-    fl_code code = FL_OK;
-    kv_seq *seqs = calloc((size_t)batch, sizeof *seqs);
-    fwd_seq *fs = calloc((size_t)batch, sizeof *fs);
-    int32_t *prompt = malloc((size_t)batch * input_len * sizeof(int32_t));
-    int32_t *next = malloc((size_t)batch * sizeof(int32_t));
-    float *logits = malloc((size_t)batch * n_vocab * sizeof(float));
-    double *steps = malloc((size_t)(e->new_tokens + 1) * sizeof(double));
-    if (!seqs || !fs || !prompt || !next || !logits || !steps) {
-        code = fl_error_set(err, FL_ENOMEM, "bench: out of host memory");
-        goto done;
-    }
+    *bb = (bench_batch){.batch = batch, .input_len = input_len};
+    bb->seqs = calloc((size_t)batch, sizeof *bb->seqs);
+    bb->fs = calloc((size_t)batch, sizeof *bb->fs);
+    bb->prompt = malloc((size_t)batch * input_len * sizeof(int32_t));
+    bb->next = malloc((size_t)batch * sizeof(int32_t));
+    bb->logits = malloc((size_t)batch * n_vocab * sizeof(float));
+    if (!bb->seqs || !bb->fs || !bb->prompt || !bb->next || !bb->logits)
+        return fl_error_set(err, FL_ENOMEM, "bench: out of host memory");
     for (int i = 0; i < batch * input_len; i++) {
         e->seed = e->seed * 1664525u + 1013904223u;
-        prompt[i] = (int32_t)((e->seed >> 8) % (unsigned)n_vocab);
+        bb->prompt[i] = (int32_t)((e->seed >> 8) % (unsigned)n_vocab);
     }
     for (int b = 0; b < batch; b++) {
-        code = kv_seq_reserve(e->kv, &seqs[b], input_len + e->new_tokens, err);
-        if (code != FL_OK) goto done;
+        fl_code code = kv_seq_reserve(e->kv, &bb->seqs[b], input_len + n_new, err);
+        if (code != FL_OK) return code;
     }
+    return FL_OK;
+}
+
+// Points the forward inputs at the prompts (prefill) or at the last sampled tokens (decode).
+static void bench_batch_feed(bench_batch *bb, int prefill) {
+    for (int b = 0; b < bb->batch; b++)
+        bb->fs[b] = prefill ? (fwd_seq){bb->prompt + (size_t)b * bb->input_len, bb->input_len,
+                                        &bb->seqs[b], 0}
+                            : (fwd_seq){&bb->next[b], 1, &bb->seqs[b], 0};
+}
+
+static void bench_batch_sample(const bench_env *e, bench_batch *bb) {
+    for (int b = 0; b < bb->batch; b++)
+        bb->next[b] = argmax(bb->logits + (size_t)b * e->cfg->n_vocab, e->cfg->n_vocab);
+}
+
+// One measurement: `batch` sequences of `input_len` random tokens, then decode.
+static fl_code bench_one(bench_env *e, int input_len, int batch, bench_result *r, fl_error *err) {
+    bench_batch bb;
+    double *steps = malloc((size_t)(e->new_tokens + 1) * sizeof(double));
+    fl_code code = bench_batch_create(e, &bb, input_len, batch, e->new_tokens, err);
+    if (code == FL_OK && !steps) code = fl_error_set(err, FL_ENOMEM, "bench: out of host memory");
+    if (code != FL_OK) goto done;
+    fwd_seq *fs = bb.fs;
+    int32_t *next = bb.next;
+    float *logits = bb.logits;
     memset(r, 0, sizeof *r);
     r->input_len = input_len;
     r->batch = batch;
     e->min_free = (size_t)-1;
     const double t0 = cli_now_s();
-    for (int b = 0; b < batch; b++)
-        fs[b] = (fwd_seq){prompt + (size_t)b * input_len, input_len, &seqs[b], 0};
+    bench_batch_feed(&bb, 1);
     code = model_forward(e->m, e->kv, fs, batch, logits, err);
     if (code != FL_OK) goto done;
     r->ttft_s = cli_now_s() - t0;
     track_memory(e);
     int generated = 1, n_steps = 0, running = 1;
-    for (int b = 0; b < batch; b++)
-        next[b] = argmax(logits + (size_t)b * n_vocab, n_vocab);
+    bench_batch_sample(e, &bb);
     while (generated < e->new_tokens && running) {
-        for (int b = 0; b < batch; b++)
-            fs[b] = (fwd_seq){&next[b], 1, &seqs[b], 0};
+        bench_batch_feed(&bb, 0);
         const double s0 = cli_now_s();
         code = model_forward(e->m, e->kv, fs, batch, logits, err);
         if (code != FL_OK) goto done;
         steps[n_steps++] = cli_now_s() - s0;
         generated++;
-        for (int b = 0; b < batch; b++) {
-            next[b] = argmax(logits + (size_t)b * n_vocab, n_vocab);
-            if (!e->ignore_eos && b == 0 && next[b] == e->cfg->eos_token_id) running = 0;
-        }
+        bench_batch_sample(e, &bb);
+        if (!e->ignore_eos && next[0] == e->cfg->eos_token_id) running = 0;
         if (n_steps % 16 == 0) {
             track_memory(e);
             fprintf(stderr, "\rbench: input %d batch %d: decode step %d/%d   ", input_len, batch,
@@ -135,13 +173,7 @@ static fl_code bench_one(bench_env *e, int input_len, int batch, bench_result *r
     fprintf(stderr, "\rbench: input %d batch %d: done (%.1f tok/s)%20s\n", input_len, batch,
             r->card_tps, "");
 done:
-    for (int b = 0; b < batch && seqs; b++)
-        kv_seq_release(e->kv, &seqs[b]);
-    free(seqs);
-    free(fs);
-    free(prompt);
-    free(next);
-    free(logits);
+    bench_batch_free(e, &bb);
     free(steps);
     return code;
 }
@@ -188,15 +220,13 @@ static cJSON *op_table_json(const op_table *t) {
     return o;
 }
 
-// Runs `steps` forward calls of fs inside a profile (decode: feeds back the argmax).
-static fl_code profile_steps(bench_env *e, fwd_seq *fs, int32_t *next, int batch, int steps,
-                             float *logits, op_table *t, fl_error *err) {
+// Runs `steps` forward calls of the batch inside a profile, sampling greedily after each.
+static fl_code profile_steps(bench_env *e, bench_batch *bb, int steps, op_table *t, fl_error *err) {
     e->be->profile_begin(e->be);
     fl_code code = FL_OK;
     for (int s = 0; s < steps && code == FL_OK; s++) {
-        code = model_forward(e->m, e->kv, fs, batch, logits, err);
-        for (int b = 0; b < batch && next; b++)
-            next[b] = argmax(logits + (size_t)b * e->cfg->n_vocab, e->cfg->n_vocab);
+        code = model_forward(e->m, e->kv, bb->fs, bb->batch, bb->logits, err);
+        bench_batch_sample(e, bb);
     }
     fl_error perr = {0};
     t->steps = steps;
@@ -210,37 +240,22 @@ static fl_code profile_steps(bench_env *e, fwd_seq *fs, int32_t *next, int batch
 // then the median graph-replayed decode step.
 static fl_code bench_profile(bench_env *e, int input_len, int batch, cJSON *json_out,
                              fl_error *err) {
-    const int n_vocab = e->cfg->n_vocab;
-    fl_code code = FL_OK;
-    kv_seq *seqs = calloc((size_t)batch, sizeof *seqs);
-    fwd_seq *fs = calloc((size_t)batch, sizeof *fs);
-    int32_t *prompt = malloc((size_t)batch * input_len * sizeof(int32_t));
-    int32_t *next = malloc((size_t)batch * sizeof(int32_t));
-    float *logits = malloc((size_t)batch * n_vocab * sizeof(float));
+    bench_batch bb;
     op_table *prefill = calloc(1, sizeof *prefill), *decode = calloc(1, sizeof *decode);
     double steps_s[GRAPH_STEPS];
-    if (!seqs || !fs || !prompt || !next || !logits || !prefill || !decode) {
+    fl_code code =
+        bench_batch_create(e, &bb, input_len, batch, PROFILE_STEPS + GRAPH_STEPS + 1, err);
+    if (code == FL_OK && (!prefill || !decode))
         code = fl_error_set(err, FL_ENOMEM, "bench: out of host memory");
-        goto done;
-    }
-    for (int i = 0; i < batch * input_len; i++) {
-        e->seed = e->seed * 1664525u + 1013904223u;
-        prompt[i] = (int32_t)((e->seed >> 8) % (unsigned)n_vocab);
-    }
-    for (int b = 0; b < batch && code == FL_OK; b++) {
-        code = kv_seq_reserve(e->kv, &seqs[b], input_len + PROFILE_STEPS + GRAPH_STEPS + 1, err);
-        fs[b] = (fwd_seq){prompt + (size_t)b * input_len, input_len, &seqs[b], 0};
-    }
-    if (code == FL_OK) code = profile_steps(e, fs, next, batch, 1, logits, prefill, err);
-    for (int b = 0; b < batch; b++)
-        fs[b] = (fwd_seq){&next[b], 1, &seqs[b], 0};
-    if (code == FL_OK) code = profile_steps(e, fs, next, batch, PROFILE_STEPS, logits, decode, err);
+    bench_batch_feed(&bb, 1);
+    if (code == FL_OK) code = profile_steps(e, &bb, 1, prefill, err);
+    bench_batch_feed(&bb, 0);
+    if (code == FL_OK) code = profile_steps(e, &bb, PROFILE_STEPS, decode, err);
     for (int s = 0; s <= GRAPH_STEPS && code == FL_OK; s++) { // step 0 captures the graph
         const double s0 = cli_now_s();
-        code = model_forward(e->m, e->kv, fs, batch, logits, err);
+        code = model_forward(e->m, e->kv, bb.fs, batch, bb.logits, err);
         if (s > 0) steps_s[s - 1] = cli_now_s() - s0;
-        for (int b = 0; b < batch; b++)
-            next[b] = argmax(logits + (size_t)b * n_vocab, n_vocab);
+        bench_batch_sample(e, &bb);
     }
     if (code != FL_OK) goto done;
     qsort(steps_s, GRAPH_STEPS, sizeof(double), cli_cmp_double);
@@ -261,13 +276,7 @@ static fl_code bench_profile(bench_env *e, int input_len, int batch, cJSON *json
         op_table_print("prefill", prefill);
     }
 done:
-    for (int b = 0; b < batch && seqs; b++)
-        kv_seq_release(e->kv, &seqs[b]);
-    free(seqs);
-    free(fs);
-    free(prompt);
-    free(next);
-    free(logits);
+    bench_batch_free(e, &bb);
     free(prefill);
     free(decode);
     return code;
