@@ -192,6 +192,36 @@ static void check_gather_rows(backend *b, void *out, const void *x, const int32_
     b->unchecked->gather_rows(b, out, x, rows_dev, n_rows, d);
 }
 
+static void check_qkv_rotary_store(backend *b, void *q, void *k_cache, void *v_cache,
+                                   const void *qkv, const int32_t *pos_dev, const float *base_dev,
+                                   const int32_t *slots_dev, int n_tok, int n_head, int n_head_kv,
+                                   int head_dim, int rot_dim, float pos_scale) {
+    if (!heads_ok(b, "qkv_rotary_store", n_head, n_head_kv, head_dim)) return;
+    if (rot_dim <= 0 || rot_dim > head_dim || rot_dim % 2) {
+        reject(b, FL_EINVAL, "qkv_rotary_store: rot_dim %d must be even and in (0, head_dim %d]",
+               rot_dim, head_dim);
+        return;
+    }
+    if (n_tok <= 0 || !buffers_present(b, "qkv_rotary_store", q && k_cache && v_cache && qkv &&
+                                                                  pos_dev && base_dev && slots_dev))
+        return;
+    b->unchecked->qkv_rotary_store(b, q, k_cache, v_cache, qkv, pos_dev, base_dev, slots_dev,
+                                   n_tok, n_head, n_head_kv, head_dim, rot_dim, pos_scale);
+}
+
+static void check_residual_norm(backend *b, void *x, const void *r1, const void *r2, void *out_a,
+                                bk_norm na, void *out_m, bk_norm nm, int rms, int n_tok, int d,
+                                float eps) {
+    if (d <= 0) {
+        reject(b, FL_EINVAL, "residual_norm: d %d must be positive", d);
+        return;
+    }
+    if (n_tok <= 0 || !buffers_present(b, "residual_norm", x && out_a && na.w && (r1 || !r2) &&
+                                                               (!out_m || nm.w)))
+        return;
+    b->unchecked->residual_norm(b, x, r1, r2, out_a, na, out_m, nm, rms, n_tok, d, eps);
+}
+
 static void checked_free(backend *b) {
     if (!b) return;
     backend *impl = (backend *)b->unchecked;

@@ -16,4 +16,6 @@
     X(gelu)                                                                                        \
     X(swiglu)                                                                                      \
     X(add)                                                                                         \
-    X(gather_rows)
+    X(gather_rows)                                                                                 \
+    X(qkv_rotary_store)                                                                            \
+    X(residual_norm)

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define CPU_ALIGN 64
@@ -137,6 +138,41 @@ static float *cpu_vector_create(backend *b, const float *v, int n) {
     return p;
 }
 
+// ---- op profile
+static double cpu_now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void cpu_profile_begin(backend *b) {
+    cpu_ctx *c = b->ctx;
+    memset(&c->profile, 0, sizeof c->profile);
+    c->span_name = NULL;
+    c->profiling = 1;
+}
+
+static void cpu_op_begin(backend *b, const char *name) {
+    cpu_ctx *c = b->ctx;
+    if (!c->profiling) return;
+    c->span_name = name;
+    c->span_start_s = cpu_now_s();
+}
+
+static void cpu_op_end(backend *b) {
+    cpu_ctx *c = b->ctx;
+    if (!c->profiling || !c->span_name) return;
+    op_profile_add(&c->profile, c->span_name, (cpu_now_s() - c->span_start_s) * 1e6);
+    c->span_name = NULL;
+}
+
+static int cpu_profile_end(backend *b, op_profile_entry *out, int max, fl_error *err) {
+    cpu_ctx *c = b->ctx;
+    c->profiling = 0;
+    c->span_name = NULL;
+    return op_profile_copy(&c->profile, out, max);
+}
+
 static int cpu_threads_default(void) {
     const char *env = getenv("FALCONLITE_THREADS");
     if (env && *env) {
@@ -200,5 +236,11 @@ backend *backend_cpu_create(int n_threads, fl_error *err) {
     b->swiglu = cpu_swiglu;
     b->add = cpu_add;
     b->gather_rows = cpu_gather_rows;
+    b->qkv_rotary_store = cpu_qkv_rotary_store;
+    b->residual_norm = cpu_residual_norm;
+    b->profile_begin = cpu_profile_begin;
+    b->op_begin = cpu_op_begin;
+    b->op_end = cpu_op_end;
+    b->profile_end = cpu_profile_end;
     return backend_checks_install(b, err);
 }

@@ -30,6 +30,12 @@ typedef struct cuda_graph_entry {
     uint64_t last_use;
 } cuda_graph_entry;
 
+// One profiled span of ops (backend.h: op_begin / op_end).
+typedef struct cuda_span {
+    const char *name;
+    cudaEvent_t start, stop; // created once, reused by later profiles
+} cuda_span;
+
 typedef struct cuda_ctx {
     int device;
     int n_sm;
@@ -57,6 +63,17 @@ typedef struct cuda_ctx {
     cuda_graph_entry graphs[CUDA_MAX_GRAPHS];
     int n_graphs;
     uint64_t graph_clock;
+
+    // op profile (profile.cu): spans timed with event pairs while the GPU is held behind gate
+    // kernels, so that the host queues ops ahead of it and they run back to back
+    int profiling;
+    cuda_span *spans;
+    int n_spans, cap_spans;
+    int span_open;
+    long long *gate_host;      // mapped pinned [2]: gates released so far, gates that timed out
+    long long *gate_dev;       // the same memory, as the device sees it
+    long long gates_armed;     // gates queued so far
+    int ops_behind_gate;       // spans queued behind the newest unreleased gate (0: none armed)
 } cuda_ctx;
 
 // Backend-owned weight matrix.
@@ -139,8 +156,23 @@ void cuda_attention_decode(cuda_ctx *c, __half *out, const __half *q, const __ha
 int cuda_attention_prefill(cuda_ctx *c, __half *out, const __half *q, const __half *k_cache,
                            const __half *v_cache, const attn_batch *ab, int n_head, int n_head_kv,
                            int head_dim, float scale);
+void cuda_qkv_rotary_store(backend *b, void *q, void *k_cache, void *v_cache, const void *qkv,
+                           const int32_t *pos_dev, const float *base_dev, const int32_t *slots_dev,
+                           int n_tok, int n_head, int n_head_kv, int head_dim, int rot_dim,
+                           float pos_scale);
+void cuda_residual_norm(backend *b, void *x, const void *r1, const void *r2, void *out_a,
+                        bk_norm na, void *out_m, bk_norm nm, int rms, int n_tok, int d, float eps);
 void cuda_gelu(backend *b, void *x, size_t n);
 void cuda_swiglu(backend *b, void *out, const void *gate_up, int n_tok, int d_ff);
 void cuda_add(backend *b, void *out, const void *x, const void *y, size_t n);
 void cuda_gather_rows(backend *b, void *out, const void *x, const int32_t *rows_dev, int n_rows,
                       int d);
+
+// ---- op profile (profile.cu)
+void cuda_profile_begin(backend *b);
+void cuda_op_begin(backend *b, const char *name);
+void cuda_op_end(backend *b);
+int cuda_profile_end(backend *b, op_profile_entry *out, int max, fl_error *err);
+// Lets every queued gate pass; called before anything that waits for the stream.
+void cuda_profile_release(cuda_ctx *c);
+void cuda_profile_free(cuda_ctx *c);
