@@ -159,6 +159,38 @@ json_parse_status api_json_parse_request(const char *body, size_t len, gen_reque
     return st;
 }
 
+bool api_json_parse_tokenize(const char *body, size_t len, const char **text, size_t *text_len,
+                             char *msg, size_t cap) {
+    *text = NULL;
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
+    if (!root) {
+        snprintf(msg, cap, "Failed to parse the request body as JSON: syntax error at byte %ld",
+                 end ? (long)(end - body) : 0L);
+        return false;
+    }
+    const cJSON *inputs = cJSON_GetObjectItemCaseSensitive(root, "inputs");
+    bool special = true, ok = false;
+    if (!cJSON_IsObject(root))
+        type_error(msg, cap, "body", root, "struct TokenizeRequest");
+    else if (!inputs)
+        snprintf(msg, cap, DESERIALIZE "missing field `inputs`");
+    else if (!cJSON_IsString(inputs))
+        type_error(msg, cap, "inputs", inputs, "a string");
+    else
+        ok = get_bool(root, "add_special_tokens", true, &special, msg, cap, "");
+    // The tokenizer adds no special tokens of its own: add_special_tokens changes nothing.
+    char *copy = strdup(ok ? inputs->valuestring : "");
+    cJSON_Delete(root);
+    if (!copy) {
+        snprintf(msg, cap, "out of memory");
+        return false;
+    }
+    *text = copy;
+    *text_len = strlen(copy);
+    return ok;
+}
+
 static char *print(cJSON *root) {
     char *s = root ? cJSON_PrintUnformatted(root) : NULL;
     cJSON_Delete(root);
@@ -287,4 +319,27 @@ char *api_json_info(const server_info *in) {
     add_str_or_null(o, "sha", in->sha);
     cJSON_AddNullToObject(o, "docker_label");
     return print(o);
+}
+
+char *api_json_tokens(const tokenizer *tok, const char *text, size_t len, const int32_t *ids,
+                      int n) {
+    cJSON *a = cJSON_CreateArray();
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        size_t start = off < len ? off : len;
+        off += tokenizer_token_bytes(tok, ids[i]);
+        size_t stop = off < len ? off : len;
+        char *piece = NULL;
+        size_t piece_len = 0;
+        // The token's own text (decoded alone, as TGI's text field).
+        if (tokenizer_decode(tok, &ids[i], 1, 0, &piece, &piece_len, NULL) != FL_OK) piece = NULL;
+        cJSON *t = cJSON_CreateObject();
+        cJSON_AddNumberToObject(t, "id", ids[i]);
+        cJSON_AddStringToObject(t, "text", piece ? piece : "");
+        cJSON_AddNumberToObject(t, "start", (double)start);
+        cJSON_AddNumberToObject(t, "stop", (double)stop);
+        cJSON_AddItemToArray(a, t);
+        free(piece);
+    }
+    return print(a);
 }
