@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/json_util.h"
+
 #define DESERIALIZE "Failed to deserialize the JSON body into the target type: "
 
 static const char *json_type_name(const cJSON *v) {
@@ -191,17 +193,12 @@ bool api_json_parse_tokenize(const char *body, size_t len, const char **text, si
     return ok;
 }
 
-static char *print(cJSON *root) {
-    char *s = root ? cJSON_PrintUnformatted(root) : NULL;
-    cJSON_Delete(root);
-    return s;
-}
 
 char *api_json_error(const char *error, const char *error_type) {
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "error", error);
     cJSON_AddStringToObject(root, "error_type", error_type);
-    return print(root);
+    return json_print_free(root);
 }
 
 static void add_logprob(cJSON *o, float lp) {
@@ -267,7 +264,7 @@ char *api_json_generate(const gen_outcome *o, bool details) {
         }
         cJSON_AddItemToObject(root, "details", d);
     }
-    return print(root);
+    return json_print_free(root);
 }
 
 char *api_json_stream_event(const gen_event *ev, bool details) {
@@ -289,23 +286,17 @@ char *api_json_stream_event(const gen_event *ev, bool details) {
         cJSON_AddNullToObject(root, "generated_text");
         cJSON_AddNullToObject(root, "details");
     }
-    return print(root);
+    return json_print_free(root);
 }
 
-static void add_str_or_null(cJSON *o, const char *name, const char *v) {
-    if (v && *v)
-        cJSON_AddStringToObject(o, name, v);
-    else
-        cJSON_AddNullToObject(o, name);
-}
 
 char *api_json_info(const server_info *in) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "model_id", in->model_id);
-    add_str_or_null(o, "model_sha", in->model_sha);
+    json_add_string_or_null(o, "model_sha", in->model_sha);
     cJSON_AddStringToObject(o, "model_dtype", in->model_dtype);
     cJSON_AddStringToObject(o, "model_device_type", in->model_device_type);
-    add_str_or_null(o, "model_pipeline_tag", in->model_pipeline_tag);
+    json_add_string_or_null(o, "model_pipeline_tag", in->model_pipeline_tag);
     cJSON_AddNumberToObject(o, "max_concurrent_requests", in->max_concurrent_requests);
     cJSON_AddNumberToObject(o, "max_best_of", in->max_best_of);
     cJSON_AddNumberToObject(o, "max_stop_sequences", in->max_stop_sequences);
@@ -316,9 +307,9 @@ char *api_json_info(const server_info *in) {
     cJSON_AddNumberToObject(o, "max_waiting_tokens", in->max_waiting_tokens);
     cJSON_AddNumberToObject(o, "validation_workers", in->validation_workers);
     cJSON_AddStringToObject(o, "version", in->version);
-    add_str_or_null(o, "sha", in->sha);
+    json_add_string_or_null(o, "sha", in->sha);
     cJSON_AddNullToObject(o, "docker_label");
-    return print(o);
+    return json_print_free(o);
 }
 
 char *api_json_tokens(const tokenizer *tok, const char *text, size_t len, const int32_t *ids,
@@ -341,5 +332,5 @@ char *api_json_tokens(const tokenizer *tok, const char *text, size_t len, const 
         cJSON_AddItemToArray(a, t);
         free(piece);
     }
-    return print(a);
+    return json_print_free(a);
 }

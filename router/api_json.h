@@ -21,9 +21,9 @@ typedef enum json_parse_status {
 json_parse_status api_json_parse_request(const char *body, size_t len, gen_request_in *out,
                                          bool *stream, char *msg, size_t msg_cap);
 
-// Parses /tokenize's {"inputs": str, "add_special_tokens": bool?}: *text (malloc'd) and *len.
-// false: msg is set; *text is NULL when the body is not JSON (400), else not-NULL garbage-free
-// (422: the caller frees it).
+// Parses /tokenize's {"inputs": str, "add_special_tokens": bool?}: *text (malloc'd, the caller
+// frees it) and *text_len. false: msg is set, and *text is NULL when the body is not JSON (HTTP
+// 400) or allocated all the same when it is JSON of the wrong shape (HTTP 422).
 bool api_json_parse_tokenize(const char *body, size_t len, const char **text, size_t *text_len,
                              char *msg, size_t msg_cap);
 

@@ -386,18 +386,22 @@ void http_conn_sse_raw(http_conn *c, const char *data, size_t len) {
     c->last_event_ms = uv_now(c->srv->loop);
 }
 
-void http_conn_sse_event(http_conn *c, char *json) {
+void http_conn_sse_data(http_conn *c, const char *prefix, char *json) {
     if (!json) return;
-    size_t n = strlen(json);
-    char *buf = malloc(n + 8);
+    size_t p = strlen(prefix), n = strlen(json);
+    char *buf = malloc(p + n + 3);
     if (buf) {
-        memcpy(buf, "data:", 5);
-        memcpy(buf + 5, json, n);
-        memcpy(buf + 5 + n, "\n\n", 2);
-        http_conn_sse_raw(c, buf, n + 7);
+        memcpy(buf, prefix, p);
+        memcpy(buf + p, json, n);
+        memcpy(buf + p + n, "\n\n", 2);
+        http_conn_sse_raw(c, buf, p + n + 2);
         free(buf);
     }
     free(json);
+}
+
+void http_conn_sse_event(http_conn *c, char *json) {
+    http_conn_sse_data(c, "data:", json);
 }
 
 void http_conn_sse_end(http_conn *c) {

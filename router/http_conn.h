@@ -85,7 +85,9 @@ void http_conn_respond(http_conn *c, int status, const char *content_type, const
 void http_conn_sse_begin(http_conn *c, const char *extra_headers);
 // Sends len bytes of events as they are (e.g. "data: {...}\n\n").
 void http_conn_sse_raw(http_conn *c, const char *data, size_t len);
-// Sends `data:{json}\n\n` and frees json (NULL: nothing is sent).
+// Sends `{prefix}{json}\n\n` and frees json (NULL: nothing is sent).
+void http_conn_sse_data(http_conn *c, const char *prefix, char *json);
+// Sends `data:{json}\n\n` (TGI's framing) and frees json (NULL: nothing is sent).
 void http_conn_sse_event(http_conn *c, char *json);
 void http_conn_sse_end(http_conn *c);
 

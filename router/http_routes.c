@@ -241,11 +241,17 @@ static void reply_done(void *user, gen_outcome *o) {
     http_job_unref(j);
 }
 
-static void stream_progress(reply *r, http_conn *c) {
+// The events queued so far (the caller frees the list).
+static event_node *reply_take_events(reply *r) {
     pthread_mutex_lock(&r->mu);
     event_node *n = r->head;
     r->head = r->tail = NULL;
     pthread_mutex_unlock(&r->mu);
+    return n;
+}
+
+static void stream_progress(reply *r, http_conn *c) {
+    event_node *n = reply_take_events(r);
     bool ended = false;
     while (n) {
         event_node *next = n->next;
@@ -300,18 +306,9 @@ static void generate_progress(reply *r, http_conn *c) {
 
 // ---- OpenAI replies ------------------------------------------------------------------------------
 
+// OpenAI's framing: `data: {json}\n\n`.
 static void sse_openai(http_conn *c, char *json) {
-    if (!json) return;
-    size_t n = strlen(json);
-    char *buf = malloc(n + 9);
-    if (buf) {
-        memcpy(buf, "data: ", 6);
-        memcpy(buf + 6, json, n);
-        memcpy(buf + 6 + n, "\n\n", 3);
-        http_conn_sse_raw(c, buf, n + 8);
-    }
-    free(buf);
-    free(json);
+    http_conn_sse_data(c, "data: ", json);
 }
 
 static void openai_stream_end(http_conn *c) {
@@ -321,10 +318,7 @@ static void openai_stream_end(http_conn *c) {
 
 static void openai_stream_progress(reply *r, http_conn *c) {
     openai_reply *oa = r->oa;
-    pthread_mutex_lock(&r->mu);
-    event_node *n = r->head;
-    r->head = r->tail = NULL;
-    pthread_mutex_unlock(&r->mu);
+    event_node *n = reply_take_events(r);
     bool failed = false;
     while (n) {
         event_node *next = n->next;

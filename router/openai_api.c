@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "common/json_util.h"
 #include <time.h>
 
 #include "router/validate.h"
@@ -51,27 +53,16 @@ static const char *error_type(int status) {
     }
 }
 
-static char *print(cJSON *root) {
-    char *s = root ? cJSON_PrintUnformatted(root) : NULL;
-    cJSON_Delete(root);
-    return s;
-}
 
-static void add_str_or_null(cJSON *o, const char *name, const char *v) {
-    if (v && *v)
-        cJSON_AddStringToObject(o, name, v);
-    else
-        cJSON_AddNullToObject(o, name);
-}
 
 char *openai_error_json(const openai_error *err) {
     cJSON *root = cJSON_CreateObject();
     cJSON *e = cJSON_AddObjectToObject(root, "error");
     cJSON_AddStringToObject(e, "message", err->message);
     cJSON_AddStringToObject(e, "type", error_type(err->status));
-    add_str_or_null(e, "param", err->param);
-    add_str_or_null(e, "code", err->code);
-    return print(root);
+    json_add_string_or_null(e, "param", err->param);
+    json_add_string_or_null(e, "code", err->code);
+    return json_print_free(root);
 }
 
 // ---- parsing --------------------------------------------------------------------------------
@@ -539,7 +530,7 @@ static cJSON *choice_json(const openai_request *r, int index, bool chunk, const 
         cJSON_AddItemToObject(c, "logprobs", logprobs);
     else
         cJSON_AddNullToObject(c, "logprobs");
-    add_str_or_null(c, "finish_reason", finish);
+    json_add_string_or_null(c, "finish_reason", finish);
     return c;
 }
 
@@ -562,7 +553,7 @@ char *openai_response_json(const openai_request *r, const openai_meta *m,
         completion += (int)res->generated_tokens;
     }
     cJSON_AddItemToObject(o, "usage", usage_json(prompt, completion));
-    return print(o);
+    return json_print_free(o);
 }
 
 char *openai_models_json(const char *model, long created) {
@@ -575,7 +566,7 @@ char *openai_models_json(const char *model, long created) {
     cJSON_AddNumberToObject(m, "created", (double)created);
     cJSON_AddStringToObject(m, "owned_by", "falconlite");
     cJSON_AddItemToArray(data, m);
-    return print(o);
+    return json_print_free(o);
 }
 
 // ---- streaming ------------------------------------------------------------------------------
@@ -619,7 +610,7 @@ static char *chunk_json(const openai_request *r, const openai_meta *m, cJSON *ch
     cJSON *o = object_head(r, m, true);
     cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "choices"), choice);
     if (r->include_usage) cJSON_AddNullToObject(o, "usage");
-    return print(o);
+    return json_print_free(o);
 }
 
 char *openai_chunk_role(const openai_request *r, const openai_meta *m, int choice) {
@@ -667,5 +658,5 @@ char *openai_chunk_usage(const openai_request *r, const openai_meta *m, int prom
     cJSON *o = object_head(r, m, true);
     cJSON_AddArrayToObject(o, "choices");
     cJSON_AddItemToObject(o, "usage", usage_json(prompt_tokens, completion_tokens));
-    return print(o);
+    return json_print_free(o);
 }
