@@ -96,6 +96,23 @@ static void router_opts_bind(router_config *c, opt_spec tgi[N_TGI], opt_spec fl[
     rope_opts_bind(&c->rope, rope);
 }
 
+enum { N_HTTP = 3 };
+
+// The HTTP edge: TGI's --cors-allow-origin and the read timeouts.
+static void http_opts_bind(router_config *c, opt_spec out[N_HTTP]) {
+    const opt_spec h[N_HTTP] = {
+        OPT("cors-allow-origin", OPT_STRING, c->cors_allow_origin,
+            "origins allowed by CORS, comma-separated (\"*\": any; default none)",
+            .env = "CORS_ALLOW_ORIGIN", .cap = sizeof c->cors_allow_origin),
+        OPT("http-header-timeout", OPT_FLOAT, &c->http_header_timeout,
+            "seconds to receive a request's headers (idle keep-alive connections close after it)",
+            .env = "HTTP_HEADER_TIMEOUT", OPT_MIN(0.001)),
+        OPT("http-body-timeout", OPT_FLOAT, &c->http_body_timeout,
+            "seconds a request body may stall", .env = "HTTP_BODY_TIMEOUT", OPT_MIN(0.001)),
+    };
+    memcpy(out, h, sizeof h);
+}
+
 // TGI launcher flags with no effect here, accepted so existing scripts run unchanged.
 static const opt_spec ignored[] = {
     OPT("trust-remote-code", OPT_BOOL, NULL, NULL), OPT("sharded", OPT_STRING, NULL, NULL),
@@ -153,15 +170,20 @@ fl_code router_config_parse(int argc, char **argv, router_config *c, bool *help,
     c->prefix_cache = 1;
     c->rope = ROPE_OVERRIDES_NONE;
     default_shard_bin(c->shard_bin, sizeof c->shard_bin);
+    c->http_header_timeout = 10;
+    c->http_body_timeout = 30;
 
     opt_spec tgi[N_TGI], fl[N_FALCONLITE], rope[ROPE_OPTS_N];
     router_opts_bind(c, tgi, fl, rope);
+    opt_spec http[N_HTTP];
+    http_opts_bind(c, http);
     const opt_group groups[] = {
         OPT_GROUP("TGI 0.9.2 launcher flags (each also read from its upper-case env var)", tgi),
         OPT_GROUP("falconlite", fl),
         OPT_GROUP("rotary scaling (DNTK_ALPHA_SCALER / PRETRAINED_MAX_TOKENS in the environment "
                   "select falconlite)",
                   rope),
+        OPT_GROUP("HTTP edge", http),
         OPT_GROUP(NULL, ignored),
     };
     enum { N_GROUPS = sizeof groups / sizeof groups[0] };

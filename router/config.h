@@ -35,6 +35,10 @@ typedef struct router_config {
     rope_overrides rope;
     int shutdown_grace_ms; // 90000 (TGI's launcher grace period)
     int prefix_cache;      // 1: shards reuse cached prompt prefixes (--prefix-cache off|on)
+    // The HTTP edge (router/http_conn.c).
+    char cors_allow_origin[1024]; // comma list of origins given CORS headers ("": none)
+    float http_header_timeout;    // seconds to receive a request's headers (10)
+    float http_body_timeout;      // seconds a body may stall (30)
 } router_config;
 
 // Parses argv and the environment; checks TGI's argument rules. Returns FL_EINVAL with a message

@@ -269,7 +269,7 @@ static fl_code router_start(router *r, fl_error *err) {
     r->h = health_create(r->shards, r->b, r->tok);
     if (!r->inf || !r->h) return fl_error_set(err, FL_ENOMEM, "out of memory");
 
-    http_routes_deps hd = {.inf = r->inf, .health = r->h, .info = &r->info};
+    http_routes_deps hd = {.inf = r->inf, .health = r->h, .info = &r->info, .cfg = c};
     rc = http_routes_listen(r->loop, c->hostname, c->port, &hd, &r->http, err);
     if (rc != FL_OK) return rc;
     if (c->grpc_port > 0) {
