@@ -34,6 +34,9 @@ typedef struct router_config {
     // every shard as explicit --rope-* flags (fields not given: see rope_overrides).
     rope_overrides rope;
     int shutdown_grace_ms; // 90000 (TGI's launcher grace period)
+    // Chunked prefill (README): at most this many prompt tokens per forward step, sent to the
+    // shards with each prefill batch; 0: prompts are prefilled whole (TGI 0.9.2).
+    uint32_t prefill_chunk_tokens; // 1024
 } router_config;
 
 // Parses argv and the environment; checks TGI's argument rules. Returns FL_EINVAL with a message
