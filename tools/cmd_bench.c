@@ -83,7 +83,8 @@ static fl_code bench_one(bench_env *e, int input_len, int batch, bench_result *r
     e->min_free = (size_t)-1;
     const double t0 = cli_now_s();
     for (int b = 0; b < batch; b++)
-        fs[b] = (fwd_seq){.tokens = prompt + (size_t)b * input_len, .n_new = input_len, .kv = &seqs[b]};
+        fs[b] =
+            (fwd_seq){.tokens = prompt + (size_t)b * input_len, .n_new = input_len, .kv = &seqs[b]};
     code = model_forward(e->m, e->kv, fs, batch, logits, err);
     if (code != FL_OK) goto done;
     r->ttft_s = cli_now_s() - t0;

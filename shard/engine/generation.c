@@ -92,9 +92,8 @@ fl_code gen_batch_step(model *m, kv_cache *kv, gen_request **reqs, int n, fl_err
 // tokens (< 0: no limit) and shrinks by the chunk taken. n_new 0: r sits this step out.
 static fwd_seq step_seq(gen_request *r, int *budget) {
     if (!gen_request_prefilling(r))
-        return (fwd_seq){.tokens = r->tokens + r->n_prompt + r->n_generated - 1,
-                         .n_new = 1,
-                         .kv = &r->kv};
+        return (fwd_seq){
+            .tokens = r->tokens + r->n_prompt + r->n_generated - 1, .n_new = 1, .kv = &r->kv};
     int done = r->kv.n_tokens, chunk = r->n_prompt - done; // prompt tokens cached / left
     if (*budget >= 0) {
         if (chunk > *budget) chunk = *budget;
@@ -110,8 +109,8 @@ static fwd_seq step_seq(gen_request *r, int *budget) {
 // Prompt logprobs of one chunk (q's tokens starting at prompt position `from`): logits row j
 // predicts prompt token from + j + 1. Returns the rows used: all but the last row of the final
 // chunk, which predicts the first generated token.
-static size_t chunk_prompt_logprobs(gen_request *r, const fwd_seq *q, int from,
-                                    const float *logits, int n_vocab) {
+static size_t chunk_prompt_logprobs(gen_request *r, const fwd_seq *q, int from, const float *logits,
+                                    int n_vocab) {
     if (from == 0) r->prompt_logprobs[0] = NAN;
     int j = 0;
     for (; j < q->n_new && from + j + 1 < r->n_prompt; j++)

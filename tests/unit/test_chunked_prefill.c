@@ -66,8 +66,8 @@ static fixture *fixture_load(const char *name) {
     const cJSON *r = cJSON_GetObjectItem(ref, "rope");
     if (cJSON_IsObject(r)) {
         rope_mode mode;
-        assert_int_equal(
-            rope_mode_parse(cJSON_GetObjectItem(r, "mode")->valuestring, &mode, &err), FL_OK);
+        assert_int_equal(rope_mode_parse(cJSON_GetObjectItem(r, "mode")->valuestring, &mode, &err),
+                         FL_OK);
         rope.mode = mode;
         rope.alpha = (float)cJSON_GetObjectItem(r, "alpha")->valuedouble;
         rope.threshold = cJSON_GetObjectItem(r, "threshold")->valueint;
@@ -211,8 +211,8 @@ static void test_free_mid_prefill(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_falcon40b_gqa),   cmocka_unit_test(test_falcon7b_mqa),
-        cmocka_unit_test(test_llama_gqa),       cmocka_unit_test(test_falconlite_ntk),
+        cmocka_unit_test(test_falcon40b_gqa),    cmocka_unit_test(test_falcon7b_mqa),
+        cmocka_unit_test(test_llama_gqa),        cmocka_unit_test(test_falconlite_ntk),
         cmocka_unit_test(test_free_mid_prefill),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -182,16 +182,34 @@ static void test_eos_and_stop_sequence(void **state) {
     fixture_free(&f);
 }
 
+// Request i of the 16 mixed requests of the tests below: four prompts, 3..25 new tokens, every
+// fifth with the stop sequence "o", every third with prompt logprobs when details is set.
+static void submit_mixed(queue *q, result *r, int i, bool details) {
+    static const char *const prompts[4] = {"The quick brown fox", "jumps",
+                                           "over the lazy dog 12345", "!"};
+    submit_ex(q, r, prompts[i % 4], 3 + (uint32_t)(i * 7) % 23, i % 5 == 0 ? "o" : NULL,
+              details && i % 3 == 0);
+}
+
+// a ended exactly once with b's outcome.
+static void assert_same_result(const result *a, const result *b) {
+    assert_true(a->ended);
+    assert_int_equal(a->n_terminal, 1);
+    assert_string_equal(a->generated_text, b->generated_text);
+    assert_int_equal(a->finish, b->finish);
+    assert_int_equal(a->generated_tokens, b->generated_tokens);
+    assert_int_equal(a->n_prefill, b->n_prefill);
+}
+
 // 16 mixed requests submitted together give the same results as each one alone.
 static void test_concurrent_equals_solo(void **state) {
-    const char *prompts[4] = {"The quick brown fox", "jumps", "over the lazy dog 12345", "!"};
     result solo[16], together[16];
     memset(solo, 0, sizeof solo);
     memset(together, 0, sizeof together);
     for (int i = 0; i < 16; i++) {
         fixture f;
         fixture_init(&f, default_cfg(), 16000);
-        submit(f.q, &solo[i], prompts[i % 4], 3 + (uint32_t)(i * 7) % 23, i % 5 == 0 ? "o" : NULL);
+        submit_mixed(f.q, &solo[i], i, false);
         batcher_run_until_idle(f.b);
         fixture_free(&f);
     }
@@ -200,16 +218,10 @@ static void test_concurrent_equals_solo(void **state) {
     cfg.max_batch_total_tokens = 150;     // forces several prefills and newcomers joining later
     fixture_init(&f, cfg, 150 + 16 * 16); // slack for block rounding, as TGI's warmup adds
     for (int i = 0; i < 16; i++)
-        submit(f.q, &together[i], prompts[i % 4], 3 + (uint32_t)(i * 7) % 23,
-               i % 5 == 0 ? "o" : NULL);
+        submit_mixed(f.q, &together[i], i, false);
     batcher_run_until_idle(f.b);
-    for (int i = 0; i < 16; i++) {
-        assert_true(together[i].ended);
-        assert_int_equal(together[i].n_terminal, 1);
-        assert_string_equal(together[i].generated_text, solo[i].generated_text);
-        assert_int_equal(together[i].finish, solo[i].finish);
-        assert_int_equal(together[i].generated_tokens, solo[i].generated_tokens);
-    }
+    for (int i = 0; i < 16; i++)
+        assert_same_result(&together[i], &solo[i]);
     assert_true(f.shard.n_prefill > 1);
     assert_true(f.shard.max_decode_batches == 2); // newcomers were decoded with the running batch
     assert_true(f.shard.max_reserved <= 150 + 16 * 16);
@@ -363,10 +375,9 @@ static void test_chunked_prefill_keeps_streams_going(void **state) {
     free(prompt);
 }
 
-// The mixed workload of test_concurrent_equals_solo with a chunk budget of 3 prompt tokens per
-// step: same results, the budget held in every step.
+// The mixed workload of test_concurrent_equals_solo, some with prompt logprobs, with a chunk
+// budget of 3 prompt tokens per step: same results, the budget held in every step.
 static void test_chunked_equals_unchunked(void **state) {
-    const char *prompts[4] = {"The quick brown fox", "jumps", "over the lazy dog 12345", "!"};
     result plain[16], chunked[16];
     memset(plain, 0, sizeof plain);
     memset(chunked, 0, sizeof chunked);
@@ -377,8 +388,7 @@ static void test_chunked_equals_unchunked(void **state) {
         cfg.max_batch_total_tokens = 150;
         fixture_init(&f, cfg, 150 + 16 * 16);
         for (int i = 0; i < 16; i++)
-            submit_ex(f.q, &res[i], prompts[i % 4], 3 + (uint32_t)(i * 7) % 23,
-                      i % 5 == 0 ? "o" : NULL, i % 3 == 0);
+            submit_mixed(f.q, &res[i], i, true);
         batcher_run_until_idle(f.b);
         if (k) {
             assert_true(f.shard.max_step_prompt <= 3);
@@ -386,14 +396,8 @@ static void test_chunked_equals_unchunked(void **state) {
         }
         fixture_free(&f);
     }
-    for (int i = 0; i < 16; i++) {
-        assert_true(chunked[i].ended);
-        assert_int_equal(chunked[i].n_terminal, 1);
-        assert_string_equal(chunked[i].generated_text, plain[i].generated_text);
-        assert_int_equal(chunked[i].finish, plain[i].finish);
-        assert_int_equal(chunked[i].generated_tokens, plain[i].generated_tokens);
-        assert_int_equal(chunked[i].n_prefill, plain[i].n_prefill); // decoder_input_details
-    }
+    for (int i = 0; i < 16; i++)
+        assert_same_result(&chunked[i], &plain[i]);
 }
 
 // A client that leaves while its prompt is still being chunked in gets no event and its request
