@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages falconlite builds against (run as root on Debian 12 / Ubuntu 24.04).
-# The CUDA toolkit is optional and not installed here: the CUDA backend builds when nvcc is found.
+# gnuplot-nox draws `falconlite bench-server --plot`. The CUDA toolkit is optional and not
+# installed here: the CUDA backend builds when nvcc is found.
 set -euo pipefail
 pkgs="build-essential cmake ninja-build pkg-config python3 python3-venv python3-pip
       libgrpc-dev protobuf-c-compiler libprotobuf-c-dev libuv1-dev libcjson-dev
-      libhttp-parser-dev libonig-dev libcmocka-dev"
+      libhttp-parser-dev libonig-dev libcmocka-dev gnuplot-nox"
 missing=""
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

@@ -34,6 +34,7 @@ typedef struct router_config {
     // every shard as explicit --rope-* flags (fields not given: see rope_overrides).
     rope_overrides rope;
     int shutdown_grace_ms; // 90000 (TGI's launcher grace period)
+    int prefix_cache;      // 1: shards reuse cached prompt prefixes (--prefix-cache off|on)
     // Chunked prefill (README): at most this many prompt tokens per forward step, sent to the
     // shards with each prefill batch; 0: prompts are prefilled whole (TGI 0.9.2).
     uint32_t prefill_chunk_tokens; // 1024

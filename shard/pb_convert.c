@@ -238,6 +238,8 @@ void pb_reply_step(rpc_call *call, shard_method m, const svc_step *step) {
         r.n_generations = (size_t)n;
         r.generations = gen_ptrs;
         r.batch = step->has_batch ? &cb : NULL;
+        r.prefix_lookup_tokens = step->prefix_lookup_tokens;
+        r.prefix_hit_tokens = step->prefix_hit_tokens;
         rpc_call_finish(call, &r.base);
     } else {
         Falconlite__Shard__V1__DecodeResponse r = FALCONLITE__SHARD__V1__DECODE_RESPONSE__INIT;

@@ -186,8 +186,11 @@ static fl_code batch_step_reply(shard_service *s, sbatch *b, rpc_call *call, sha
         return fl_error_set(err, FL_ENOMEM, "step: out of memory");
     }
     int n_gens = 0, n_done = 0, n_keep = 0;
+    uint32_t lookup = 0, hit = 0;
     for (int i = 0; i < b->n; i++) {
         gen_request *r = b->reqs[i];
+        if (m == SHARD_PREFILL) // a request is in exactly one Prefill
+            lookup += (uint32_t)r->n_prefix_lookup, hit += (uint32_t)r->n_prefix_hit;
         if (s->opt.rank == 0 && !gen_request_prefilling(r)) { // else no token yet: no Generation
             svc_generation *g = &gens[n_gens++];
             g->request_id = r->id;
@@ -210,7 +213,12 @@ static fl_code batch_step_reply(shard_service *s, sbatch *b, rpc_call *call, sha
             b->reqs[n_keep++] = r;
     }
     b->n = n_keep;
-    svc_step step = {gens, n_gens, b->n > 0, cached_view(b, ids)};
+    svc_step step = {.gens = gens,
+                     .n_gens = n_gens,
+                     .has_batch = b->n > 0,
+                     .batch = cached_view(b, ids),
+                     .prefix_lookup_tokens = lookup,
+                     .prefix_hit_tokens = hit};
     pb_reply_step(call, m, &step);
     for (int i = 0; i < n_done; i++)
         gen_request_free(s->kv, done[i]);
@@ -366,8 +374,9 @@ static void on_warmup(rpc_call *call, const ProtobufCMessage *req, void *user) {
         reply_error(s, call, &err);
         return;
     }
-    log_info("warmup done: kv_blocks=%d tokens=%d bytes_per_token=%zu", blocks,
-             blocks * KV_BLOCK_SIZE, per_token);
+    kv_cache_set_prefix_caching(s->kv, s->opt.prefix_cache);
+    log_info("warmup done: kv_blocks=%d tokens=%d bytes_per_token=%zu prefix_cache=%s", blocks,
+             blocks * KV_BLOCK_SIZE, per_token, s->opt.prefix_cache ? "on" : "off");
     pb_reply_warmup(call, (uint32_t)blocks * KV_BLOCK_SIZE);
 }
 

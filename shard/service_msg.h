@@ -50,6 +50,7 @@ typedef struct svc_step { // shard.proto PrefillResponse / DecodeResponse
     int n_gens;
     int has_batch; // 0: every request finished
     svc_cached_batch batch;
+    uint32_t prefix_lookup_tokens, prefix_hit_tokens; // Prefill only: summed over the batch
 } svc_step;
 
 typedef struct svc_info { // shard.proto InfoResponse

@@ -4,6 +4,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+// The rotary base a prefill of n_prompt tokens rotates its prompt with (as model_forward computes
+// it: from the sequence's length after the step), which keys the prompt's cached blocks.
+static float prompt_rope_base(const model *m, int n_prompt) {
+    return (float)rope_base_for_length(&model_get_config(m)->rope, n_prompt);
+}
+
 fl_code gen_request_create(const model *m, kv_cache *kv, uint64_t id, const int32_t *prompt,
                            int n_prompt, const gen_params *p, gen_request **out, fl_error *err) {
     int n_vocab = model_get_config(m)->n_vocab;
@@ -42,9 +48,14 @@ fl_code gen_request_create(const model *m, kv_cache *kv, uint64_t id, const int3
     memcpy(r->tokens, prompt, sizeof *prompt * n_prompt);
     if (stops) memcpy(stops, p->stop_ids, sizeof *stops * p->n_stop_ids);
     fl_code rc = sampler_create(&p->sampling, n_vocab, &r->sampler, err);
+    if (!rc && kv->prefix_on && !p->prompt_logprobs) {
+        r->n_prefix_lookup = n_prompt;
+        r->n_prefix_hit = kv_seq_prefix_acquire(kv, &r->kv, r->tokens, n_prompt - 1,
+                                                prompt_rope_base(m, n_prompt));
+    }
     if (!rc) rc = kv_seq_reserve(kv, &r->kv, n_prompt + p->max_new_tokens - 1, err);
     if (rc) {
-        gen_request_free(NULL, r);
+        gen_request_free(kv, r); // gives back the cached prefix it took
         fl_error_wrap(err, "request %llu", (unsigned long long)id);
         return rc;
     }
@@ -154,6 +165,11 @@ fl_code gen_batch_step_chunked(model *m, kv_cache *kv, gen_request **reqs, int n
         return fl_error_set(err, FL_ENOMEM, "generation: out of memory for %zu logit rows", n_rows);
     }
     fl_code rc = model_forward(m, kv, seqs, n_seq, logits, err);
+    // Prompt blocks written so far (all of the prompt, or the chunks in) join the prefix cache.
+    for (int k = 0; k < n_seq && !rc; k++)
+        if (gen_request_prefilling(in[k]))
+            kv_seq_prefix_publish(kv, &in[k]->kv, in[k]->tokens, in[k]->kv.n_tokens,
+                                  prompt_rope_base(m, in[k]->n_prompt));
     size_t row = 0;
     for (int k = 0; k < n_seq && !rc; k++) {
         gen_request *r = in[k];

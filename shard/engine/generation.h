@@ -38,12 +38,18 @@ typedef struct gen_request {
     float *prompt_logprobs; // [n_prompt] when params.prompt_logprobs: NaN for the first token
     gen_finish finish;
     kv_seq kv; // blocks reserved at creation, released by gen_request_free
+    // Prefix cache (kv_cache.h): prompt tokens looked up (n_prompt, or 0 when the cache is off or
+    // the request wants prompt logprobs, which need every prompt token computed) and reused (the
+    // prefill computes only the n_prompt - n_prefix_hit tokens after them).
+    int n_prefix_lookup, n_prefix_hit;
     sampler *sampler;
 } gen_request;
 
 // Copies the prompt and reserves KV blocks for n_prompt + max_new_tokens - 1 tokens (the last
 // generated token is never fed back, as TGI reserves); FL_ECAPACITY when the pool is short.
-// n_vocab comes from m's config.
+// With kv's prefix cache on, the longest cached block prefix of the prompt (at most
+// n_prompt - 1 tokens, rotated with the base this prompt's prefill uses) is taken from the cache
+// first. n_vocab comes from m's config.
 fl_code gen_request_create(const model *m, kv_cache *kv, uint64_t id, const int32_t *prompt,
                            int n_prompt, const gen_params *p, gen_request **out, fl_error *err);
 // Releases the request's KV blocks and frees it.
@@ -61,7 +67,8 @@ static inline int gen_request_prefilling(const gen_request *r) {
 }
 
 // Advances every request of reqs [n] by one token in one model_forward call: a request with no
-// generated token yet prefills its whole prompt, the others decode their last token. All must
+// generated token yet prefills its prompt (after its cached prefix) and publishes its full prompt
+// blocks to the prefix cache, the others decode their last token. All must
 // be running (finish == GEN_RUNNING). Afterwards each has one more token and logprob and, when
 // it stopped, its finish reason set. Same as gen_batch_step_chunked with no prefill budget.
 fl_code gen_batch_step(model *m, kv_cache *kv, gen_request **reqs, int n, fl_error *err);

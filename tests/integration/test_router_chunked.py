@@ -89,7 +89,9 @@ def main():
     outputs = {}
 
     def run_with(chunk):
-        args = ["--prefill-chunk-tokens", str(chunk)]
+        # The prefix cache off: the stream below repeats the long prompt, which would otherwise
+        # be mostly reused instead of chunked in.
+        args = ["--prefill-chunk-tokens", str(chunk), "--prefix-cache", "off"]
         with h.Router(*args, max_input=400, max_total=512, prefill=400, batch_total=2048) as r:
             outputs[chunk] = generate(r, LONG, 12)
             assert len(outputs[chunk]["details"]["prefill"]) > 64  # several chunks of 8
