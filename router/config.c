@@ -35,7 +35,7 @@ static fl_code hostname_parse(const char *v, bool from_env, void *dst, fl_error 
 static const char *const backends[] = {"cpu", "cuda", "auto", NULL};
 static const char *const off_on[] = {"off", "on", NULL};
 
-enum { N_TGI = 17, N_FALCONLITE = 6 };
+enum { N_TGI = 17, N_FALCONLITE = 7 };
 
 // The router's flags bound to c: TGI 0.9.2's launcher flags (each with its upper-case
 // environment variable) and falconlite's own; the --rope-* group is rope_opts_bind's.
@@ -90,6 +90,9 @@ static void router_opts_bind(router_config *c, opt_spec tgi[N_TGI], opt_spec fl[
             OPT_MIN(0)),
         OPT("prefix-cache", OPT_ENUM, &c->prefix_cache, "shards reuse cached prompt prefixes",
             .env = "PREFIX_CACHE", .choices = off_on),
+        OPT("prefill-chunk-tokens", OPT_U32, &c->prefill_chunk_tokens,
+            "prompt tokens per forward step while running requests decode (0: whole prompts)",
+            .env = "PREFILL_CHUNK_TOKENS"),
     };
     memcpy(tgi, t, sizeof t);
     memcpy(fl, f, sizeof f);
@@ -168,6 +171,7 @@ fl_code router_config_parse(int argc, char **argv, router_config *c, bool *help,
     snprintf(c->backend, sizeof c->backend, "auto");
     c->shutdown_grace_ms = 90000;
     c->prefix_cache = 1;
+    c->prefill_chunk_tokens = 1024;
     c->rope = ROPE_OVERRIDES_NONE;
     default_shard_bin(c->shard_bin, sizeof c->shard_bin);
     c->http_header_timeout = 10;

@@ -39,6 +39,9 @@ typedef struct router_config {
     char cors_allow_origin[1024]; // comma list of origins given CORS headers ("": none)
     float http_header_timeout;    // seconds to receive a request's headers (10)
     float http_body_timeout;      // seconds a body may stall (30)
+    // Chunked prefill (README): at most this many prompt tokens per forward step, sent to the
+    // shards with each prefill batch; 0: prompts are prefilled whole (TGI 0.9.2).
+    uint32_t prefill_chunk_tokens; // 1024
 } router_config;
 
 // Parses argv and the environment; checks TGI's argument rules. Returns FL_EINVAL with a message
