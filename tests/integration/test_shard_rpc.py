@@ -318,7 +318,7 @@ def gpu_count():
     """CUDA devices usable here (tests/unit/helpers/gpu_probe.c); None after printing why not."""
     probe = subprocess.run([os.path.join(BIN_DIR, "gpu_probe")], capture_output=True, text=True)
     if probe.returncode != 0:
-        print(f"skip: CUDA backend: {probe.stdout.strip() or probe.stderr.strip()}")
+        print(f"skip: test_shard_rpc on cuda: {probe.stdout.strip() or probe.stderr.strip()}")
         return None
     return int(probe.stdout)
 
