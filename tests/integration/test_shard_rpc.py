@@ -145,7 +145,7 @@ def test_single(tmp, model_dir, ref):
         assert info.vocab_size == cfg["vocab_size"] and info.eos_token_id == cfg["eos_token_id"]
         assert (info.rank, info.world_size, info.block_size, info.max_total_tokens) == (0, 1, 16, 0)
         assert info.device_type == BACKEND and not info.requires_padding
-        assert info.dtype == ("float32" if BACKEND == "cpu" else "float16")
+        assert info.dtype == "float32", info.dtype  # the checkpoint's (fp32 fixtures), any backend
         sh.call("Health", PB.HealthRequest())
         disc = sh.call("ServiceDiscovery", PB.ServiceDiscoveryRequest())
         assert list(disc.urls) == [f"unix:{sh.uds}-0"]
