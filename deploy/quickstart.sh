@@ -18,6 +18,7 @@ if ! bash deploy/fetch_smollm2.sh "$model"; then
     [ -f "$model/config.json" ] || "$bin/falconlite" mkmodel --preset tiny --seed 1 --out "$model"
 fi
 port=${PORT:-3000}
+# The same limits as the README's "Serving" command: prompts up to 3072 tokens, 4096 with the answer.
 grpc_port=${GRPC_PORT:-50051}
 "$bin/falconlite-router" --model-id "$model" --port "$port" --grpc-port "$grpc_port" \
     --backend "${BACKEND:-auto}" --max-input-length 3072 --max-total-tokens 4096 \

@@ -209,8 +209,10 @@ fl_code launcher_create(uv_loop_t *loop, const router_config *cfg, launcher_hook
 
 fl_code launcher_start(launcher *l, int timeout_ms, fl_error *err) {
     l->state = L_STARTING;
+    log_info("starting %d shard(s): each loads its weights, then opens %s-<rank>", l->n,
+             l->cfg.shard_uds_path);
     spawn_all(l);
-    uint64_t deadline = uv_now(l->loop) + (uint64_t)timeout_ms;
+    uint64_t t0 = uv_now(l->loop), deadline = t0 + (uint64_t)timeout_ms;
     while (!l->start_failed && !l->start_aborted && !sockets_ready(l)) {
         if (uv_now(l->loop) > deadline)
             return fl_error_set(err, FL_EIO,
@@ -223,6 +225,7 @@ fl_code launcher_start(launcher *l, int timeout_ms, fl_error *err) {
     if (l->start_aborted) return fl_error_set(err, FL_EIO, "interrupted during startup");
     if (l->start_failed)
         return fl_error_set(err, FL_EIO, "a shard exited or could not start (see the log above)");
+    log_info("shards up: %d socket(s) open after %.1f s", l->n, (uv_now(l->loop) - t0) / 1e3);
     l->state = L_RUNNING;
     return FL_OK;
 }

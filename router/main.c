@@ -89,13 +89,16 @@ static fl_code warmup(router *r, fl_error *err) {
     }
     shard_batch batch = {.id = 0, .requests = reqs, .n = n, .max_tokens = 0};
     uint32_t capacity = 0;
+    log_info("warmup started: prefill of %u tokens in %d request(s), the largest batch "
+             "--max-batch-prefill-tokens allows", tokens, n);
+    uint64_t t0 = uv_hrtime();
     rc = reqs ? shard_client_warmup(r->shards, &batch, c->max_batch_total_tokens, &capacity, err)
               : fl_error_set(err, FL_ENOMEM, "warmup: out of memory");
     free(reqs);
     free(ids);
     if (rc == FL_OK)
-        log_info("warmup done prefill_tokens=%u requests=%d kv_capacity_tokens=%u", tokens, n,
-                 capacity);
+        log_info("warmup done in %.1f s prefill_tokens=%u requests=%d kv_capacity_tokens=%u",
+                 (uv_hrtime() - t0) / 1e9, tokens, n, capacity);
     return rc;
 }
 
@@ -273,8 +276,8 @@ static fl_code router_start(router *r, fl_error *err) {
     http_routes_deps hd = {.inf = r->inf, .health = r->h, .info = &r->info, .cfg = c};
     rc = http_routes_listen(r->loop, c->hostname, c->port, &hd, &r->http, err);
     if (rc != FL_OK) return rc;
+    char addr[300] = "off";
     if (c->grpc_port > 0) {
-        char addr[300];
         snprintf(addr, sizeof addr, "%s:%d", c->hostname, c->grpc_port);
         grpc_api_deps gd = {.inf = r->inf, .health = r->h, .info = &r->info};
         rc = grpc_api_start(addr, &gd, &r->grpc, err);
@@ -282,8 +285,8 @@ static fl_code router_start(router *r, fl_error *err) {
         log_info("grpc listening addr=%s", addr);
     }
     r->ready = true;
-    log_info("router ready model=%s shards=%d port=%d grpc_port=%d", c->model_id, c->num_shard,
-             c->port, c->grpc_port);
+    log_info("ready: HTTP on %s:%d, gRPC on %s (model=%s shards=%d)", c->hostname, c->port, addr,
+             c->model_id, c->num_shard);
     return FL_OK;
 }
 

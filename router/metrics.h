@@ -1,4 +1,4 @@
-// Prometheus metrics with TGI 0.9.2's names, buckets and labels (reference tgi-0.9.2.md §3.6).
+// Prometheus metrics with TGI 0.9.2's names, buckets and labels (tgi_request_*, tgi_batch_*, ...).
 // One process-wide registry: every router module records into it, GET /metrics renders it.
 #pragma once
 #include <stddef.h>

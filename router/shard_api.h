@@ -63,7 +63,7 @@ void shard_step_clear(shard_step *s);
 
 // What the shards report about themselves (rank 0's Info).
 typedef struct shard_info {
-    char dtype[32];       // "float32" / "float16"
+    char dtype[32];       // the checkpoint's: "float16" / "bfloat16" / "float32"
     char device_type[16]; // "cpu" / "cuda"
     char model_type[32];
     uint32_t vocab_size, eos_token_id, rank, world_size, block_size, max_total_tokens;

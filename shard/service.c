@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/safetensors.h"
 #include "kernels/backend.h"
 #include "proto/rpc_server.h"
 #include "shard/engine/comm.h"
@@ -25,7 +26,8 @@ struct shard_service {
     comm *comm;
     model *m;
     const model_config *cfg;
-    kv_cache *kv; // NULL until Warmup
+    const char *ckpt_dtype; // "float16", "bfloat16" or "float32" (Info)
+    kv_cache *kv;           // NULL until Warmup
     batch_cache cache;
     rpc_server *srv;
     char **urls; // [world] "unix:<uds_path>-<rank>"
@@ -53,7 +55,7 @@ static void on_info(rpc_call *call, const ProtobufCMessage *req, void *user) {
     shard_service *s = user;
     const model_config *cfg = s->cfg;
     svc_info in = {
-        .dtype = s->be->act_dtype == DTYPE_F16 ? "float16" : "float32",
+        .dtype = s->ckpt_dtype,
         .device_type = s->be->name,
         .model_type = cfg->model_type,
         .rope_scaling = rope_mode_name(cfg->rope.mode),
@@ -386,6 +388,27 @@ static char *dup_or_null(const char *s) {
     return s ? strdup(s) : NULL;
 }
 
+// The checkpoint's dtype as Info reports it (TGI's /info shows it as "torch.<dtype>"): the
+// floating-point type holding most of the weights' elements. GPTQ checkpoints report "float16",
+// as TGI 0.9.2 does (their scales and activations are fp16).
+static const char *checkpoint_dtype(const char *dir, const model_config *cfg) {
+    if (cfg->quant.gptq) return "float16";
+    safetensors *st = NULL;
+    fl_error err = {0};
+    if (safetensors_open_dir(dir, &st, &err) != FL_OK) return "float32"; // loaded: not reached
+    double elems[3] = {0}; // F32, F16, BF16
+    for (int i = 0; i < safetensors_count(st); i++) {
+        const st_tensor *t = safetensors_at(st, i);
+        if (t->type == DTYPE_F32 || t->type == DTYPE_F16 || t->type == DTYPE_BF16)
+            elems[t->type] += (double)t->nbytes / dtype_size(t->type);
+    }
+    safetensors_close(st);
+    if (elems[DTYPE_F16] >= elems[DTYPE_F32] && elems[DTYPE_F16] >= elems[DTYPE_BF16] &&
+        elems[DTYPE_F16] > 0)
+        return "float16";
+    return elems[DTYPE_BF16] > elems[DTYPE_F32] ? "bfloat16" : "float32";
+}
+
 fl_code shard_service_create(const shard_options *opt, shard_service **out, fl_error *err) {
     *out = NULL;
     shard_service *s = calloc(1, sizeof *s);
@@ -430,6 +453,7 @@ fl_code shard_service_create(const shard_options *opt, shard_service **out, fl_e
         return rc;
     }
     s->cfg = model_get_config(s->m);
+    s->ckpt_dtype = checkpoint_dtype(opt->model_dir, s->cfg);
     *out = s;
     return FL_OK;
 }

@@ -46,7 +46,7 @@ NTK_PROMPTS = [
 
 
 def rope_base(theta, alpha, threshold, d, length):
-    """FalconLite's dynamic NTK base (DESIGN.md §3)."""
+    """FalconLite's dynamic NTK base: theta * (L / alpha / T)^(d/(d-2)) past T (common/rope.h)."""
     if length <= threshold:
         return theta
     return theta * (length / alpha / threshold) ** (d / (d - 2))

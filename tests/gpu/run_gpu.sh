@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds (or reuses a carried build), tests and benchmarks the CUDA backend on a GPU machine:
-#   1. tests/unit/test_backend_ops (every op, CUDA vs the CPU reference) and
-#      tests/unit/test_golden_forward (its CUDA cases: whole forward vs HF)
+#   1. tests/unit/test_backend_ops --gpu (every op, CUDA vs the CPU reference) and
+#      tests/unit/test_golden_forward --gpu (its CUDA cases: whole forward vs HF)
 #   2. tests/gpu/kernel_bench (GPTQ GEMV per Falcon-40B shape, LM head, attention; vs copy BW)
 #   3. falconlite mkmodel --preset falcon-40b --gptq into /tmp + falconlite bench (model card
 #      protocol: input 20/3300/5500/10000, 256 new tokens, EOS ignored)
@@ -52,18 +52,18 @@ if [[ " $STEPS " == *" e2e "* && ! -f "$MODEL_DIR/config.json" ]]; then
 fi
 
 if [[ " $STEPS " == *" test "* ]]; then
-    echo "== test_backend_ops"
-    timeout "${T_TEST:-300}" "$BUILD/bin/test_backend_ops" >"$OUT/test_backend_ops.log" 2>&1
+    echo "== test_backend_ops --gpu"
+    timeout "${T_TEST:-300}" "$BUILD/bin/test_backend_ops" --gpu >"$OUT/test_backend_ops.log" 2>&1
     rc=$?
-    grep -E "^\[  (FAILED|SKIPPED|  PASSED) \]|ERROR|nmse|error" "$OUT/test_backend_ops.log" | head -30
+    grep -E "^skip:|^\[  (FAILED|SKIPPED|  PASSED) \]|ERROR|nmse|error" "$OUT/test_backend_ops.log" | head -30
     summary+=("test_backend_ops: rc=$rc ($(grep -c '^\[       OK \]' "$OUT/test_backend_ops.log") ok)")
     if [ -x "$BUILD/bin/test_golden_forward" ]; then # HF parity of the whole forward on CUDA
-        echo "== test_golden_forward"
-        FL_TEST_DATA=$PWD/tests timeout "${T_TEST:-300}" "$BUILD/bin/test_golden_forward" \
+        echo "== test_golden_forward --gpu"
+        FL_TEST_DATA=$PWD/tests timeout "${T_TEST:-300}" "$BUILD/bin/test_golden_forward" --gpu \
             >"$OUT/test_golden.log" 2>&1
         rc=$?
-        grep -E "cuda|FAILED|PASSED" "$OUT/test_golden.log" | head -30
-        summary+=("test_golden_forward: rc=$rc")
+        grep -E "^skip:|cuda|FAILED|PASSED" "$OUT/test_golden.log" | head -30
+        summary+=("test_golden_forward --gpu: rc=$rc")
     fi
 fi
 

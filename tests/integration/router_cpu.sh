@@ -5,6 +5,8 @@
 #   ADDR   the router's gRPC host:port                        TMP scratch folder, removed at exit
 #   fail MESSAGE   records a failure (count in $fails)        json FILE EXPR   prints EXPR over d
 #   stop_router    stops it before the end (idempotent)
+#   HTTP_PORT      the router's HTTP port
+# Set before sourcing: ROUTER_MAX_INPUT (--max-input-length, default 256; 512 total tokens).
 BIN_DIR="${FL_BIN_DIR:?FL_BIN_DIR not set}"
 DATA="${FL_TEST_DATA:-$(cd "$(dirname "$0")/.." && pwd)}"
 MODEL="$DATA/golden/data/models/falcon40b_gqa_fp32"
@@ -39,7 +41,7 @@ GRPC_PORT=$(free_port)
 ADDR="127.0.0.1:$GRPC_PORT"
 "$BIN_DIR/falconlite-router" --model-id "$MODEL" --backend cpu --num-shard 1 --hostname 127.0.0.1 \
     --port "$HTTP_PORT" --grpc-port "$GRPC_PORT" --shard-uds-path "$TMP/sock/shard" \
-    --max-input-length 256 --max-total-tokens 512 --max-batch-prefill-tokens 512 \
+    --max-input-length "${ROUTER_MAX_INPUT:-256}" --max-total-tokens 512 --max-batch-prefill-tokens 512 \
     --max-batch-total-tokens 2048 --threads 1 >"$TMP/router.log" 2>&1 &
 ROUTER_PID=$!
 ready=0

@@ -1,10 +1,15 @@
 """The router's public APIs end to end (one CPU shard, tiny golden checkpoint): HTTP /generate,
 /generate_stream, compat /, gRPC Generate / GenerateStream / Tokenize / Info / Health, the model
-card's text-generation client, TGI's validation messages and status codes, /info, /metrics."""
+card's text-generation client, TGI's validation messages and status codes, /info, /metrics;
+/info's model_dtype for fp16 and GPTQ checkpoints too."""
 
 import math
+import os
+import shutil
+import subprocess
+import tempfile
 
-from router_harness import Checks, Router, reference, requests, stubs
+from router_harness import BIN, Checks, Router, reference, requests, stubs
 
 PROMPT = "Hello world, this is a test"
 CARD_PROMPT = "<|prompter|>What is the capital of France?<|endoftext|><|assistant|>"
@@ -201,6 +206,7 @@ def main():
                       "max_batch_total_tokens", "max_waiting_tokens", "validation_workers", "version"):
                 assert k in info, k
             assert info["max_input_length"] == 256 and info["model_device_type"] == "cpu"
+            assert info["model_dtype"] == "torch.float32", info  # the fp32 golden checkpoint
             assert math.isclose(info["waiting_served_ratio"], 1.2, rel_tol=1e-6)
             text = requests.get(r.url + "/metrics", timeout=10).text
             for name in ("tgi_request_count", "tgi_request_success", 'tgi_request_failure{err="validation"}',
@@ -214,7 +220,24 @@ def main():
                    compat_route, grpc_api, text_generation_client, validation_errors, malformed_json,
                    best_of, keep_alive_connection, info_and_metrics):
             checks.run(fn.__name__, fn)
+    checks.run("checkpoint_dtype", checkpoint_dtype)
     checks.finish()
+
+
+def checkpoint_dtype():
+    """/info reports the checkpoint's dtype, whatever the backend computes in (CPU: f32); GPTQ
+    checkpoints report torch.float16, as TGI 0.9.2 does."""
+    tmp = tempfile.mkdtemp(prefix="fl_dtype_")
+    try:
+        for name, flags in (("fp16", []), ("gptq", ["--gptq"])):
+            model = os.path.join(tmp, name)
+            subprocess.run([os.path.join(BIN, "falconlite"), "mkmodel", "--preset", "tiny", "--layers", "1",
+                            *flags, "--out", model], check=True, capture_output=True)
+            with Router(model=model) as r:
+                info = requests.get(r.url + "/info", timeout=10).json()
+                assert info["model_dtype"] == "torch.float16", (name, info["model_dtype"])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 generated from proto/ at test time: Info, Warmup, Prefill, Decode (incl. merging two batches),
 FilterBatch, ClearCache, error paths, SIGTERM; and TP=2 (shared-memory comm) against TP=1.
 Greedy tokens must equal the HF reference of the tiny golden checkpoints (tests/golden).
-Exit 77 (skipped) when grpcio / grpcio-tools, the binary or the fixtures are missing."""
+Exit 77 (skipped) when grpcio / grpcio-tools, the binary or the fixtures are missing, and on the
+CUDA backend (FL_SHARD_BACKEND=cuda: the ctest entry test_shard_rpc_cuda) without a GPU."""
 import json
 import math
 import os
@@ -15,8 +16,8 @@ import time
 SKIP = 77
 SRC = os.environ.get("FL_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 DATA = os.environ.get("FL_TEST_DATA", os.path.join(SRC, "tests"))
-BIN = os.path.join(os.environ.get("FL_BIN_DIR", os.path.join(SRC, "build", "bin")),
-                   "falconlite-shard")
+BIN_DIR = os.environ.get("FL_BIN_DIR", os.path.join(SRC, "build", "bin"))
+BIN = os.path.join(BIN_DIR, "falconlite-shard")
 MODELS = os.path.join(DATA, "golden", "data", "models")
 # cpu (CI) or cuda (GPU hosts: f16 activations, so logprobs match the f32 reference less tightly)
 BACKEND = os.environ.get("FL_SHARD_BACKEND", "cpu")
@@ -144,7 +145,7 @@ def test_single(tmp, model_dir, ref):
         assert info.vocab_size == cfg["vocab_size"] and info.eos_token_id == cfg["eos_token_id"]
         assert (info.rank, info.world_size, info.block_size, info.max_total_tokens) == (0, 1, 16, 0)
         assert info.device_type == BACKEND and not info.requires_padding
-        assert info.dtype == ("float32" if BACKEND == "cpu" else "float16")
+        assert info.dtype == "float32", info.dtype  # the checkpoint's (fp32 fixtures), any backend
         sh.call("Health", PB.HealthRequest())
         disc = sh.call("ServiceDiscovery", PB.ServiceDiscoveryRequest())
         assert list(disc.urls) == [f"unix:{sh.uds}-0"]
@@ -313,9 +314,21 @@ def test_tp2(tmp, model_dir, ref):
     assert codes[0] == 1, codes
 
 
+def gpu_count():
+    """CUDA devices usable here (tests/unit/helpers/gpu_probe.c); None after printing why not."""
+    probe = subprocess.run([os.path.join(BIN_DIR, "gpu_probe")], capture_output=True, text=True)
+    if probe.returncode != 0:
+        print(f"skip: test_shard_rpc on cuda: {probe.stdout.strip() or probe.stderr.strip()}")
+        return None
+    return int(probe.stdout)
+
+
 def main():
     if not os.path.exists(BIN):
         print(f"skip: {BIN} not built")
+        return SKIP
+    gpus = gpu_count() if BACKEND == "cuda" else 0
+    if gpus is None:
         return SKIP
     global PB, PB_GRPC
     with tempfile.TemporaryDirectory(prefix="fl-shard-") as tmp:
@@ -326,8 +339,8 @@ def main():
                 print(f"skip: fixture {case} missing")
                 return SKIP
             ref = json.load(open(os.path.join(model_dir, "reference.json")))
-            if tp2 and BACKEND != "cpu" and int(os.environ.get("FL_TEST_GPUS", "1")) < 2:
-                print(f"skip TP=2 {case}: needs FL_TEST_GPUS >= 2 on {BACKEND}")
+            if tp2 and BACKEND != "cpu" and gpus < 2:
+                print(f"skip TP=2 {case}: needs 2 GPUs on {BACKEND}, found {gpus}")
             elif tp2:
                 test_tp2(tmp, model_dir, ref)
             else:

@@ -2,8 +2,9 @@
 // reference) and on the CUDA backend over the same seeded random inputs and odd shapes, and the
 // CUDA output must match by normalised MSE under a per-op threshold, hold no NaN, write every
 // output element (outputs start as NaN) and nothing past the end (a guard region must survive).
-// The cases skip cleanly when falconlite was built without CUDA or no GPU is present; every op
-// of kernels/backend_ops.h must have a case (test_every_op_has_a_case).
+// Plain, the binary checks that every op of kernels/backend_ops.h has a case
+// (test_every_op_has_a_case); with --gpu (its own ctest entry, test_backend_ops_cuda) it runs the
+// cases too, and without CUDA built or a device present exits 77 (ctest: skipped) with the reason.
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -17,6 +18,7 @@
 
 #include "kernels/backend.h"
 #include "kernels/backend_ops.h"
+#include "tests/unit/helpers/gpu_probe.h"
 #include "tests/unit/helpers/op_reference.h"
 
 #define GUARD 64
@@ -1028,10 +1030,14 @@ static void test_every_op_has_a_case(void **state) {
     }
 }
 
-int main(void) {
+// Plain: the op list's completeness (no GPU needed). --gpu: every CPU-vs-CUDA case too.
+int main(int argc, char **argv) {
+    int gpu = argc > 1 && !strcmp(argv[1], "--gpu");
+    if (gpu) gpu_probe_require("test_backend_ops --gpu", 1);
     struct CMUnitTest tests[N_CASES + 1];
     tests[0] = (struct CMUnitTest)cmocka_unit_test(test_every_op_has_a_case);
     for (size_t i = 0; i < N_CASES; i++)
         tests[i + 1] = (struct CMUnitTest){cases[i].name, cases[i].fn, NULL, NULL, NULL};
-    return _cmocka_run_group_tests("test_backend_ops", tests, N_CASES + 1, setup, teardown);
+    return _cmocka_run_group_tests("test_backend_ops", tests, gpu ? N_CASES + 1 : 1,
+                                   gpu ? setup : NULL, gpu ? teardown : NULL);
 }

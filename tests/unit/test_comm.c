@@ -1,9 +1,10 @@
 // Shared-memory communicator (shard/engine/comm.h) across two real processes: the test is rank 0 and
 // forks rank 1. Checks all-reduce and all-gather results for odd sizes (including ones that span
 // several chunks), many repetitions to shake out barrier races, and that a dead peer or a missing
-// peer gives an error instead of a hang. With two GPUs, the same for NCCL on the backend's
-// stream (collectives queued, one wait per step, captured in a graph and replayed) and on the
-// default host-synchronised path (FALCONLITE_NCCL_STREAM=1 opts into the stream one).
+// peer gives an error instead of a hang. With --gpu (its own ctest entry, test_comm_nccl; exits 77
+// unless two GPUs are present), the same for NCCL on the backend's stream (collectives queued, one
+// wait per step, captured in a graph and replayed) and on the default host-synchronised path
+// (FALCONLITE_NCCL_STREAM=1 opts into the stream one).
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -17,6 +18,7 @@
 #include <unistd.h>
 
 #include "shard/engine/comm.h"
+#include "tests/unit/helpers/gpu_probe.h"
 #ifdef FALCONLITE_HAVE_CUDA
 #include <cuda_runtime.h>
 #endif
@@ -361,35 +363,28 @@ static void nccl_run(int (*body)(int rank, const char *id), const char *what) {
     assert_true(WIFEXITED(s1) && WEXITSTATUS(s1) == 0);
 }
 
+// main has checked (in a child: CUDA must not be initialised before forking ranks) for 2 GPUs.
 static void test_nccl_two_gpus(void **state) {
-    // Count GPUs in a child: CUDA must not be initialised in a process before it forks ranks.
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        int n = 0;
-        _exit(cudaGetDeviceCount(&n) == cudaSuccess && n >= 2 ? 0 : 1);
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        fprintf(stderr, "skip: NCCL test needs 2 GPUs\n");
-        skip();
-    }
     nccl_run(nccl_stream_body, "nccl-stream");
     nccl_run(nccl_kill_switch_body, "nccl-sync");
 }
 #endif
 
-int main(void) {
+// Plain: the shared-memory cases. --gpu: NCCL on two GPUs (exits 77, skipped, without them).
+int main(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "--gpu")) {
+        gpu_probe_require("test_comm --gpu (NCCL)", 2);
+#ifdef FALCONLITE_HAVE_CUDA
+        const struct CMUnitTest gpu_tests[] = {cmocka_unit_test(test_nccl_two_gpus)};
+        return cmocka_run_group_tests(gpu_tests, NULL, NULL);
+#endif
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_all_reduce_all_gather),
         cmocka_unit_test(test_dead_peer_fails),
         cmocka_unit_test(test_missing_peer_times_out),
         cmocka_unit_test(test_bad_arguments),
         cmocka_unit_test(test_world_one),
-#ifdef FALCONLITE_HAVE_CUDA
-        cmocka_unit_test(test_nccl_two_gpus),
-#endif
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,6 +1,7 @@
 // Golden parity: the CPU backend's greedy generations and logprobs on tiny random Falcon
 // checkpoints against HF transformers (tests/golden/make_model_fixtures.py), one prompt at a
-// time and all prompts as one ragged batch.
+// time and all prompts as one ragged batch; with --gpu, the CUDA backend against the same HF
+// references (its own ctest entry, test_golden_forward_cuda).
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -18,6 +19,7 @@
 #include "common/json_util.h"
 #include "shard/engine/comm.h"
 #include "shard/engine/model.h"
+#include "tests/unit/helpers/gpu_probe.h"
 
 #define MAX_PROMPTS        8
 #define MAX_NEW            64
@@ -361,18 +363,13 @@ static void test_case_tp2(void **state) {
     free(rc);
 }
 
-// The CUDA backend against HF, teacher-forced (skips without a GPU).
+// The CUDA backend against HF, teacher-forced (main runs these only with --gpu, on a GPU).
 static void test_case_cuda(void **state) {
     const char *name = *state;
     ref_case *rc = case_or_skip(name);
     fl_error err = {0};
     backend *be = backend_cuda_create(0, &err);
-    if (!be) {
-        print_message("skipping %s on CUDA: %s\n", name, err.msg);
-        ref_case_free(rc);
-        free(rc);
-        skip();
-    }
+    if (!be) fail_msg("%s: CUDA backend: %s", name, err.msg);
     verdict v = {0};
     max_logprob_diff = 0;
     argmax_mismatches = 0;
@@ -394,7 +391,19 @@ static void test_case_cuda(void **state) {
 #define GOLDEN_CASE_CUDA(name)                                                                     \
     { name " cuda", test_case_cuda, NULL, NULL, (void *)name }
 
-int main(void) {
+// Plain: the CPU cases. --gpu: the CUDA cases (exits 77, skipped, without a GPU).
+int main(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "--gpu")) {
+        gpu_probe_require("test_golden_forward --gpu", 1);
+        const struct CMUnitTest gpu_tests[] = {
+            GOLDEN_CASE_CUDA("falcon40b_gqa_fp32"),
+            GOLDEN_CASE_CUDA("falcon7b_mqa_fp32"),
+            GOLDEN_CASE_CUDA("falcon40b_gptq_actorder"),
+            GOLDEN_CASE_CUDA("falcon40b_ntk_falconlite"),
+            GOLDEN_CASE_CUDA("llama_gqa_fp32"),
+        };
+        return cmocka_run_group_tests(gpu_tests, NULL, NULL);
+    }
     const struct CMUnitTest tests[] = {
         GOLDEN_CASE("falcon40b_gqa_fp32"),
         GOLDEN_CASE("falcon7b_mqa_fp32"),
@@ -406,11 +415,6 @@ int main(void) {
         GOLDEN_CASE_TP2("falcon40b_gptq_actorder"),
         GOLDEN_CASE_TP2("falcon40b_ntk_falconlite"),
         GOLDEN_CASE_TP2("llama_gqa_fp32"),
-        GOLDEN_CASE_CUDA("falcon40b_gqa_fp32"),
-        GOLDEN_CASE_CUDA("falcon7b_mqa_fp32"),
-        GOLDEN_CASE_CUDA("falcon40b_gptq_actorder"),
-        GOLDEN_CASE_CUDA("falcon40b_ntk_falconlite"),
-        GOLDEN_CASE_CUDA("llama_gqa_fp32"),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -305,7 +305,8 @@ static void test_rope_dynamic_base(void **state) {
     assert_float_equal(rope_base_for_length(&r, 9000), 500000.0, 0);
 }
 
-// FalconLite's table (falconlite-upstream.md §1.3): theta 10000, d 64, alpha 0.25, T 2048.
+// FalconLite's deployed NTK (its custom TGI layer, falconlite/script/layers.py): theta 10000,
+// d 64, alpha 0.25, T 2048.
 static void test_rope_falconlite_table(void **state) {
     rope_config r = {.mode = ROPE_FALCONLITE,
                      .theta = 10000,
