@@ -41,11 +41,11 @@ fi
 
 if has test; then
     stamp test_backend_ops
-    timeout 240 "$B/test_backend_ops" >"$OUT/test_backend_ops.log" 2>&1
+    timeout 240 "$B/test_backend_ops" --gpu >"$OUT/test_backend_ops.log" 2>&1
     echo "test_backend_ops rc=$?"
     grep -E "^\[  (FAILED|  PASSED) \]|^\[  FAILED  \]|Segmentation|error" "$OUT/test_backend_ops.log" | head -20
     stamp test_golden_forward
-    FL_TEST_DATA=$PWD/tests timeout 120 "$B/test_golden_forward" >"$OUT/test_golden.log" 2>&1
+    FL_TEST_DATA=$PWD/tests timeout 120 "$B/test_golden_forward" --gpu >"$OUT/test_golden.log" 2>&1
     echo "test_golden_forward rc=$?"
     grep -E "^\[  (FAILED|  PASSED) \]|^\[  FAILED  \]" "$OUT/test_golden.log" | head -10
 fi
