@@ -34,6 +34,8 @@ typedef enum expect_state {
     EXPECT_CONTINUE, // "Expect: 100-continue": the client waits for "100 Continue"
 } expect_state;
 
+enum { AUTHORIZATION_MAX = 1024 };
+
 struct http_job {
     atomic_int refs;
     atomic_bool closed; // the client went away
@@ -52,6 +54,9 @@ struct http_conn {
     http_parser parser;
     conn_state state;
     expect_state expect;
+    bool in_authorization;             // the header being parsed is Authorization
+    char authorization[AUTHORIZATION_MAX]; // its value ("" absent; AUTHORIZATION_MAX-1: too long)
+    size_t authorization_len;
     bool keep_alive; // of the request being answered
     char *url;
     size_t url_len;
@@ -224,6 +229,8 @@ static const char *status_text(int status) {
         return "OK";
     case 400:
         return "Bad Request";
+    case 401:
+        return "Unauthorized";
     case 404:
         return "Not Found";
     case 405:
@@ -382,7 +389,11 @@ static void conn_dispatch(http_conn *c, const char *parse_error) {
                         .body = c->body ? c->body : "",
                         .body_len = c->body_len,
                         .body_too_large = c->body_too_large,
-                        .parse_error = parse_error};
+                        .parse_error = parse_error,
+                        .authorization = c->authorization_len && c->authorization_len <
+                                                                     AUTHORIZATION_MAX - 1
+                                             ? c->authorization
+                                             : NULL};
     c->keep_alive = !parse_error && http_should_keep_alive(&c->parser) && !s->closing;
     c->state = CONN_ANSWERING;
     s->svc.handle(s->svc.user, c, &req);
@@ -393,6 +404,9 @@ static int on_message_begin(http_parser *p) {
     c->url_len = c->body_len = 0;
     c->body_too_large = false;
     c->expect = EXPECT_NONE;
+    c->in_authorization = false;
+    c->authorization_len = 0;
+    c->authorization[0] = 0;
     return 0;
 }
 
@@ -427,6 +441,7 @@ static int on_header_field(http_parser *p, const char *at, size_t n) {
     http_conn *c = p->data;
     bool is_expect = n == 6 && !strncasecmp(at, "expect", 6);
     if (c->expect != EXPECT_CONTINUE) c->expect = is_expect ? EXPECT_VALUE : EXPECT_NONE;
+    c->in_authorization = n == 13 && !strncasecmp(at, "authorization", 13);
     return 0;
 }
 
@@ -434,6 +449,13 @@ static int on_header_value(http_parser *p, const char *at, size_t n) {
     http_conn *c = p->data;
     if (c->expect == EXPECT_VALUE)
         c->expect = n == 12 && !strncasecmp(at, "100-continue", 12) ? EXPECT_CONTINUE : EXPECT_NONE;
+    if (c->in_authorization) { // values may arrive in pieces; one too long is dropped whole
+        size_t room = AUTHORIZATION_MAX - 1 - c->authorization_len;
+        size_t k = n < room ? n : room;
+        memcpy(c->authorization + c->authorization_len, at, k);
+        c->authorization_len += k;
+        c->authorization[c->authorization_len] = 0;
+    }
     return 0;
 }
 

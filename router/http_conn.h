@@ -22,6 +22,7 @@ typedef struct http_request {
     size_t body_len;
     bool body_too_large;     // over the limit: body holds only a prefix
     const char *parse_error; // not NULL: the request is malformed (this is http-parser's text)
+    const char *authorization; // the Authorization header (NULL: absent or over 1 KiB)
 } http_request;
 
 // The application behind the transport: handle must answer every request it gets, at once or

@@ -368,7 +368,12 @@ static void routes_handle(void *user, http_conn *c, const http_request *req) {
         http_conn_respond(
             c, 200, NULL, "", 0,
             "access-control-allow-methods: GET, POST\r\naccess-control-allow-headers: "
-            "content-type\r\n");
+            "content-type, authorization\r\n");
+        return;
+    }
+    if (!auth_request_allowed(r->deps.auth, req->path, req->authorization)) {
+        respond_json(c, 401, api_json_error("missing or wrong bearer token", "unauthorized"),
+                     "www-authenticate: Bearer\r\n");
         return;
     }
     const route *rt = NULL;
