@@ -10,6 +10,9 @@
 //   memory (`*_dev`); the driver fills them with copy_to_device before the ops of a step.
 // - Ops are asynchronous on devices; sync() waits and reports errors. Ops never abort: a
 //   backend records its first error and sync() returns it.
+// - Arguments are checked once for every backend (kernels/backend.c, installed by the backend
+//   constructors): a bad shape or a missing buffer is recorded as the op's error and the op is
+//   skipped; an op with nothing to do (n_tok, n or n_rows 0) is a no-op.
 // - Weights are uploaded once through matrix_create / vector_create; the backend may repack them
 //   (GPTQ nibble shuffles, act-order permutations) and owns the result.
 #pragma once
@@ -46,6 +49,13 @@ typedef struct host_matrix {
 
 typedef struct bk_matrix bk_matrix; // backend-owned weight matrix (opaque)
 
+// Every backend's bk_matrix begins with these members (in this order), which lets
+// kernels/backend.c check a call against the matrix it names.
+typedef struct bk_matrix_header {
+    matrix_kind kind;
+    int n_in, n_out;
+} bk_matrix_header;
+
 // One sequence of a ragged attention batch. Query rows [q_start, q_start + n_q) of the batch
 // belong to it; its context is n_past cached tokens followed by its n_q new tokens (already
 // stored in the cache), so query i attends to cache positions [0, n_past + i] (causal).
@@ -66,6 +76,19 @@ typedef struct attn_batch {
     const int32_t *slots_dev;         // [n_tok] cache slot (block * KV_BLOCK_SIZE + offset) of each new token
 } attn_batch;
 
+// A norm's parameters for the fused norm op: weight [d] and bias [d] or NULL (vector_create).
+typedef struct bk_norm {
+    const float *w;
+    const float *bias;
+} bk_norm;
+
+// Time spent in one named span of ops during a profile (see profile_begin).
+typedef struct op_profile_entry {
+    const char *name;
+    long calls;
+    double total_us;
+} op_profile_entry;
+
 typedef struct backend backend;
 struct backend {
     const char *name; // "cpu", "cuda"
@@ -75,6 +98,8 @@ struct backend {
     void (*free)(backend *b);
     // Waits for queued work; returns the first error any op hit since the last sync.
     fl_code (*sync)(backend *b, fl_error *err);
+    // Records an op's error for sync() to report, unless an earlier one is pending.
+    void (*record_error)(backend *b, fl_code code, const char *msg);
     // Bytes of memory the backend can still allocate (device memory for CUDA, RAM for CPU).
     size_t (*mem_available)(backend *b);
 
@@ -134,6 +159,26 @@ struct backend {
     void (*gather_rows)(backend *b, void *out, const void *x, const int32_t *rows_dev, int n_rows,
                         int d);
 
+    // ---- fused ops (the decode step's small kernels merged; each equals the unfused sequence
+    // named in its comment, bit for bit on the CPU backend)
+    // qkv_split + rotary(q) + rotary(k) + kv_store in one pass: splits fused QKV rows
+    // qkv [n_tok, (n_head + 2 n_head_kv) head_dim] (Falcon's grouped layout, see qkv_split),
+    // writes rotated queries to q [n_tok, n_head, head_dim] and stores rotated keys and values
+    // at slots_dev[t] of k_cache, v_cache [n_blocks, n_head_kv, KV_BLOCK_SIZE, head_dim]
+    // (a negative slot stores nothing). Rotation as in rotary.
+    void (*qkv_rotary_store)(backend *b, void *q, void *k_cache, void *v_cache, const void *qkv,
+                             const int32_t *pos_dev, const float *base_dev,
+                             const int32_t *slots_dev, int n_tok, int n_head, int n_head_kv,
+                             int head_dim, int rot_dim, float pos_scale);
+    // Residual add + one or two norms of the result, for the start of a block:
+    //   x[n_tok, d] += r1 (+ r2)   (r1 NULL: no add; r2 NULL: x += r1; else x += (r1 + r2))
+    //   out_a[n_tok, d] = norm(x) * na.w (+ na.bias);  out_m likewise with nm when non-NULL
+    // norm is RMSNorm when rms, else LayerNorm (eps as in layernorm/rmsnorm); both outputs share
+    // the statistics (a parallel-attention block's ln_attn and ln_mlp read the same x).
+    void (*residual_norm)(backend *b, void *x, const void *r1, const void *r2, void *out_a,
+                          bk_norm na, void *out_m, bk_norm nm, int rms, int n_tok, int d,
+                          float eps);
+
     // ---- optional (NULL when unsupported): the cudaStream_t every op is queued on, so that
     // work outside the backend (NCCL collectives, shard/engine/comm_nccl.c) can join the same stream
     // order instead of synchronising. A NULL member or a NULL result: the backend has none.
@@ -153,6 +198,22 @@ struct backend {
     void (*graph_capture_begin)(backend *b, uint64_t key);
     void (*graph_capture_end)(backend *b, uint64_t key);
     void (*graph_reset)(backend *b);
+
+    // ---- optional (NULL when unsupported): an op-level profile. Between profile_begin and
+    // profile_end the backend times each span the driver brackets with op_begin(name) and op_end
+    // (device time of the queued work, the ops held back and run back to back so that launch
+    // gaps do not count), and captures or replays no graphs. op_begin and op_end do nothing
+    // outside a profile. name must outlive the profile (a string literal).
+    void (*profile_begin)(backend *b);
+    void (*op_begin)(backend *b, const char *name);
+    void (*op_end)(backend *b);
+    // Waits for the work, stops the profile and writes up to max per-name totals (first-seen
+    // order) to out; returns how many names were seen, or -1 with err set.
+    int (*profile_end)(backend *b, op_profile_entry *out, int max, fl_error *err);
+
+    // The implementation's own, unchecked members, kept by backend_checks_install; the members
+    // above then point at the checking wrappers of kernels/backend.c.
+    const struct backend *unchecked;
 };
 
 // Creates the CPU backend with n_threads workers (0: FALCONLITE_THREADS or all cores).
@@ -161,3 +222,8 @@ backend *backend_cpu_create(int n_threads, fl_error *err);
 backend *backend_cuda_create(int device, fl_error *err);
 // "cpu", "cuda" or "auto" (CUDA when a GPU is present, else CPU).
 backend *backend_create(const char *name, fl_error *err);
+
+// For backend constructors: puts the shared argument checks in front of b's weights and ops
+// (the compute ops of kernels/backend_ops.h, matrix_create, vector_create). Returns b, or NULL
+// (b freed, err set) when out of memory.
+backend *backend_checks_install(backend *b, fl_error *err);

@@ -58,8 +58,9 @@ static fl_code key_file_parse(const char *v, bool from_env, void *dst, fl_error 
 }
 
 static const char *const backends[] = {"cpu", "cuda", "auto", NULL};
+static const char *const off_on[] = {"off", "on", NULL};
 
-enum { N_TGI = 17, N_FALCONLITE = 5, N_HARDEN = 6 };
+enum { N_TGI = 17, N_FALCONLITE = 6, N_HARDEN = 6 };
 
 // The router's flags bound to c: TGI 0.9.2's launcher flags (each with its upper-case
 // environment variable) and falconlite's own; the --rope-* group is rope_opts_bind's.
@@ -113,6 +114,8 @@ static void router_opts_bind(router_config *c, opt_spec tgi[N_TGI], opt_spec fl[
             .env = "FALCONLITE_SHARD_BIN", .cap = sizeof c->shard_bin),
         OPT("shutdown-grace-ms", OPT_INT, &c->shutdown_grace_ms, "shard stop grace period",
             OPT_MIN(0)),
+        OPT("prefix-cache", OPT_ENUM, &c->prefix_cache, "shards reuse cached prompt prefixes",
+            .env = "PREFIX_CACHE", .choices = off_on),
     };
     const opt_spec h[N_HARDEN] = {
         OPT("shard-step-timeout", OPT_CUSTOM, &c->shard_step_timeout_ms,
@@ -190,6 +193,7 @@ fl_code router_config_parse(int argc, char **argv, router_config *c, bool *help,
     c->grpc_port = 50051;
     snprintf(c->backend, sizeof c->backend, "auto");
     c->shutdown_grace_ms = 90000;
+    c->prefix_cache = 1;
     c->shard_step_timeout_ms = 300000;
     c->rope = ROPE_OVERRIDES_NONE;
     default_shard_bin(c->shard_bin, sizeof c->shard_bin);

@@ -40,6 +40,7 @@ typedef struct router_config {
     char api_key[256];         // "": no authentication (--api-key, API_KEY, --api-key-file)
     char tls_cert[512];        // PEM files for the public gRPC server ("": plaintext)
     char tls_key[512];
+    int prefix_cache; // 1: shards reuse cached prompt prefixes (--prefix-cache off|on)
 } router_config;
 
 // Parses argv and the environment; checks TGI's argument rules. Returns FL_EINVAL with a message

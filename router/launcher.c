@@ -149,6 +149,7 @@ static int spawn_rank(launcher *l, int rank) {
     args[n++] = "--comm-id", args[n++] = comm_id;
     if (c->threads > 0) args[n++] = "--threads", args[n++] = threads_s;
     n += router_config_rope_args(c, rope_s, sizeof rope_s, args + n);
+    args[n++] = "--prefix-cache", args[n++] = c->prefix_cache ? "on" : "off";
     args[n] = NULL;
 
     shard_proc *p = &l->procs[rank];

@@ -31,6 +31,7 @@ static struct {
     histogram inference_duration[METRIC_METHOD_COUNT];
     int queue_size, batch_size;
     uint32_t batch_max_tokens;
+    uint64_t prefix_lookup_tokens, prefix_hit_tokens;
 } reg = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 static const char *failure_names[METRIC_ERR_COUNT] = {"overloaded", "validation", "incomplete",
@@ -138,6 +139,13 @@ void metrics_set_batch(int size, uint32_t max_tokens) {
     unlock();
 }
 
+void metrics_prefix_cache(uint64_t lookup_tokens, uint64_t hit_tokens) {
+    lock();
+    reg.prefix_lookup_tokens += lookup_tokens;
+    reg.prefix_hit_tokens += hit_tokens;
+    unlock();
+}
+
 typedef struct textbuf {
     char *p;
     size_t len, cap;
@@ -216,6 +224,11 @@ char *metrics_render(size_t *len) {
               reg.batch_size);
     tb_printf(&b, "# TYPE tgi_batch_current_max_tokens gauge\ntgi_batch_current_max_tokens %u\n",
               reg.batch_max_tokens);
+    tb_printf(&b,
+              "# TYPE tgi_prefix_cache_lookup_tokens counter\ntgi_prefix_cache_lookup_tokens %llu\n"
+              "# TYPE tgi_prefix_cache_hit_tokens counter\ntgi_prefix_cache_hit_tokens %llu\n",
+              (unsigned long long)reg.prefix_lookup_tokens,
+              (unsigned long long)reg.prefix_hit_tokens);
     unlock();
     if (len) *len = b.len;
     return b.p;

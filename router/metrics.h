@@ -40,6 +40,8 @@ void metrics_batch_inference(metric_method m, int ok, double seconds);
 void metrics_observe(metric_hist h, double value);
 void metrics_set_queue_size(int n);
 void metrics_set_batch(int size, uint32_t max_tokens);
+// One Prefill's prefix-cache counts (falconlite): prompt tokens looked up and reused.
+void metrics_prefix_cache(uint64_t lookup_tokens, uint64_t hit_tokens);
 
 // Renders the Prometheus text exposition format; malloc'd, caller frees.
 char *metrics_render(size_t *len);

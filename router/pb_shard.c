@@ -159,6 +159,13 @@ static finish_reason finish_from(Falconlite__Shard__V1__FinishReason r) {
     }
 }
 
+void pb_shard_prefill_prefix_counts(const ProtobufCMessage *resp, uint32_t *lookup_tokens,
+                                    uint32_t *hit_tokens) {
+    const Falconlite__Shard__V1__PrefillResponse *r = (const void *)resp;
+    *lookup_tokens = r->prefix_lookup_tokens;
+    *hit_tokens = r->prefix_hit_tokens;
+}
+
 fl_code pb_shard_step_from(const ProtobufCMessage *resp, shard_step *out, fl_error *err) {
     // Prefill and Decode responses share their layout (generations = 1, batch = 2).
     size_t n_gens;

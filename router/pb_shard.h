@@ -22,6 +22,9 @@ pb_built *pb_shard_decode_request(const cached_batch *batches, int n);
 // Responses (copied out; resp stays owned by the caller).
 // Prefill / Decode responses -> shard_step.
 fl_code pb_shard_step_from(const ProtobufCMessage *resp, shard_step *out, fl_error *err);
+// A Prefill response's prefix-cache counts (0 from shards that do not report them).
+void pb_shard_prefill_prefix_counts(const ProtobufCMessage *resp, uint32_t *lookup_tokens,
+                                    uint32_t *hit_tokens);
 fl_code pb_shard_filtered_from(const ProtobufCMessage *resp, cached_batch *out, fl_error *err);
 uint32_t pb_shard_warmup_capacity(const ProtobufCMessage *resp);
 void pb_shard_info_from(const ProtobufCMessage *resp, shard_info *out);

@@ -9,6 +9,7 @@
 
 #include "common/log.h"
 #include "proto/rpc_client.h"
+#include "router/metrics.h"
 #include "router/pb_shard.h"
 
 // Channels reconnect by themselves when a restarted shard listens on the same socket again.
@@ -131,6 +132,11 @@ static fl_code sc_prefill(void *self, const shard_batch *batch, shard_step *out,
     rpc_result *res;
     fl_code rc = step_timed(c, SHARD_PREFILL, pb_shard_prefill_request(batch), &res, err);
     if (rc == FL_OK) rc = pb_shard_step_from(res[0].resp, out, err);
+    if (rc == FL_OK) {
+        uint32_t lookup, hit;
+        pb_shard_prefill_prefix_counts(res[0].resp, &lookup, &hit);
+        metrics_prefix_cache(lookup, hit);
+    }
     results_free(c, res);
     return rc;
 }

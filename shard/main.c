@@ -68,9 +68,10 @@ static void cuda_device_pin(int rank) {
 }
 
 int main(int argc, char **argv) {
-    shard_options o = {.rank = 0, .world = 1, .backend = "cpu"};
+    shard_options o = {.rank = 0, .world = 1, .backend = "cpu", .prefix_cache = 1};
     rope_overrides rope = ROPE_OVERRIDES_NONE;
     static const char *const backends[] = {"cpu", "cuda", "auto", NULL};
+    static const char *const off_on[] = {"off", "on", NULL};
     const opt_spec shard_opts[] = {
         OPT("model", OPT_STRING, &o.model_dir, "model directory"),
         OPT("uds-path", OPT_STRING, &o.uds_path, "socket path prefix (the socket is PATH-RANK)"),
@@ -80,6 +81,8 @@ int main(int argc, char **argv) {
         OPT("threads", OPT_INT, &o.threads, "CPU backend workers (0: all cores)", OPT_MIN(0)),
         OPT("comm-id", OPT_STRING, &o.comm_id, "rendezvous name shared by the ranks"),
         OPT("comm-dir", OPT_STRING, &o.comm_dir, "rendezvous directory (default /dev/shm)"),
+        OPT("prefix-cache", OPT_ENUM, &o.prefix_cache, "reuse the KV of prompt prefixes seen before",
+            .choices = off_on),
     };
     opt_spec rope_opts[ROPE_OPTS_N];
     rope_opts_bind(&rope, rope_opts);

@@ -35,7 +35,7 @@ static fl_code request_decode(const PbRequest *pr, svc_request *r, fl_error *err
     for (size_t i = 0; i < pr->n_input_ids; i++)
         r->input_ids[i] = (int32_t)pr->input_ids[i];
 
-    gen_params *g = &r->params;
+    seq_params *g = &r->params;
     sampling_params_default(&g->sampling);
     const Falconlite__Shard__V1__NextTokenChooserParameters *np = pr->parameters;
     if (np) {
@@ -235,6 +235,8 @@ void pb_reply_step(rpc_call *call, shard_method m, const svc_step *step) {
         r.n_generations = (size_t)n;
         r.generations = gen_ptrs;
         r.batch = step->has_batch ? &cb : NULL;
+        r.prefix_lookup_tokens = step->prefix_lookup_tokens;
+        r.prefix_hit_tokens = step->prefix_hit_tokens;
         rpc_call_finish(call, &r.base);
     } else {
         Falconlite__Shard__V1__DecodeResponse r = FALCONLITE__SHARD__V1__DECODE_RESPONSE__INIT;

@@ -156,7 +156,7 @@ static fl_code batch_admit(shard_service *s, kv_cache *kv, const svc_batch *in, 
                                 (unsigned long long)r->id);
         }
         r->params.eos_id = s->cfg->eos_token_id;
-        fl_code rc = gen_request_create(s->m, kv, r->id, r->input_ids, r->n_input, &r->params,
+        fl_code rc = seq_request_create(s->m, kv, r->id, r->input_ids, r->n_input, &r->params,
                                         &b->reqs[b->n], err);
         if (rc != FL_OK) {
             sbatch_free(b, kv);
@@ -175,7 +175,7 @@ static fl_code batch_step_reply(shard_service *s, sbatch *b, rpc_call *call, sha
     fl_code rc = gen_batch_step(s->m, s->kv, b->reqs, b->n, err);
     if (rc != FL_OK) return rc;
     svc_generation *gens = calloc((size_t)b->n, sizeof *gens);
-    gen_request **done = calloc((size_t)b->n, sizeof *done);
+    seq_request **done = calloc((size_t)b->n, sizeof *done);
     uint64_t *ids = calloc((size_t)b->n, sizeof *ids);
     if (!gens || !done || !ids) {
         free(gens);
@@ -184,12 +184,15 @@ static fl_code batch_step_reply(shard_service *s, sbatch *b, rpc_call *call, sha
         return fl_error_set(err, FL_ENOMEM, "step: out of memory");
     }
     int n_gens = 0, n_done = 0, n_keep = 0;
+    uint32_t lookup = 0, hit = 0;
     for (int i = 0; i < b->n; i++) {
-        gen_request *r = b->reqs[i];
+        seq_request *r = b->reqs[i];
+        if (m == SHARD_PREFILL) // a request is in exactly one Prefill
+            lookup += (uint32_t)r->n_prefix_lookup, hit += (uint32_t)r->n_prefix_hit;
         if (s->opt.rank == 0) {
             svc_generation *g = &gens[n_gens++];
             g->request_id = r->id;
-            g->token = gen_request_last_token(r);
+            g->token = seq_request_last_token(r);
             g->logprob = r->logprobs[r->n_generated - 1];
             g->is_special = g->token == s->cfg->eos_token_id;
             if (r->n_generated == 1 && r->params.prompt_logprobs) {
@@ -208,10 +211,15 @@ static fl_code batch_step_reply(shard_service *s, sbatch *b, rpc_call *call, sha
             b->reqs[n_keep++] = r;
     }
     b->n = n_keep;
-    svc_step step = {gens, n_gens, b->n > 0, cached_view(b, ids)};
+    svc_step step = {.gens = gens,
+                     .n_gens = n_gens,
+                     .has_batch = b->n > 0,
+                     .batch = cached_view(b, ids),
+                     .prefix_lookup_tokens = lookup,
+                     .prefix_hit_tokens = hit};
     pb_reply_step(call, m, &step);
     for (int i = 0; i < n_done; i++)
-        gen_request_free(s->kv, done[i]);
+        seq_request_free(s->kv, done[i]);
     free(gens);
     free(done);
     free(ids);
@@ -364,8 +372,9 @@ static void on_warmup(rpc_call *call, const ProtobufCMessage *req, void *user) {
         reply_error(s, call, &err);
         return;
     }
-    log_info("warmup done: kv_blocks=%d tokens=%d bytes_per_token=%zu", blocks,
-             blocks * KV_BLOCK_SIZE, per_token);
+    kv_cache_set_prefix_caching(s->kv, s->opt.prefix_cache);
+    log_info("warmup done: kv_blocks=%d tokens=%d bytes_per_token=%zu prefix_cache=%s", blocks,
+             blocks * KV_BLOCK_SIZE, per_token, s->opt.prefix_cache ? "on" : "off");
     pb_reply_warmup(call, (uint32_t)blocks * KV_BLOCK_SIZE);
 }
 

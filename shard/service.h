@@ -14,6 +14,7 @@ typedef struct shard_options {
     const rope_overrides *rope_override; // NULL: from config.json as written
     const char *comm_id;                 // rendezvous name shared by the ranks (world > 1)
     const char *comm_dir;                // rendezvous directory (NULL: /dev/shm)
+    int prefix_cache;                    // 1: reuse cached prompt prefixes (kv_cache.h)
 } shard_options;
 
 typedef struct shard_service shard_service;

@@ -18,7 +18,7 @@ sbatch *sbatch_create(uint64_t id, int cap) {
 void sbatch_free(sbatch *b, kv_cache *kv) {
     if (!b) return;
     for (int i = 0; i < b->n; i++)
-        gen_request_free(kv, b->reqs[i]);
+        seq_request_free(kv, b->reqs[i]);
     free(b->reqs);
     free(b);
 }
@@ -26,7 +26,7 @@ void sbatch_free(sbatch *b, kv_cache *kv) {
 fl_code sbatch_absorb(sbatch *dst, sbatch *src, fl_error *err) {
     if (dst->n + src->n > dst->cap) {
         int cap = dst->n + src->n;
-        gen_request **r = realloc(dst->reqs, (size_t)cap * sizeof *r);
+        seq_request **r = realloc(dst->reqs, (size_t)cap * sizeof *r);
         if (!r)
             return fl_error_set(err, FL_ENOMEM, "batch %llu: out of memory merging",
                                 (unsigned long long)dst->id);
@@ -59,7 +59,7 @@ fl_code sbatch_filter(sbatch *b, kv_cache *kv, const uint64_t *keep, int n_keep,
         if (id_in(b->reqs[i]->id, keep, n_keep))
             b->reqs[n++] = b->reqs[i];
         else
-            gen_request_free(kv, b->reqs[i]);
+            seq_request_free(kv, b->reqs[i]);
     }
     b->n = n;
     return FL_OK;

@@ -1,4 +1,4 @@
-// The shard's cache of batches by id: each batch is an ordered list of running gen_requests
+// The shard's cache of batches by id: each batch is an ordered list of running seq_requests
 // (their KV blocks reserved). Prefill adds a batch, Decode merges and steps batches, FilterBatch
 // drops requests, ClearCache drops batches.
 #pragma once
@@ -8,7 +8,7 @@
 
 typedef struct sbatch {
     uint64_t id;
-    gen_request **reqs; // [n] in batch order
+    seq_request **reqs; // [n] in batch order
     int n, cap;
 } sbatch;
 

@@ -9,7 +9,7 @@ typedef struct svc_request { // shard.proto Request
     uint64_t id;
     int32_t *input_ids; // [n_input]
     int n_input;
-    gen_params params; // params.stop_ids points at stop_ids
+    seq_params params; // params.stop_ids points at stop_ids
     int32_t *stop_ids; // [params.n_stop_ids]
     int watermark;     // rejected: not supported
 } svc_request;
@@ -49,6 +49,7 @@ typedef struct svc_step { // shard.proto PrefillResponse / DecodeResponse
     int n_gens;
     int has_batch; // 0: every request finished
     svc_cached_batch batch;
+    uint32_t prefix_lookup_tokens, prefix_hit_tokens; // Prefill only: summed over the batch
 } svc_step;
 
 typedef struct svc_info { // shard.proto InfoResponse

@@ -3,6 +3,8 @@
 // number of tokens with EOS ignored, and report TTFT, prefill tok/s, decode tok/s (median step),
 // the card's TPS (generated tokens / end-to-end time), achieved bytes/s of weight + KV reads per
 // decode step against the device's copy bandwidth measured in the same run, and peak memory.
+// With --profile: an op-level timeline instead (kernels/backend.h: profile_begin) of a few decode
+// steps and one prefill, run without graphs, next to the graph-replayed decode step time.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +24,9 @@
 
 #define BENCH_MAX_LIST   16
 #define COPY_PROBE_BYTES ((size_t)1 << 30)
+#define PROFILE_STEPS    8  // profiled decode steps (averaged)
+#define GRAPH_STEPS      16 // graph-replayed decode steps timed (median), after one capture
+#define PROFILE_MAX_OPS  64
 
 typedef struct bench_result {
     int input_len, batch, generated;
@@ -55,54 +60,92 @@ static void track_memory(bench_env *e) {
     if (f < e->min_free) e->min_free = f;
 }
 
-// One measurement: `batch` sequences of `input_len` random tokens, then decode.
-static fl_code bench_one(bench_env *e, int input_len, int batch, bench_result *r, fl_error *err) {
+// `batch` sequences of input_len random tokens with cache room for n_new more, and the
+// per-step arrays of a greedy decode over them.
+typedef struct bench_batch {
+    int batch, input_len;
+    kv_seq *seqs;
+    fwd_seq *fs;
+    int32_t *prompt, *next;
+    float *logits; // [batch, n_vocab]
+} bench_batch;
+
+static void bench_batch_free(bench_env *e, bench_batch *bb) {
+    for (int b = 0; b < bb->batch && bb->seqs; b++)
+        kv_seq_release(e->kv, &bb->seqs[b]);
+    free(bb->seqs);
+    free(bb->fs);
+    free(bb->prompt);
+    free(bb->next);
+    free(bb->logits);
+}
+
+static fl_code bench_batch_create(bench_env *e, bench_batch *bb, int input_len, int batch,
+                                  int n_new, fl_error *err) {
     const int n_vocab = e->cfg->n_vocab;
-    fl_code code = FL_OK;
-    kv_seq *seqs = calloc((size_t)batch, sizeof *seqs);
-    fwd_seq *fs = calloc((size_t)batch, sizeof *fs);
-    int32_t *prompt = malloc((size_t)batch * input_len * sizeof(int32_t));
-    int32_t *next = malloc((size_t)batch * sizeof(int32_t));
-    float *logits = malloc((size_t)batch * n_vocab * sizeof(float));
-    double *steps = malloc((size_t)(e->new_tokens + 1) * sizeof(double));
-    if (!seqs || !fs || !prompt || !next || !logits || !steps) {
-        code = fl_error_set(err, FL_ENOMEM, "bench: out of host memory");
-        goto done;
-    }
+    *bb = (bench_batch){.batch = batch, .input_len = input_len};
+    bb->seqs = calloc((size_t)batch, sizeof *bb->seqs);
+    bb->fs = calloc((size_t)batch, sizeof *bb->fs);
+    bb->prompt = malloc((size_t)batch * input_len * sizeof(int32_t));
+    bb->next = malloc((size_t)batch * sizeof(int32_t));
+    bb->logits = malloc((size_t)batch * n_vocab * sizeof(float));
+    if (!bb->seqs || !bb->fs || !bb->prompt || !bb->next || !bb->logits)
+        return fl_error_set(err, FL_ENOMEM, "bench: out of host memory");
     for (int i = 0; i < batch * input_len; i++) {
         e->seed = e->seed * 1664525u + 1013904223u;
-        prompt[i] = (int32_t)((e->seed >> 8) % (unsigned)n_vocab);
+        bb->prompt[i] = (int32_t)((e->seed >> 8) % (unsigned)n_vocab);
     }
     for (int b = 0; b < batch; b++) {
-        code = kv_seq_reserve(e->kv, &seqs[b], input_len + e->new_tokens, err);
-        if (code != FL_OK) goto done;
+        fl_code code = kv_seq_reserve(e->kv, &bb->seqs[b], input_len + n_new, err);
+        if (code != FL_OK) return code;
     }
+    return FL_OK;
+}
+
+// Points the forward inputs at the prompts (prefill) or at the last sampled tokens (decode).
+static void bench_batch_feed(bench_batch *bb, int prefill) {
+    for (int b = 0; b < bb->batch; b++)
+        bb->fs[b] = prefill ? (fwd_seq){bb->prompt + (size_t)b * bb->input_len, bb->input_len,
+                                        &bb->seqs[b], 0}
+                            : (fwd_seq){&bb->next[b], 1, &bb->seqs[b], 0};
+}
+
+static void bench_batch_sample(const bench_env *e, bench_batch *bb) {
+    for (int b = 0; b < bb->batch; b++)
+        bb->next[b] = argmax(bb->logits + (size_t)b * e->cfg->n_vocab, e->cfg->n_vocab);
+}
+
+// One measurement: `batch` sequences of `input_len` random tokens, then decode.
+static fl_code bench_one(bench_env *e, int input_len, int batch, bench_result *r, fl_error *err) {
+    bench_batch bb;
+    double *steps = malloc((size_t)(e->new_tokens + 1) * sizeof(double));
+    fl_code code = bench_batch_create(e, &bb, input_len, batch, e->new_tokens, err);
+    if (code == FL_OK && !steps) code = fl_error_set(err, FL_ENOMEM, "bench: out of host memory");
+    if (code != FL_OK) goto done;
+    fwd_seq *fs = bb.fs;
+    int32_t *next = bb.next;
+    float *logits = bb.logits;
     memset(r, 0, sizeof *r);
     r->input_len = input_len;
     r->batch = batch;
     e->min_free = (size_t)-1;
     const double t0 = cli_now_s();
-    for (int b = 0; b < batch; b++)
-        fs[b] = (fwd_seq){prompt + (size_t)b * input_len, input_len, &seqs[b], 0};
+    bench_batch_feed(&bb, 1);
     code = model_forward(e->m, e->kv, fs, batch, logits, err);
     if (code != FL_OK) goto done;
     r->ttft_s = cli_now_s() - t0;
     track_memory(e);
     int generated = 1, n_steps = 0, running = 1;
-    for (int b = 0; b < batch; b++)
-        next[b] = argmax(logits + (size_t)b * n_vocab, n_vocab);
+    bench_batch_sample(e, &bb);
     while (generated < e->new_tokens && running) {
-        for (int b = 0; b < batch; b++)
-            fs[b] = (fwd_seq){&next[b], 1, &seqs[b], 0};
+        bench_batch_feed(&bb, 0);
         const double s0 = cli_now_s();
         code = model_forward(e->m, e->kv, fs, batch, logits, err);
         if (code != FL_OK) goto done;
         steps[n_steps++] = cli_now_s() - s0;
         generated++;
-        for (int b = 0; b < batch; b++) {
-            next[b] = argmax(logits + (size_t)b * n_vocab, n_vocab);
-            if (!e->ignore_eos && b == 0 && next[b] == e->cfg->eos_token_id) running = 0;
-        }
+        bench_batch_sample(e, &bb);
+        if (!e->ignore_eos && next[0] == e->cfg->eos_token_id) running = 0;
         if (n_steps % 16 == 0) {
             track_memory(e);
             fprintf(stderr, "\rbench: input %d batch %d: decode step %d/%d   ", input_len, batch,
@@ -130,14 +173,112 @@ static fl_code bench_one(bench_env *e, int input_len, int batch, bench_result *r
     fprintf(stderr, "\rbench: input %d batch %d: done (%.1f tok/s)%20s\n", input_len, batch,
             r->card_tps, "");
 done:
-    for (int b = 0; b < batch && seqs; b++)
-        kv_seq_release(e->kv, &seqs[b]);
-    free(seqs);
-    free(fs);
-    free(prompt);
-    free(next);
-    free(logits);
+    bench_batch_free(e, &bb);
     free(steps);
+    return code;
+}
+
+// ---- --profile
+
+typedef struct op_table {
+    op_profile_entry e[PROFILE_MAX_OPS];
+    int n;
+    int steps; // forward calls profiled (totals are divided by it)
+} op_table;
+
+static double op_table_total_us(const op_table *t) {
+    double sum = 0;
+    for (int i = 0; i < t->n; i++)
+        sum += t->e[i].total_us;
+    return sum / t->steps;
+}
+
+static void op_table_print(const char *title, const op_table *t) {
+    const double step = op_table_total_us(t);
+    printf("%s: %.1f us of ops per step\n", title, step);
+    printf("  %-22s %10s %10s %9s %7s\n", "op", "calls/step", "us/step", "us/call", "share");
+    for (int i = 0; i < t->n; i++) {
+        const op_profile_entry *o = &t->e[i];
+        const double us = o->total_us / t->steps;
+        printf("  %-22s %10.1f %10.1f %9.2f %6.1f%%\n", o->name, (double)o->calls / t->steps, us,
+               o->calls ? o->total_us / o->calls : 0.0, step > 0 ? 100.0 * us / step : 0.0);
+    }
+}
+
+static cJSON *op_table_json(const op_table *t) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "steps", t->steps);
+    cJSON_AddNumberToObject(o, "op_us_per_step", op_table_total_us(t));
+    cJSON *arr = cJSON_AddArrayToObject(o, "ops");
+    for (int i = 0; i < t->n; i++) {
+        cJSON *r = cJSON_CreateObject();
+        cJSON_AddStringToObject(r, "op", t->e[i].name);
+        cJSON_AddNumberToObject(r, "calls_per_step", (double)t->e[i].calls / t->steps);
+        cJSON_AddNumberToObject(r, "us_per_step", t->e[i].total_us / t->steps);
+        cJSON_AddItemToArray(arr, r);
+    }
+    return o;
+}
+
+// Runs `steps` forward calls of the batch inside a profile, sampling greedily after each.
+static fl_code profile_steps(bench_env *e, bench_batch *bb, int steps, op_table *t, fl_error *err) {
+    e->be->profile_begin(e->be);
+    fl_code code = FL_OK;
+    for (int s = 0; s < steps && code == FL_OK; s++) {
+        code = model_forward(e->m, e->kv, bb->fs, bb->batch, bb->logits, err);
+        bench_batch_sample(e, bb);
+    }
+    fl_error perr = {0};
+    t->steps = steps;
+    t->n = e->be->profile_end(e->be, t->e, PROFILE_MAX_OPS, &perr);
+    if (code == FL_OK && t->n < 0) code = fl_error_set(err, perr.code, "%s", perr.msg);
+    if (t->n > PROFILE_MAX_OPS) t->n = PROFILE_MAX_OPS;
+    return code;
+}
+
+// One prefill of input_len tokens per sequence and PROFILE_STEPS decode steps under the profile,
+// then the median graph-replayed decode step.
+static fl_code bench_profile(bench_env *e, int input_len, int batch, cJSON *json_out,
+                             fl_error *err) {
+    bench_batch bb;
+    op_table *prefill = calloc(1, sizeof *prefill), *decode = calloc(1, sizeof *decode);
+    double steps_s[GRAPH_STEPS];
+    fl_code code =
+        bench_batch_create(e, &bb, input_len, batch, PROFILE_STEPS + GRAPH_STEPS + 1, err);
+    if (code == FL_OK && (!prefill || !decode))
+        code = fl_error_set(err, FL_ENOMEM, "bench: out of host memory");
+    bench_batch_feed(&bb, 1);
+    if (code == FL_OK) code = profile_steps(e, &bb, 1, prefill, err);
+    bench_batch_feed(&bb, 0);
+    if (code == FL_OK) code = profile_steps(e, &bb, PROFILE_STEPS, decode, err);
+    for (int s = 0; s <= GRAPH_STEPS && code == FL_OK; s++) { // step 0 captures the graph
+        const double s0 = cli_now_s();
+        code = model_forward(e->m, e->kv, bb.fs, batch, bb.logits, err);
+        if (s > 0) steps_s[s - 1] = cli_now_s() - s0;
+        bench_batch_sample(e, &bb);
+    }
+    if (code != FL_OK) goto done;
+    qsort(steps_s, GRAPH_STEPS, sizeof(double), cli_cmp_double);
+    const double graph_us = steps_s[GRAPH_STEPS / 2] * 1e6;
+    if (json_out) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "input_length", input_len);
+        cJSON_AddNumberToObject(o, "batch", batch);
+        cJSON_AddItemToObject(o, "decode", op_table_json(decode));
+        cJSON_AddItemToObject(o, "prefill", op_table_json(prefill));
+        cJSON_AddNumberToObject(o, "graph_decode_step_us", graph_us);
+        cJSON_AddItemToArray(json_out, o);
+    } else {
+        printf("\ninput %d, batch %d (ops timed one by one, without graphs)\n", input_len, batch);
+        op_table_print("decode step", decode);
+        printf("graph-replayed decode step: %.1f us (median of %d, wall time)\n", graph_us,
+               GRAPH_STEPS);
+        op_table_print("prefill", prefill);
+    }
+done:
+    bench_batch_free(e, &bb);
+    free(prefill);
+    free(decode);
     return code;
 }
 
@@ -187,7 +328,7 @@ static void print_json(const bench_result *res, int n, const bench_env *e, const
 int cmd_bench(int argc, char **argv) {
     const char *model_dir = NULL, *backend_name = "auto", *lengths_s = "20,3300,5500,10000",
                *batch_s = "1";
-    int new_tokens = 256, ignore_eos = 0, json = 0, threads = 0;
+    int new_tokens = 256, ignore_eos = 0, json = 0, threads = 0, profile = 0;
     const opt_spec opts[] = {
         OPT("model", OPT_STRING, &model_dir, "model directory (required)"),
         OPT("backend", OPT_STRING, &backend_name, "cpu | cuda | auto (default auto)"),
@@ -197,6 +338,8 @@ int cmd_bench(int argc, char **argv) {
         OPT("ignore-eos", OPT_BOOL, &ignore_eos, "keep generating past EOS (the card's protocol)"),
         OPT("threads", OPT_INT, &threads, "CPU backend threads (default: all cores)"),
         OPT("json", OPT_BOOL, &json, "print one JSON object"),
+        OPT("profile", OPT_BOOL, &profile, "op-level timeline of a prefill and a few decode steps "
+                                        "(per op: calls, us per step, share) instead"),
     };
     int rc = cli_args_parse("bench", "Benchmark prefill and decode on the local engine.", argc,
                             argv, opts, (int)(sizeof opts / sizeof opts[0]));
@@ -223,6 +366,10 @@ int cmd_bench(int argc, char **argv) {
         be = backend_create(backend_name, &err);
     if (!be) return cli_fail("bench: %s", err.msg);
     e.be = be;
+    if (profile && !be->profile_begin) {
+        be->free(be);
+        return cli_fail("bench: the %s backend has no op profile", backend_name);
+    }
     if (!strcmp(be->name, "cpu")) {
         fprintf(stderr, "bench: measuring host copy bandwidth\n");
         e.copy_bps = cli_host_copy_bandwidth(threads);
@@ -262,7 +409,8 @@ int cmd_bench(int argc, char **argv) {
         max_len = lengths[i] > max_len ? lengths[i] : max_len;
     for (int i = 0; i < n_batch; i++)
         max_batch = batches[i] > max_batch ? batches[i] : max_batch;
-    const int blocks_per_seq = (max_len + new_tokens + KV_BLOCK_SIZE - 1) / KV_BLOCK_SIZE;
+    const int max_new = profile ? PROFILE_STEPS + GRAPH_STEPS + 1 : new_tokens;
+    const int blocks_per_seq = (max_len + max_new + KV_BLOCK_SIZE - 1) / KV_BLOCK_SIZE;
     code = model_kv_cache_create(e.m, blocks_per_seq * max_batch, &e.kv, &err);
     bench_result *res = calloc((size_t)n_len * n_batch, sizeof *res);
     int n_res = 0;
@@ -274,7 +422,24 @@ int cmd_bench(int argc, char **argv) {
         code = bench_one(&e, 32, 1, &warm, &err);
         e.new_tokens = saved;
     }
-    for (int i = 0; i < n_len && code == FL_OK; i++)
+    if (profile) {
+        cJSON *root = json ? cJSON_CreateObject() : NULL;
+        cJSON *arr = root ? cJSON_AddArrayToObject(root, "profiles") : NULL;
+        if (root) {
+            cJSON_AddStringToObject(root, "backend", be->name);
+            cJSON_AddStringToObject(root, "device", device);
+        } else {
+            printf("falconlite bench --profile: %s on %s\n", model_dir, device);
+        }
+        for (int i = 0; i < n_len && code == FL_OK; i++)
+            for (int j = 0; j < n_batch && code == FL_OK; j++)
+                code = bench_profile(&e, lengths[i], batches[j], arr, &err);
+        if (root && code == FL_OK)
+            cli_json_print(root);
+        else if (root)
+            cJSON_Delete(root);
+    }
+    for (int i = 0; i < n_len && code == FL_OK && !profile; i++)
         for (int j = 0; j < n_batch && code == FL_OK; j++)
             if ((code = bench_one(&e, lengths[i], batches[j], &res[n_res], &err)) == FL_OK) n_res++;
     if (n_res > 0) {

@@ -42,7 +42,7 @@ typedef struct gen_run {
     model *m;
     kv_cache *kv;
     tokenizer *tok;
-    gen_request *req;
+    seq_request *req;
     char *chat_prompt; // --prompt in the model's chat template (--chat)
     int32_t *prompt;
     double *step_s; // [max_new] seconds per step (step 0: prefill)
@@ -51,7 +51,7 @@ typedef struct gen_run {
 
 static void gen_run_free(gen_run *g) {
     detok_stream_free(g->ds);
-    if (g->req) gen_request_free(g->kv, g->req);
+    if (g->req) seq_request_free(g->kv, g->req);
     kv_cache_free(g->kv);
     model_free(g->m);
     if (g->be) g->be->free(g->be);
@@ -62,7 +62,7 @@ static void gen_run_free(gen_run *g) {
 }
 
 static void print_stats(const gen_args *a, gen_run *g) {
-    gen_request *r = g->req;
+    seq_request *r = g->req;
     int n_dec = r->n_generated - 1;
     double prefill = g->step_s[0];
     fprintf(stderr, "prompt tokens: %d\n", r->n_prompt);
@@ -90,7 +90,7 @@ static void print_stats(const gen_args *a, gen_run *g) {
 }
 
 static void print_json(gen_run *g, const char *text) {
-    gen_request *r = g->req;
+    seq_request *r = g->req;
     cJSON *root = cJSON_CreateObject();
     cJSON_AddItemToObject(root, "input_ids", cli_json_ids(r->tokens, r->n_prompt));
     cJSON_AddItemToObject(root, "tokens", cli_json_ids(r->tokens + r->n_prompt, r->n_generated));
@@ -139,18 +139,18 @@ static int generate_run(const gen_args *a, gen_run *g) {
                                   : (n_prompt + a->max_new - 1 + KV_BLOCK_SIZE - 1) / KV_BLOCK_SIZE;
     if (model_kv_cache_create(g->m, blocks, &g->kv, &err)) return cli_fail("%s", err.msg);
 
-    gen_params gp = {.sampling = a->sampling,
+    seq_params gp = {.sampling = a->sampling,
                      .max_new_tokens = a->max_new,
                      .eos_id = model_get_config(g->m)->eos_token_id,
                      .ignore_eos = a->ignore_eos};
-    if (gen_request_create(g->m, g->kv, 0, g->prompt, n_prompt, &gp, &g->req, &err))
+    if (seq_request_create(g->m, g->kv, 0, g->prompt, n_prompt, &gp, &g->req, &err))
         return cli_fail("%s", err.msg);
     if (!(g->step_s = malloc(sizeof *g->step_s * a->max_new)))
         return cli_fail("generate: out of memory");
     if (!a->json && !(g->ds = detok_stream_create(g->tok, 1)))
         return cli_fail("generate: out of memory");
 
-    gen_request *r = g->req;
+    seq_request *r = g->req;
     while (r->finish == GEN_RUNNING) {
         double t0 = cli_now_s();
         if (gen_batch_step(g->m, g->kv, &r, 1, &err)) return cli_fail("%s", err.msg);
@@ -158,7 +158,7 @@ static int generate_run(const gen_args *a, gen_run *g) {
         if (g->ds) {
             char *piece = NULL;
             size_t len = 0;
-            if (detok_stream_push(g->ds, gen_request_last_token(r), &piece, &len, &err))
+            if (detok_stream_push(g->ds, seq_request_last_token(r), &piece, &len, &err))
                 return cli_fail("%s", err.msg);
             fwrite(piece, 1, len, stdout);
             fflush(stdout);

@@ -45,10 +45,10 @@ static fl_code kv_ensure(eval_engine *e, int n, fl_error *err) {
 }
 
 // Runs one request to its end.
-static fl_code run_request(eval_engine *e, const int32_t *ids, int n_ids, const gen_params *gp,
-                           gen_request **out, fl_error *err) {
+static fl_code run_request(eval_engine *e, const int32_t *ids, int n_ids, const seq_params *gp,
+                           seq_request **out, fl_error *err) {
     fl_code rc = kv_ensure(e, n_ids + gp->max_new_tokens, err);
-    if (!rc) rc = gen_request_create(e->m, e->kv, 0, ids, n_ids, gp, out, err);
+    if (!rc) rc = seq_request_create(e->m, e->kv, 0, ids, n_ids, gp, out, err);
     while (!rc && (*out)->finish == GEN_RUNNING)
         rc = gen_batch_step(e->m, e->kv, out, 1, err);
     return rc;
@@ -56,28 +56,28 @@ static fl_code run_request(eval_engine *e, const int32_t *ids, int n_ids, const 
 
 fl_code eval_generate(eval_engine *e, const int32_t *ids, int n_ids, int max_new, char **text,
                       fl_error *err) {
-    gen_params gp = {.max_new_tokens = max_new, .eos_id = e->eos};
+    seq_params gp = {.max_new_tokens = max_new, .eos_id = e->eos};
     sampling_params_default(&gp.sampling);
-    gen_request *r = NULL;
+    seq_request *r = NULL;
     size_t len;
     *text = NULL;
     fl_code rc = run_request(e, ids, n_ids, &gp, &r, err);
     if (!rc)
         rc = tokenizer_decode(e->tok, r->tokens + r->n_prompt, r->n_generated, 1, text, &len, err);
-    if (r) gen_request_free(e->kv, r);
+    if (r) seq_request_free(e->kv, r);
     return rc;
 }
 
 fl_code eval_prompt_logprobs(eval_engine *e, const int32_t *ids, int n, float *lp, fl_error *err) {
-    gen_params gp = {.max_new_tokens = 1, .eos_id = -1, .prompt_logprobs = 1};
+    seq_params gp = {.max_new_tokens = 1, .eos_id = -1, .prompt_logprobs = 1};
     sampling_params_default(&gp.sampling);
-    gen_request *r = NULL;
+    seq_request *r = NULL;
     fl_code rc = run_request(e, ids, n, &gp, &r, err);
     if (!rc) {
         memcpy(lp, r->prompt_logprobs, sizeof *lp * n);
         lp[0] = NAN;
     }
-    if (r) gen_request_free(e->kv, r);
+    if (r) seq_request_free(e->kv, r);
     return rc;
 }
 

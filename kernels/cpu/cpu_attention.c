@@ -207,11 +207,6 @@ static void attention_task(void *arg, int64_t begin, int64_t end, int thread) {
 void cpu_attention(backend *b, void *out, const void *q, const void *k_cache, const void *v_cache,
                    const attn_batch *ab, int n_head, int n_head_kv, int head_dim, float scale) {
     cpu_ctx *c = b->ctx;
-    if (n_head_kv <= 0 || n_head % n_head_kv) {
-        cpu_error_record(c, FL_EINVAL, "attention: n_head %d is not a multiple of n_head_kv %d",
-                         n_head, n_head_kv);
-        return;
-    }
     // Tiles: a GQA group's heads (at most ATTN_TILE_ROWS of them) times enough tokens to fill
     // the rows. Decode gets one tile per group slice, prefill one per token block.
     int group = n_head / n_head_kv;

@@ -3,12 +3,19 @@
 #include "kernels/cpu/cpu_backend.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define CPU_ALIGN 64
+
+_Static_assert(offsetof(bk_matrix, kind) == offsetof(bk_matrix_header, kind) &&
+                   offsetof(bk_matrix, n_in) == offsetof(bk_matrix_header, n_in) &&
+                   offsetof(bk_matrix, n_out) == offsetof(bk_matrix_header, n_out),
+               "bk_matrix must begin with bk_matrix_header's members");
 
 void *cpu_aligned_alloc(size_t nbytes) {
     void *p = NULL;
@@ -55,6 +62,10 @@ static void cpu_free(backend *b) {
     pthread_mutex_destroy(&c->err_mu);
     free(c);
     free(b);
+}
+
+static void cpu_record_error(backend *b, fl_code code, const char *msg) {
+    cpu_error_record(b->ctx, code, "%s", msg);
 }
 
 static fl_code cpu_sync(backend *b, fl_error *err) {
@@ -127,6 +138,41 @@ static float *cpu_vector_create(backend *b, const float *v, int n) {
     return p;
 }
 
+// ---- op profile
+static double cpu_now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void cpu_profile_begin(backend *b) {
+    cpu_ctx *c = b->ctx;
+    memset(&c->profile, 0, sizeof c->profile);
+    c->span_name = NULL;
+    c->profiling = 1;
+}
+
+static void cpu_op_begin(backend *b, const char *name) {
+    cpu_ctx *c = b->ctx;
+    if (!c->profiling) return;
+    c->span_name = name;
+    c->span_start_s = cpu_now_s();
+}
+
+static void cpu_op_end(backend *b) {
+    cpu_ctx *c = b->ctx;
+    if (!c->profiling || !c->span_name) return;
+    op_profile_add(&c->profile, c->span_name, (cpu_now_s() - c->span_start_s) * 1e6);
+    c->span_name = NULL;
+}
+
+static int cpu_profile_end(backend *b, op_profile_entry *out, int max, fl_error *err) {
+    cpu_ctx *c = b->ctx;
+    c->profiling = 0;
+    c->span_name = NULL;
+    return op_profile_copy(&c->profile, out, max);
+}
+
 static int cpu_threads_default(void) {
     const char *env = getenv("FALCONLITE_THREADS");
     if (env && *env) {
@@ -167,6 +213,7 @@ backend *backend_cpu_create(int n_threads, fl_error *err) {
     b->name = "cpu";
     b->act_dtype = DTYPE_F32;
     b->sync = cpu_sync;
+    b->record_error = cpu_record_error;
     b->mem_available = cpu_mem_available;
     b->buf_alloc = cpu_buf_alloc;
     b->buf_free = cpu_buf_free;
@@ -189,5 +236,11 @@ backend *backend_cpu_create(int n_threads, fl_error *err) {
     b->swiglu = cpu_swiglu;
     b->add = cpu_add;
     b->gather_rows = cpu_gather_rows;
-    return b;
+    b->qkv_rotary_store = cpu_qkv_rotary_store;
+    b->residual_norm = cpu_residual_norm;
+    b->profile_begin = cpu_profile_begin;
+    b->op_begin = cpu_op_begin;
+    b->op_end = cpu_op_end;
+    b->profile_end = cpu_profile_end;
+    return backend_checks_install(b, err);
 }

@@ -5,6 +5,7 @@
 
 #include "kernels/backend.h"
 #include "kernels/cpu/thread_pool.h"
+#include "kernels/op_profile.h"
 
 typedef struct cpu_scratch {
     void *p;
@@ -20,6 +21,11 @@ typedef struct cpu_ctx {
     int n_vectors, cap_vectors;
     pthread_mutex_t err_mu;
     fl_error first_err; // first error since the last sync (code FL_OK when none)
+    // op profile (backend.h: profile_begin); ops are synchronous, so host time is op time
+    int profiling;
+    const char *span_name; // open span (NULL: none)
+    double span_start_s;
+    op_profile profile;
 } cpu_ctx;
 
 struct bk_matrix {
@@ -72,6 +78,12 @@ void cpu_rotary(backend *b, void *x, const int32_t *pos, const float *base, int 
 
 void cpu_attention(backend *b, void *out, const void *q, const void *k_cache, const void *v_cache,
                    const attn_batch *ab, int n_head, int n_head_kv, int head_dim, float scale);
+
+void cpu_qkv_rotary_store(backend *b, void *q, void *k_cache, void *v_cache, const void *qkv,
+                          const int32_t *pos, const float *base, const int32_t *slots, int n_tok,
+                          int n_head, int n_head_kv, int head_dim, int rot_dim, float pos_scale);
+void cpu_residual_norm(backend *b, void *x, const void *r1, const void *r2, void *out_a,
+                       bk_norm na, void *out_m, bk_norm nm, int rms, int n_tok, int d, float eps);
 
 void cpu_gelu(backend *b, void *x, size_t n);
 void cpu_swiglu(backend *b, void *out, const void *gate_up, int n_tok, int d_ff);

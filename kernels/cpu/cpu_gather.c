@@ -5,10 +5,6 @@
 
 void cpu_embedding(backend *b, void *out, const bk_matrix *table, const int32_t *ids, int n_tok,
                    int row_start) {
-    if (table->kind != MATRIX_DENSE) {
-        cpu_error_record(b->ctx, FL_EUNSUPPORTED, "embedding: the table must be a dense matrix");
-        return;
-    }
     int d = table->n_in;
     size_t row_bytes = (size_t)d * dtype_size(table->w_type);
     for (int t = 0; t < n_tok; t++) {

@@ -10,6 +10,7 @@
 
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/cpu/cpu_simd.h"
+#include "kernels/gptq_layout.h"
 
 #define INLINE static inline __attribute__((always_inline))
 
@@ -69,113 +70,45 @@ static void *dup_bytes(const void *src, size_t nbytes) {
     return p;
 }
 
-// Sorts inputs by group (ExLlama's make_sequential), pads each group to a multiple of 8 inputs
-// and repacks qweight in that order. Groups are then runs of whole packed rows, which lets the
-// kernels read each group's scale and zero once per run.
+// Takes the shared sorted layout (kernels/gptq_layout.h) and records its non-empty groups as
+// runs of whole packed rows, which lets the kernels read each group's scale and zero once per run.
 static fl_code gptq_repack(bk_matrix *bm, const host_matrix *m, fl_error *err) {
-    int n_in = m->n_in, n_out = m->n_out, n_groups = m->n_groups;
-    int *count = calloc((size_t)n_groups, sizeof *count);
-    int *next = calloc((size_t)n_groups, sizeof *next);
-    fl_code code = FL_OK;
-    if (!count || !next) {
-        code = fl_error_set(err, FL_ENOMEM, "gptq matrix: out of memory");
-        goto done;
-    }
-    for (int k = 0; k < n_in; k++) {
-        int g = m->g_idx[k];
-        if (g < 0 || g >= n_groups) {
-            code = fl_error_set(err, FL_EINVAL, "gptq matrix: g_idx[%d] = %d outside [0, %d)", k, g,
-                                n_groups);
-            goto done;
-        }
-        count[g]++;
-    }
-    int k_pad = 0, n_runs = 0;
-    for (int g = 0; g < n_groups; g++) {
-        next[g] = k_pad;
-        k_pad += (count[g] + 7) / 8 * 8;
-        n_runs += count[g] > 0;
-    }
-    bm->k_pad = k_pad;
+    gptq_layout l;
+    fl_code code = gptq_layout_create(&l, m, err);
+    if (code != FL_OK) return code;
+    int n_runs = 0;
+    for (int g = 0; g < l.n_groups; g++)
+        n_runs += l.group_row[g + 1] > l.group_row[g];
+    bm->k_pad = l.k_pad;
     bm->n_runs = n_runs;
-    bm->perm = malloc((size_t)k_pad * sizeof *bm->perm);
     bm->run_start = malloc((size_t)(n_runs + 1) * sizeof *bm->run_start);
     bm->run_group = malloc((size_t)n_runs * sizeof *bm->run_group);
-    bm->qweight = cpu_aligned_alloc((size_t)k_pad / 8 * (size_t)n_out * sizeof(int32_t));
-    if (!bm->perm || !bm->run_start || !bm->run_group || !bm->qweight) {
-        code = fl_error_set(err, FL_ENOMEM, "gptq matrix: out of memory repacking %d x %d", n_in,
-                            n_out);
-        goto done;
+    size_t qw_bytes = (size_t)l.k_pad / 8 * (size_t)l.n_out * sizeof(int32_t);
+    if (l.qweight) {
+        bm->qweight = (int32_t *)l.qweight;
+        l.qweight = NULL;
+    } else {
+        bm->qweight = dup_bytes(m->qweight, qw_bytes);
     }
-    for (int g = 0, r = 0; g < n_groups; g++) {
-        if (!count[g]) continue;
-        bm->run_start[r] = next[g] / 8;
-        bm->run_group[r++] = g;
+    bm->perm = l.perm;
+    l.perm = NULL;
+    if (!bm->run_start || !bm->run_group || !bm->qweight) {
+        code = fl_error_set(err, FL_ENOMEM, "gptq matrix: out of memory repacking %d x %d",
+                            l.n_in, l.n_out);
+    } else {
+        for (int g = 0, r = 0; g < l.n_groups; g++) {
+            if (l.group_row[g + 1] == l.group_row[g]) continue;
+            bm->run_start[r] = l.group_row[g];
+            bm->run_group[r++] = g;
+        }
+        bm->run_start[n_runs] = l.k_pad / 8;
     }
-    bm->run_start[n_runs] = k_pad / 8;
-    for (int k = 0; k < k_pad; k++)
-        bm->perm[k] = -1;
-    for (int k = 0; k < n_in; k++)
-        bm->perm[next[m->g_idx[k]]++] = k;
-
-    int identity = k_pad == n_in;
-    for (int k = 0; identity && k < n_in; k++)
-        identity = bm->perm[k] == k;
-    size_t row_bytes = (size_t)n_out * sizeof(int32_t);
-    if (identity) {
-        memcpy(bm->qweight, m->qweight, (size_t)n_in / 8 * row_bytes);
-        free(bm->perm);
-        bm->perm = NULL;
-        goto done;
-    }
-    memset(bm->qweight, 0, (size_t)k_pad / 8 * row_bytes);
-    for (int kp = 0; kp < k_pad; kp++) {
-        int k = bm->perm[kp];
-        if (k < 0) continue; // padding: nibble 0, multiplied by x = 0
-        const int32_t *src = m->qweight + (size_t)(k / 8) * n_out;
-        int32_t *dst = bm->qweight + (size_t)(kp / 8) * n_out;
-        unsigned shift_in = 4 * (k % 8), shift_out = 4 * (kp % 8);
-        for (int o = 0; o < n_out; o += 8) // n_out is a multiple of 8
-            *(v8u_mem *)(dst + o) |= ((v8u_load(src + o) >> shift_in) & 0xFu) << shift_out;
-    }
-done:
-    free(count);
-    free(next);
+    gptq_layout_free(&l);
     return code;
 }
 
-static fl_code gptq_check(const host_matrix *m, fl_error *err) {
-    if (m->bits != 4)
-        return fl_error_set(err, FL_EUNSUPPORTED, "gptq matrix: %d-bit weights (only 4-bit)",
-                            m->bits);
-    if (!m->qweight || !m->qzeros || !m->scales || !m->g_idx)
-        return fl_error_set(err, FL_EINVAL,
-                            "gptq matrix: qweight, qzeros, scales or g_idx missing");
-    if (m->n_in % 8 || m->n_out % 8 || m->n_groups <= 0)
-        return fl_error_set(err, FL_EINVAL,
-                            "gptq matrix: n_in %d and n_out %d must be multiples of 8, n_groups %d "
-                            "positive",
-                            m->n_in, m->n_out, m->n_groups);
-    return FL_OK;
-}
-
+// m has passed kernels/backend.c's checks (shape, kind, dense dtype, GPTQ layout).
 bk_matrix *cpu_matrix_create(backend *b, const host_matrix *m, fl_error *err) {
-    if (m->n_in <= 0 || m->n_out <= 0) {
-        fl_error_set(err, FL_EINVAL, "matrix: bad shape n_in %d, n_out %d", m->n_in, m->n_out);
-        return NULL;
-    }
-    if (m->kind == MATRIX_DENSE) {
-        if (!m->w ||
-            (m->w_type != DTYPE_F32 && m->w_type != DTYPE_F16 && m->w_type != DTYPE_BF16)) {
-            fl_error_set(err, FL_EUNSUPPORTED, "dense matrix: weights missing or dtype %s",
-                         dtype_name(m->w_type));
-            return NULL;
-        }
-    } else if (m->kind != MATRIX_GPTQ || gptq_check(m, err) != FL_OK) {
-        if (m->kind != MATRIX_GPTQ)
-            fl_error_set(err, FL_EUNSUPPORTED, "matrix: unknown kind %d", (int)m->kind);
-        return NULL;
-    }
     bk_matrix *bm = calloc(1, sizeof *bm);
     if (!bm) {
         fl_error_set(err, FL_ENOMEM, "matrix: out of memory");
@@ -190,14 +123,14 @@ bk_matrix *cpu_matrix_create(backend *b, const host_matrix *m, fl_error *err) {
         bm->w_type = m->w_type;
         ok = (bm->w = dup_bytes(m->w, (size_t)m->n_out * m->n_in * dtype_size(m->w_type))) != NULL;
     } else if (ok) {
+        if (gptq_repack(bm, m, err) != FL_OK) {
+            cpu_matrix_free(b, bm);
+            return NULL;
+        }
         size_t n_groups = (size_t)m->n_groups;
         bm->qzeros = dup_bytes(m->qzeros, n_groups * (size_t)(m->n_out / 8) * sizeof(int32_t));
         bm->scales = dup_bytes(m->scales, n_groups * (size_t)m->n_out * sizeof(uint16_t));
         ok = bm->qzeros && bm->scales;
-        if (ok && gptq_repack(bm, m, err) != FL_OK) {
-            cpu_matrix_free(b, bm);
-            return NULL;
-        }
     }
     if (!ok) {
         cpu_matrix_free(b, bm);
@@ -573,7 +506,6 @@ static void gptq_matmul(cpu_ctx *c, float *y, const float *x, const bk_matrix *m
 
 void cpu_matmul(backend *b, void *out, const void *x, const bk_matrix *w, int n_tok) {
     cpu_ctx *c = b->ctx;
-    if (n_tok <= 0) return;
     if (w->kind == MATRIX_GPTQ) {
         gptq_matmul(c, out, x, w, n_tok);
         return;

@@ -1,13 +1,20 @@
 // The CUDA backend's wiring: context creation on a device, one non-blocking stream for every op,
 // cuBLAS, first-error recording, memory and copies, scratch buffers, and decode-step CUDA graphs.
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kernels/cuda/cuda_backend.cuh"
 
 #define CUBLAS_WORKSPACE_BYTES (32u << 20)
+
+static_assert(offsetof(bk_matrix, kind) == offsetof(bk_matrix_header, kind) &&
+                  offsetof(bk_matrix, n_in) == offsetof(bk_matrix_header, n_in) &&
+                  offsetof(bk_matrix, n_out) == offsetof(bk_matrix_header, n_out),
+              "bk_matrix must begin with bk_matrix_header's members");
 
 void cuda_record(cuda_ctx *c, fl_code code, const char *fmt, ...) {
     if (c->err_code != FL_OK) return;
@@ -34,6 +41,7 @@ int cublas_check(cuda_ctx *c, cublasStatus_t s, const char *what) {
 void *cuda_scratch_get(cuda_ctx *c, cuda_scratch *s, size_t bytes, const char *what) {
     if (s->bytes >= bytes) return s->p;
     if (s->p && c->n_graphs == 0 && !c->capturing) { // nothing captured can still refer to it
+        cuda_profile_release(c);
         cudaStreamSynchronize(c->stream);
         cudaFree(s->p);
     } else if (s->p) {
@@ -80,6 +88,7 @@ void cuda_f32_from_half(cuda_ctx *c, float *dst, const __half *src, size_t n) {
 // ---- backend interface: lifetime, errors, memory
 static fl_code cb_sync(backend *b, fl_error *err) {
     cuda_ctx *c = cuda_ctx_of(b);
+    cuda_profile_release(c);
     if (!c->capturing) cuda_check(c, cudaStreamSynchronize(c->stream), "stream synchronize");
     fl_code code = c->err_code;
     if (code != FL_OK) {
@@ -88,6 +97,10 @@ static fl_code cb_sync(backend *b, fl_error *err) {
         c->err_msg[0] = 0;
     }
     return code;
+}
+
+static void cb_record_error(backend *b, fl_code code, const char *msg) {
+    cuda_record(cuda_ctx_of(b), code, "%s", msg);
 }
 
 static size_t cb_mem_available(backend *b) {
@@ -106,6 +119,7 @@ static void *cb_buf_alloc(backend *b, size_t nbytes) {
 }
 
 static void cb_buf_free(backend *b, void *p) {
+    cuda_profile_release(cuda_ctx_of(b)); // cudaFree waits for the device
     if (p) cuda_check(cuda_ctx_of(b), cudaFree(p), "cudaFree");
 }
 
@@ -124,6 +138,7 @@ static void cb_copy_to_device(backend *b, void *dst, const void *src, size_t nby
 static void cb_copy_to_host(backend *b, void *dst, const void *src, size_t nbytes) {
     cuda_ctx *c = cuda_ctx_of(b);
     if (nbytes == 0) return;
+    cuda_profile_release(c);
     if (cuda_check(c, cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToHost, c->stream),
                    "copy_to_host"))
         return;
@@ -178,13 +193,14 @@ static cuda_graph_entry *graph_find(cuda_ctx *c, uint64_t key) {
 static int cb_graph_replay(backend *b, uint64_t key) {
     cuda_ctx *c = cuda_ctx_of(b);
     cuda_graph_entry *g = graph_find(c, key);
-    if (!g || c->err_code != FL_OK) return 0;
+    if (!g || c->err_code != FL_OK || c->profiling) return 0;
     g->last_use = ++c->graph_clock;
     return cuda_check(c, cudaGraphLaunch(g->exec, c->stream), "cudaGraphLaunch") == 0;
 }
 
 static void cb_graph_capture_begin(backend *b, uint64_t key) {
     cuda_ctx *c = cuda_ctx_of(b);
+    if (c->profiling) return; // a profile times the ops one by one
     // Relaxed: scratch buffers may grow (cudaMalloc) while the first step of a shape is captured.
     if (cuda_check(c, cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeRelaxed),
                    "cudaStreamBeginCapture"))
@@ -234,6 +250,7 @@ static void cb_free(backend *b) {
     if (!b) return;
     cuda_ctx *c = cuda_ctx_of(b);
     if (c) {
+        cuda_profile_free(c);
         cudaStreamSynchronize(c->stream);
         cb_graph_reset(b);
         cuda_scratch *all[] = {&c->x_perm, &c->gemv_acc, &c->dequant, &c->attn_part, &c->f32_out};
@@ -252,8 +269,12 @@ extern "C" backend *backend_cuda_create(int device, fl_error *err) {
     cudaError_t e = cudaGetDeviceCount(&n_dev);
     if (e != cudaSuccess || n_dev == 0) {
         cudaGetLastError();
-        fl_error_set(err, FL_EUNSUPPORTED, "kernels/cuda: no CUDA device available (%s)",
-                     e != cudaSuccess ? cudaGetErrorString(e) : "device count is 0");
+        // Without a GPU there is no driver, which the runtime reports as a driver "version
+        // insufficient for the runtime": name what is actually missing.
+        const char *why = e == cudaSuccess                     ? "device count is 0"
+                          : access("/dev/nvidiactl", F_OK) != 0 ? "no NVIDIA driver loaded"
+                                                                : cudaGetErrorString(e);
+        fl_error_set(err, FL_EUNSUPPORTED, "kernels/cuda: no CUDA device (%s)", why);
         return NULL;
     }
     if (device < 0 || device >= n_dev) {
@@ -295,10 +316,12 @@ extern "C" backend *backend_cuda_create(int device, fl_error *err) {
     // A tuning knob for kernels/PERFORMANCE.md sweeps; the default is the measured best.
     const char *bps = getenv("FALCONLITE_GEMV_BLOCKS_PER_SM");
     c->gemv_blocks_per_sm = bps && atoi(bps) > 0 ? atoi(bps) : 4;
+    cuda_gptq_mma_setup(c); // reads FALCONLITE_GPTQ_MMA
 
     b->name = "cuda";
     b->act_dtype = DTYPE_F16;
     b->sync = cb_sync;
+    b->record_error = cb_record_error;
     b->mem_available = cb_mem_available;
     b->buf_alloc = cb_buf_alloc;
     b->buf_free = cb_buf_free;
@@ -321,10 +344,16 @@ extern "C" backend *backend_cuda_create(int device, fl_error *err) {
     b->swiglu = cuda_swiglu;
     b->add = cuda_add;
     b->gather_rows = cuda_gather_rows;
+    b->qkv_rotary_store = cuda_qkv_rotary_store;
+    b->residual_norm = cuda_residual_norm;
+    b->profile_begin = cuda_profile_begin;
+    b->op_begin = cuda_op_begin;
+    b->op_end = cuda_op_end;
+    b->profile_end = cuda_profile_end;
     b->native_stream = cb_native_stream;
     b->graph_replay = cb_graph_replay;
     b->graph_capture_begin = cb_graph_capture_begin;
     b->graph_capture_end = cb_graph_capture_end;
     b->graph_reset = cb_graph_reset;
-    return b;
+    return backend_checks_install(b, err);
 }

@@ -14,6 +14,8 @@ extern "C" {
 #define CUDA_MAX_GRAPHS 64
 #define CUDA_GRAVEYARD_MAX 64
 #define GPTQ_GEMV_MAX_ROWS 16 // n_tok up to this runs the 4-bit GEMV; above, dequant + cuBLAS
+#define GPTQ_MMA_MAX_ROWS 64  // n_tok up to this may run the tensor-core kernel (gptq_mma.cu)
+#define GEMV_ARRIVAL_SLOTS 1024 // column blocks a GPTQ GEMV / mma launch may count arrivals for
 
 // A device scratch buffer that only grows. Grown buffers may already be referenced by captured
 // graphs, so the old allocation is parked in the context's graveyard until the backend is freed.
@@ -28,11 +30,19 @@ typedef struct cuda_graph_entry {
     uint64_t last_use;
 } cuda_graph_entry;
 
+// One profiled span of ops (backend.h: op_begin / op_end).
+typedef struct cuda_span {
+    const char *name;
+    cudaEvent_t start, stop; // created once, reused by later profiles
+} cuda_span;
+
 typedef struct cuda_ctx {
     int device;
     int n_sm;
     size_t smem_optin; // max dynamic shared memory per block
     int gemv_blocks_per_sm; // GPTQ GEMV grid target (FALCONLITE_GEMV_BLOCKS_PER_SM, default 4)
+    int gptq_mma;           // FALCONLITE_GPTQ_MMA: -1 auto, 0 never, 1 wherever it applies
+    int mma_blocks_per_sm[4]; // resident GPTQ mma blocks per SM for 1..4 m16 tiles (0: unusable)
     cudaStream_t stream;
     cublasHandle_t cublas;
     void *cublas_workspace;
@@ -41,7 +51,7 @@ typedef struct cuda_ctx {
     char err_msg[480];
 
     cuda_scratch x_perm;    // [n_tok, n_in] act-order permuted activations (GEMM path)
-    cuda_scratch gemv_acc;  // [GPTQ_GEMV_MAX_ROWS, max n_out] f32, kept zeroed between calls
+    cuda_scratch gemv_acc;  // arrival counters + [max rows, max n_out] f32, kept zeroed between calls
     cuda_scratch dequant;   // [n_in, n_out] f16 weights of one GPTQ matrix (GEMM path)
     cuda_scratch attn_part; // flash-decoding partial outputs and softmax stats
     cuda_scratch f32_out;   // act_to_f32 staging
@@ -53,6 +63,17 @@ typedef struct cuda_ctx {
     cuda_graph_entry graphs[CUDA_MAX_GRAPHS];
     int n_graphs;
     uint64_t graph_clock;
+
+    // op profile (profile.cu): spans timed with event pairs while the GPU is held behind gate
+    // kernels, so that the host queues ops ahead of it and they run back to back
+    int profiling;
+    cuda_span *spans;
+    int n_spans, cap_spans;
+    int span_open;
+    long long *gate_host;      // mapped pinned [2]: gates released so far, gates that timed out
+    long long *gate_dev;       // the same memory, as the device sees it
+    long long gates_armed;     // gates queued so far
+    int ops_behind_gate;       // spans queued behind the newest unreleased gate (0: none armed)
 } cuda_ctx;
 
 // Backend-owned weight matrix.
@@ -75,6 +96,10 @@ struct bk_matrix {
 };
 
 static inline cuda_ctx *cuda_ctx_of(backend *b) { return (cuda_ctx *)b->ctx; }
+
+__device__ __forceinline__ __half2 u32_as_half2(uint32_t u) {
+    return *reinterpret_cast<__half2 *>(&u);
+}
 
 // Records the first error; later ones are dropped (sync() reports the first).
 void cuda_record(cuda_ctx *c, fl_code code, const char *fmt, ...)
@@ -99,6 +124,13 @@ void cuda_matmul(backend *b, void *out, const void *x, const bk_matrix *w, int n
 void cuda_dense_gemm(cuda_ctx *c, __half *out, const __half *x, const __half *w_t, int n_tok,
                      int n_in, int n_out, int w_is_kn);
 void cuda_gptq_matmul(cuda_ctx *c, __half *out, const __half *x, const bk_matrix *w, int n_tok);
+// Tensor-core GPTQ matmul for small batches (gptq_mma.cu). setup reads FALCONLITE_GPTQ_MMA and
+// sizes the launch once per backend; wanted says whether this call should take it (x and out as
+// the caller passes them); cuda_gptq_mma takes xs = x in sorted input order, [n_tok, k_pad].
+void cuda_gptq_mma_setup(cuda_ctx *c);
+int cuda_gptq_mma_wanted(const cuda_ctx *c, const bk_matrix *w, const void *x, const void *out,
+                         int n_tok);
+void cuda_gptq_mma(cuda_ctx *c, __half *out, const __half *xs, const bk_matrix *w, int n_tok);
 void cuda_bias_add(cuda_ctx *c, __half *out, const float *bias, int n_tok, int n_out);
 void cuda_half_from_f32(cuda_ctx *c, __half *dst, const float *src, size_t n);
 void cuda_f32_from_half(cuda_ctx *c, float *dst, const __half *src, size_t n);
@@ -124,8 +156,23 @@ void cuda_attention_decode(cuda_ctx *c, __half *out, const __half *q, const __ha
 int cuda_attention_prefill(cuda_ctx *c, __half *out, const __half *q, const __half *k_cache,
                            const __half *v_cache, const attn_batch *ab, int n_head, int n_head_kv,
                            int head_dim, float scale);
+void cuda_qkv_rotary_store(backend *b, void *q, void *k_cache, void *v_cache, const void *qkv,
+                           const int32_t *pos_dev, const float *base_dev, const int32_t *slots_dev,
+                           int n_tok, int n_head, int n_head_kv, int head_dim, int rot_dim,
+                           float pos_scale);
+void cuda_residual_norm(backend *b, void *x, const void *r1, const void *r2, void *out_a,
+                        bk_norm na, void *out_m, bk_norm nm, int rms, int n_tok, int d, float eps);
 void cuda_gelu(backend *b, void *x, size_t n);
 void cuda_swiglu(backend *b, void *out, const void *gate_up, int n_tok, int d_ff);
 void cuda_add(backend *b, void *out, const void *x, const void *y, size_t n);
 void cuda_gather_rows(backend *b, void *out, const void *x, const int32_t *rows_dev, int n_rows,
                       int d);
+
+// ---- op profile (profile.cu)
+void cuda_profile_begin(backend *b);
+void cuda_op_begin(backend *b, const char *name);
+void cuda_op_end(backend *b);
+int cuda_profile_end(backend *b, op_profile_entry *out, int max, fl_error *err);
+// Lets every queued gate pass; called before anything that waits for the stream.
+void cuda_profile_release(cuda_ctx *c);
+void cuda_profile_free(cuda_ctx *c);

@@ -1,9 +1,9 @@
 // GPTQ 4-bit matrices (AutoGPTQ v1 layout) on the GPU. Weights stay 4-bit.
 //
-// Repack at matrix_create: input rows are sorted by group (ExLlama's make_sequential) so every
-// group is a contiguous run of packed rows, and the activations are gathered through `perm` while
-// a block stages them in shared memory (act-order then costs one indexed load per input, not a
-// separate kernel). Zero points are unpacked to bytes (stored zero + 1, which may be 16).
+// Repack at matrix_create: input rows are sorted by group (kernels/gptq_layout.h, ExLlama's
+// make_sequential) so every group is a contiguous run of packed rows, and the activations are
+// gathered through `perm` while a block stages them in shared memory (act-order then costs one
+// indexed load per input, not a separate kernel). Zero points are unpacked to bytes (stored zero + 1, which may be 16).
 //
 // Decode (n_tok <= GPTQ_GEMV_MAX_ROWS): a GEMV that streams qweight once with 16-byte loads; each
 // thread owns 4 output columns, blocks split K by whole groups so every Falcon shape fills the
@@ -12,19 +12,21 @@
 // Dequant uses the fp16 exponent trick: (q | 0x6400) is 1024 + q, and one hfma2 turns it into
 // (q - z)/16, exact in fp16; the 16 is folded into the group scale.
 // Prefill (larger n_tok): dequantise into an f16 scratch [n_in, n_out] and call cuBLAS.
+// Small batches (4..GPTQ_MMA_MAX_ROWS rows by default) take the tensor-core kernel of
+// gptq_mma.cu instead, on the same layout (FALCONLITE_GPTQ_MMA picks: auto / 0 / 1).
 #include <stdlib.h>
 #include <string.h>
 
 #include "kernels/cuda/cuda_backend.cuh"
 
+extern "C" {
+#include "kernels/gptq_layout.h"
+}
+
 #define GEMV_THREADS 128
 #define GEMV_COLS_PER_THREAD 4
-#define GEMV_ARRIVAL_SLOTS 1024 // column blocks (of 512 outputs) a GEMV may have
 
 // ---- decode GEMV
-__device__ __forceinline__ __half2 u32_as_half2(uint32_t u) {
-    return *reinterpret_cast<__half2 *>(&u);
-}
 
 // One packed row (8 inputs) x 4 columns into the group accumulators of M activation rows.
 // xs points at the row's 8 reordered activations of batch row 0; rows are n_k apart.
@@ -209,8 +211,27 @@ static void launch_gemv(cuda_ctx *c, float *acc, __half *y, const __half *x, con
     CUDA_LAUNCHED(c, "gptq gemv");
 }
 
+// x in sorted input order, [n_tok, k_pad]: x itself without act-order, else gathered into the
+// act-order scratch. NULL (error recorded) on failure.
+static const __half *gptq_sorted_input(cuda_ctx *c, const __half *x, const bk_matrix *w,
+                                       int n_tok) {
+    if (!w->perm) return x;
+    const size_t n = (size_t)n_tok * w->k_pad;
+    __half *xp = (__half *)cuda_scratch_get(c, &c->x_perm, n * sizeof(__half),
+                                            "gptq act-order scratch");
+    if (!xp) return NULL;
+    k_permute_cols<<<cuda_blocks(n, 256), 256, 0, c->stream>>>(xp, x, w->perm, n_tok, w->n_in,
+                                                               w->k_pad);
+    return CUDA_LAUNCHED(c, "gptq permute") ? NULL : xp;
+}
+
 void cuda_gptq_matmul(cuda_ctx *c, __half *out, const __half *x, const bk_matrix *w, int n_tok) {
     const int K = w->n_in, N = w->n_out, k_pad = w->k_pad;
+    if (cuda_gptq_mma_wanted(c, w, x, out, n_tok)) {
+        const __half *xs = gptq_sorted_input(c, x, w, n_tok);
+        if (xs) cuda_gptq_mma(c, out, xs, w, n_tok);
+        return;
+    }
     if (n_tok > GPTQ_GEMV_MAX_ROWS) {
         __half *wd = (__half *)cuda_scratch_get(c, &c->dequant, (size_t)k_pad * N * sizeof(__half),
                                                 "gptq dequant scratch");
@@ -219,18 +240,8 @@ void cuda_gptq_matmul(cuda_ctx *c, __half *out, const __half *x, const bk_matrix
         k_gptq_dequant<<<grid, 128, 0, c->stream>>>(wd, w->qweight, w->scales, w->zeros,
                                                     w->group_row, N);
         if (CUDA_LAUNCHED(c, "gptq dequant")) return;
-        const __half *xs = x;
-        if (w->perm) {
-            __half *xp = (__half *)cuda_scratch_get(c, &c->x_perm,
-                                                    (size_t)n_tok * k_pad * sizeof(__half),
-                                                    "gptq act-order scratch");
-            if (!xp) return;
-            size_t n = (size_t)n_tok * k_pad;
-            k_permute_cols<<<cuda_blocks(n, 256), 256, 0, c->stream>>>(xp, x, w->perm, n_tok, K,
-                                                                       k_pad);
-            if (CUDA_LAUNCHED(c, "gptq permute")) return;
-            xs = xp;
-        }
+        const __half *xs = gptq_sorted_input(c, x, w, n_tok);
+        if (!xs) return;
         cuda_dense_gemm(c, out, xs, wd, n_tok, k_pad, N, 1);
         if (w->bias) cuda_bias_add(c, out, w->bias, n_tok, N);
         return;
@@ -264,95 +275,55 @@ static int upload(cuda_ctx *c, T **dst, const void *src, size_t count, const cha
     return cuda_check(c, cudaMemcpy(*dst, src, count * sizeof(T), cudaMemcpyHostToDevice), what);
 }
 
+// Uploads the shared sorted layout (kernels/gptq_layout.h): qweight in sorted order, perm when
+// not the identity, group_row, and the zero points as bytes (four per uint32).
 bk_matrix *cuda_gptq_create(backend *b, const host_matrix *h, fl_error *err) {
     cuda_ctx *c = cuda_ctx_of(b);
     const int K = h->n_in, N = h->n_out, G = h->n_groups;
-    if (h->bits != 4 || K % 8 || N % 8 || G <= 0 ||
-        N / (GEMV_THREADS * GEMV_COLS_PER_THREAD) >= GEMV_ARRIVAL_SLOTS) {
-        fl_error_set(err, FL_EUNSUPPORTED,
-                     "kernels/cuda: GPTQ matrix %d x %d: needs 4 bits, n_in and n_out multiples "
-                     "of 8, n_out < 512K and n_groups > 0 (bits %d, n_groups %d)", K, N, h->bits, G);
-        return NULL;
-    }
+    gptq_layout l;
+    if (gptq_layout_create(&l, h, err) != FL_OK) return NULL;
     bk_matrix *m = (bk_matrix *)calloc(1, sizeof *m);
-    // row[g]: first sorted (padded) input of group g; groups are padded to whole packed rows
-    int32_t *row = (int32_t *)calloc((size_t)G + 1, sizeof(int32_t));
-    int32_t *next = (int32_t *)calloc((size_t)G, sizeof(int32_t));
-    int32_t *perm = NULL;
-    uint32_t *repacked = NULL, *zb = NULL;
+    uint8_t *zb = (uint8_t *)malloc((size_t)G * N);
     const char *why = "out of host memory";
     fl_code code = FL_ENOMEM;
-    int k_pad = 0, identity = 1;
-    if (!m || !row || !next) goto fail;
+    if (N / (GEMV_THREADS * GEMV_COLS_PER_THREAD) >= GEMV_ARRIVAL_SLOTS) {
+        code = FL_EUNSUPPORTED;
+        why = "n_out must be below 512K";
+        goto fail;
+    }
+    if (!m || !zb) goto fail;
     m->kind = MATRIX_GPTQ;
     m->n_in = K;
     m->n_out = N;
     m->n_groups = G;
-    for (int k = 0; k < K; k++) {
-        if (h->g_idx[k] < 0 || h->g_idx[k] >= G) {
-            code = FL_EFORMAT;
-            why = "g_idx out of range";
-            goto fail;
-        }
-        row[h->g_idx[k] + 1]++;
-    }
-    for (int g = 0; g < G; g++) {
-        const int rows = (row[g + 1] + 7) / 8;
-        if (rows > m->max_group_rows) m->max_group_rows = rows;
-        row[g + 1] = row[g] + 8 * rows;
-    }
-    k_pad = row[G];
-    if (m->max_group_rows == 0) m->max_group_rows = 1;
-    m->k_pad = k_pad;
-    perm = (int32_t *)malloc((size_t)k_pad * sizeof(int32_t));
-    if (!perm) goto fail;
-    for (int k = 0; k < k_pad; k++) perm[k] = -1;
-    memcpy(next, row, (size_t)G * sizeof(int32_t));
-    for (int k = 0; k < K; k++) perm[next[h->g_idx[k]]++] = k; // stable sort by group
-    identity = k_pad == K;
-    for (int k = 0; k < K && identity; k++) identity = perm[k] == k;
-    code = FL_EBACKEND;
+    m->k_pad = l.k_pad;
+    m->max_group_rows = l.max_group_rows;
     if (h->bias && upload(c, &m->bias, h->bias, (size_t)N, "gptq bias")) goto cuda_fail;
-    if (identity) {
+    if (!l.perm) {
         if (upload(c, &m->qweight, h->qweight, (size_t)K / 8 * N, "gptq qweight")) goto cuda_fail;
-    } else {
-        repacked = (uint32_t *)calloc((size_t)k_pad / 8 * N, sizeof(uint32_t));
-        if (!repacked) goto fail;
-        for (int k = 0; k < k_pad; k++) {
-            if (perm[k] < 0) continue; // padding: weight nibbles stay 0, activation is 0
-            const uint32_t *src = (const uint32_t *)h->qweight + (size_t)(perm[k] / 8) * N;
-            const int shift_in = 4 * (perm[k] % 8), shift_out = 4 * (k % 8);
-            uint32_t *dst = repacked + (size_t)(k / 8) * N;
-            for (int n = 0; n < N; n++) dst[n] |= ((src[n] >> shift_in) & 15u) << shift_out;
-        }
-        if (upload(c, &m->qweight, repacked, (size_t)k_pad / 8 * N, "gptq qweight") ||
-            upload(c, &m->perm, perm, (size_t)k_pad, "gptq perm"))
-            goto cuda_fail;
+    } else if (upload(c, &m->qweight, l.qweight, (size_t)l.k_pad / 8 * N, "gptq qweight") ||
+               upload(c, &m->perm, l.perm, (size_t)l.k_pad, "gptq perm")) {
+        goto cuda_fail;
     }
-    zb = (uint32_t *)calloc((size_t)G * (N / 4), sizeof(uint32_t));
-    if (!zb) goto fail;
-    for (int g = 0; g < G; g++)
-        for (int n = 0; n < N; n++) {
-            uint32_t z = (((uint32_t)h->qzeros[(size_t)g * (N / 8) + n / 8] >> (4 * (n % 8))) & 15u) + 1;
-            zb[(size_t)g * (N / 4) + n / 4] |= z << (8 * (n % 4));
-        }
-    for (int g = 0; g <= G; g++) row[g] /= 8; // now in packed rows
+    gptq_layout_zeros_u8(h, zb); // [G, N] bytes = [G, N/4] uint32 of four zero points
     if (upload(c, &m->zeros, zb, (size_t)G * (N / 4), "gptq zeros") ||
         upload(c, &m->scales, h->scales, (size_t)G * N, "gptq scales") ||
-        upload(c, &m->group_row, row, (size_t)G + 1, "gptq groups"))
+        upload(c, &m->group_row, l.group_row, (size_t)G + 1, "gptq groups"))
         goto cuda_fail;
-    {   // the decode accumulator must exist (zeroed) before any graph captures a GEMV
-        const size_t need = (GEMV_ARRIVAL_SLOTS + (size_t)GPTQ_GEMV_MAX_ROWS * N) * sizeof(float);
+    {   // the decode accumulator must exist (zeroed) before any graph captures a GEMV or mma
+        // launch, and so must the act-order scratch of an mma-sized batch
+        const size_t rows = c->gptq_mma ? GPTQ_MMA_MAX_ROWS : GPTQ_GEMV_MAX_ROWS;
+        const size_t need = (GEMV_ARRIVAL_SLOTS + rows * N) * sizeof(float);
         if (c->gemv_acc.bytes < need) {
             float *acc = (float *)cuda_scratch_get(c, &c->gemv_acc, need, "gptq gemv accumulator");
             if (!acc || cuda_check(c, cudaMemset(acc, 0, c->gemv_acc.bytes), "gemv accumulator"))
                 goto cuda_fail;
         }
+        if (c->gptq_mma && m->perm &&
+            !cuda_scratch_get(c, &c->x_perm, rows * (size_t)l.k_pad * sizeof(__half), "gptq act-order scratch"))
+            goto cuda_fail;
     }
-    free(row);
-    free(next);
-    free(perm);
-    free(repacked);
+    gptq_layout_free(&l);
     free(zb);
     return m;
 cuda_fail:
@@ -361,10 +332,7 @@ cuda_fail:
 fail:
     fl_error_set(err, code, "kernels/cuda: GPTQ matrix %d x %d: %s", K, N, why);
     c->err_code = FL_OK;
-    free(row);
-    free(next);
-    free(perm);
-    free(repacked);
+    gptq_layout_free(&l);
     free(zb);
     cuda_matrix_free(b, m);
     return NULL;

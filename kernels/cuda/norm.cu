@@ -2,10 +2,25 @@
 // (LayerNorm: mean, then the variance of the centred values, as torch computes it). Rows of up to
 // NORM_THREADS * NORM_VPT values are read once into registers (a decode step normalises one row,
 // so latency is what counts); longer rows take the three-pass loop.
+// The same kernels serve residual_norm: the residual add (x += r1 + r2, summed in f32 and rounded
+// once) and a second output sharing the row's statistics (ln_attn and ln_mlp of a parallel-
+// attention block) are folded into the one pass.
 #include "kernels/cuda/cuda_backend.cuh"
 
 #define NORM_THREADS 1024
 #define NORM_VPT 8 // values per thread held in registers
+
+typedef struct norm_args {
+    __half *x_out;         // residual_norm: the updated x (NULL: x is only read)
+    const __half *x;       // [n_tok, d]
+    const __half *r1, *r2; // residuals or NULL
+    __half *out_a;         // [n_tok, d]
+    const float *w_a, *b_a;
+    __half *out_m; // second output or NULL
+    const float *w_m, *b_m;
+    int d;
+    float eps;
+} norm_args;
 
 __device__ float block_sum(float v, float *red) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -18,91 +33,125 @@ __device__ float block_sum(float v, float *red) {
     return v;
 }
 
-// rms: RMSNorm (no mean, no bias); else LayerNorm.
+// Element i of the row's input: x, or x + (r1 + r2) rounded to f16 and written back to x_out.
+__device__ __forceinline__ float norm_input(const norm_args &a, size_t row, int i) {
+    const size_t at = row + i;
+    if (!a.r1) return __half2float(a.x[at]);
+    float r = __half2float(a.r1[at]);
+    if (a.r2) r += __half2float(a.r2[at]);
+    const __half h = __float2half_rn(__half2float(a.x[at]) + r);
+    a.x_out[at] = h;
+    return __half2float(h);
+}
+
 template <bool RMS>
-__global__ void __launch_bounds__(NORM_THREADS)
-    k_norm_regs(__half *out, const __half *x, const float *w, const float *bias, int d, float eps) {
+__device__ __forceinline__ void norm_output(const norm_args &a, size_t row, int i, float v,
+                                            float mean, float rstd) {
+    const float n = (v - mean) * rstd;
+    float y = n * a.w_a[i];
+    if (!RMS && a.b_a) y += a.b_a[i];
+    a.out_a[row + i] = __float2half_rn(y);
+    if (a.out_m) {
+        float z = n * a.w_m[i];
+        if (!RMS && a.b_m) z += a.b_m[i];
+        a.out_m[row + i] = __float2half_rn(z);
+    }
+}
+
+template <bool RMS>
+__global__ void __launch_bounds__(NORM_THREADS) k_norm_regs(const norm_args a) {
     __shared__ float red[32];
-    const __half *xr = x + (size_t)blockIdx.x * d;
-    __half *orow = out + (size_t)blockIdx.x * d;
+    const size_t row = (size_t)blockIdx.x * a.d;
     float v[NORM_VPT];
     float s = 0.0f;
 #pragma unroll
     for (int e = 0; e < NORM_VPT; e++) {
         const int i = threadIdx.x + e * NORM_THREADS;
-        v[e] = i < d ? __half2float(xr[i]) : 0.0f;
+        v[e] = i < a.d ? norm_input(a, row, i) : 0.0f;
         s += RMS ? v[e] * v[e] : v[e];
     }
     s = block_sum(s, red);
     float mean = 0.0f, rstd;
     if (RMS) {
-        rstd = rsqrtf(s / d + eps);
+        rstd = rsqrtf(s / a.d + a.eps);
     } else {
-        mean = s / d;
+        mean = s / a.d;
         float var = 0.0f;
 #pragma unroll
         for (int e = 0; e < NORM_VPT; e++) {
             const int i = threadIdx.x + e * NORM_THREADS;
             const float c = v[e] - mean;
-            var += i < d ? c * c : 0.0f;
+            var += i < a.d ? c * c : 0.0f;
         }
-        rstd = rsqrtf(block_sum(var, red) / d + eps);
+        rstd = rsqrtf(block_sum(var, red) / a.d + a.eps);
     }
 #pragma unroll
     for (int e = 0; e < NORM_VPT; e++) {
         const int i = threadIdx.x + e * NORM_THREADS;
-        if (i < d) {
-            float y = (v[e] - mean) * rstd * w[i];
-            if (!RMS && bias) y += bias[i];
-            orow[i] = __float2half_rn(y);
-        }
+        if (i < a.d) norm_output<RMS>(a, row, i, v[e], mean, rstd);
     }
 }
 
 template <bool RMS>
-__global__ void __launch_bounds__(NORM_THREADS)
-    k_norm_loop(__half *out, const __half *x, const float *w, const float *bias, int d, float eps) {
+__global__ void __launch_bounds__(NORM_THREADS) k_norm_loop(const norm_args a) {
     __shared__ float red[32];
-    const __half *xr = x + (size_t)blockIdx.x * d;
-    __half *orow = out + (size_t)blockIdx.x * d;
+    const size_t row = (size_t)blockIdx.x * a.d;
+    const __half *xr = a.x + row;
+    if (a.r1) { // each thread re-reads only the elements it wrote: no barrier needed
+        for (int i = threadIdx.x; i < a.d; i += blockDim.x) norm_input(a, row, i);
+        xr = a.x_out + row;
+    }
     float mean = 0.0f, s = 0.0f;
     if (!RMS) {
-        for (int i = threadIdx.x; i < d; i += blockDim.x) s += __half2float(xr[i]);
-        mean = block_sum(s, red) / d;
+        for (int i = threadIdx.x; i < a.d; i += blockDim.x) s += __half2float(xr[i]);
+        mean = block_sum(s, red) / a.d;
         s = 0.0f;
     }
-    for (int i = threadIdx.x; i < d; i += blockDim.x) {
+    for (int i = threadIdx.x; i < a.d; i += blockDim.x) {
         const float c = __half2float(xr[i]) - mean;
         s += c * c;
     }
-    const float rstd = rsqrtf(block_sum(s, red) / d + eps);
-    for (int i = threadIdx.x; i < d; i += blockDim.x) {
-        float y = (__half2float(xr[i]) - mean) * rstd * w[i];
-        if (!RMS && bias) y += bias[i];
-        orow[i] = __float2half_rn(y);
-    }
+    const float rstd = rsqrtf(block_sum(s, red) / a.d + a.eps);
+    for (int i = threadIdx.x; i < a.d; i += blockDim.x)
+        norm_output<RMS>(a, row, i, __half2float(xr[i]), mean, rstd);
 }
 
-template <bool RMS>
-static void norm_launch(backend *b, void *out, const void *x, const float *w, const float *bias,
-                        int n_tok, int d, float eps, const char *what) {
+static void norm_launch(backend *b, const norm_args &a, int rms, int n_tok, const char *what) {
     cuda_ctx *c = cuda_ctx_of(b);
     if (n_tok <= 0) return;
-    if (d <= NORM_THREADS * NORM_VPT)
-        k_norm_regs<RMS><<<n_tok, NORM_THREADS, 0, c->stream>>>((__half *)out, (const __half *)x,
-                                                                 w, bias, d, eps);
+    const bool regs = a.d <= NORM_THREADS * NORM_VPT;
+    if (rms && regs)
+        k_norm_regs<true><<<n_tok, NORM_THREADS, 0, c->stream>>>(a);
+    else if (rms)
+        k_norm_loop<true><<<n_tok, NORM_THREADS, 0, c->stream>>>(a);
+    else if (regs)
+        k_norm_regs<false><<<n_tok, NORM_THREADS, 0, c->stream>>>(a);
     else
-        k_norm_loop<RMS><<<n_tok, NORM_THREADS, 0, c->stream>>>((__half *)out, (const __half *)x,
-                                                                 w, bias, d, eps);
+        k_norm_loop<false><<<n_tok, NORM_THREADS, 0, c->stream>>>(a);
     CUDA_LAUNCHED(c, what);
 }
 
 void cuda_layernorm(backend *b, void *out, const void *x, const float *w, const float *bias,
                     int n_tok, int d, float eps) {
-    norm_launch<false>(b, out, x, w, bias, n_tok, d, eps, "layernorm");
+    norm_args a = {NULL, (const __half *)x, NULL, NULL, (__half *)out, w, bias, NULL, NULL, NULL,
+                   d, eps};
+    norm_launch(b, a, 0, n_tok, "layernorm");
 }
 
 void cuda_rmsnorm(backend *b, void *out, const void *x, const float *w, int n_tok, int d,
                   float eps) {
-    norm_launch<true>(b, out, x, w, NULL, n_tok, d, eps, "rmsnorm");
+    norm_args a = {NULL, (const __half *)x, NULL, NULL, (__half *)out, w, NULL, NULL, NULL, NULL,
+                   d, eps};
+    norm_launch(b, a, 1, n_tok, "rmsnorm");
+}
+
+void cuda_residual_norm(backend *b, void *x, const void *r1, const void *r2, void *out_a,
+                        bk_norm na, void *out_m, bk_norm nm, int rms, int n_tok, int d,
+                        float eps) {
+    norm_args a = {(__half *)x,     (const __half *)x, (const __half *)r1,
+                   r1 ? (const __half *)r2 : NULL,      (__half *)out_a,
+                   na.w,            rms ? NULL : na.bias, (__half *)out_m,
+                   nm.w,            rms ? NULL : nm.bias, d,
+                   eps};
+    norm_launch(b, a, rms, n_tok, "residual_norm");
 }

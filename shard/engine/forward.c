@@ -7,21 +7,47 @@
 #include "shard/engine/comm.h"
 #include "shard/engine/model_impl.h"
 
+// Shapes use this rank's sizes: n_head, n_head_kv and d_ff are the rank's slice (model_weights),
+// vocab_shard its part of the vocabulary; n_bt is the step's block-table entries. Buffers hold
+// cap_* of each, "act" is the backend's act_dtype.
 struct fwd_scratch {
     int cap_tok, cap_seq, cap_bt, cap_rows; // sizes the buffers were allocated for
+    int unfused; // FALCONLITE_FUSED=0: the unfused op sequence (A/B measurements)
     uint64_t generation;                    // bumped whenever device buffers move (graph key)
     const kv_cache *graph_kv;               // the cache captured graphs write to
-    // host staging
-    int32_t *h_ids, *h_pos, *h_slots, *h_bt, *h_rows;
-    float *h_base;
-    attn_seq *h_seqs;
-    float *h_shard, *h_all; // TP logits: this rank's [n_rows, vocab_shard], every rank's
-    // device inputs
-    int32_t *ids, *pos, *slots, *bt, *rows;
-    float *base;
-    attn_seq *seqs;
+    // host staging (filled per step, then copied to the device inputs below)
+    int32_t *h_ids;   // [n_tok] token ids
+    int32_t *h_pos;   // [n_tok] position of each token in its sequence
+    int32_t *h_slots; // [n_tok] KV-cache slot (block * KV_BLOCK_SIZE + offset) of each token
+    int32_t *h_bt;    // [n_bt] block tables of every sequence, concatenated
+    int32_t *h_rows;  // [n_rows] token of each logits row
+    float *h_base;    // [n_tok] rotary base of each token's sequence
+    attn_seq *h_seqs; // [n_seq]
+    float *h_shard;   // [n_rows, vocab_shard] f32 TP logits of this rank (world > 1 only)
+    float *h_all;     // [world, n_rows, vocab_shard] f32 TP logits of every rank (world > 1 only)
+    // device inputs (copies of the host staging)
+    int32_t *ids;   // [n_tok]
+    int32_t *pos;   // [n_tok]
+    int32_t *slots; // [n_tok]
+    int32_t *bt;    // [n_bt]
+    int32_t *rows;  // [n_rows]
+    float *base;    // [n_tok]
+    attn_seq *seqs; // [n_seq]
     // device activations
-    void *x, *h_attn, *h_mlp, *qkv, *q, *k, *v, *attn, *o, *mlp_out, *up, *act, *gathered, *logits;
+    void *x;        // [n_tok, d_model] act: the residual stream
+    void *h_attn;   // [n_tok, d_model] act: normed input of attention (then of the final norm)
+    void *h_mlp;    // [n_tok, d_model] act: normed input of the MLP (models with a second norm)
+    void *qkv;      // [n_tok, (n_head + 2 * n_head_kv) * head_dim] act: fused QKV projection
+    void *q;        // [n_tok, n_head, head_dim] act
+    void *k;        // [n_tok, n_head_kv, head_dim] act
+    void *v;        // [n_tok, n_head_kv, head_dim] act
+    void *attn;     // [n_tok, n_head, head_dim] act: attention output before its projection
+    void *o;        // [n_tok, d_model] act: attention block output (parallel: + MLP output)
+    void *mlp_out;  // [n_tok, d_model] act: MLP block output
+    void *up;       // [n_tok, d_ff] act (SwiGLU: [n_tok, 2 * d_ff], gate then up)
+    void *act;      // [n_tok, d_ff] act: SwiGLU activation (SwiGLU models only, else NULL)
+    void *gathered; // [n_rows, d_model] act: final-normed rows that need logits
+    void *logits;   // [n_rows, vocab_shard] act
 };
 
 // Every device buffer, so allocation checks and release cover them all (but act, which only
@@ -76,6 +102,8 @@ static fl_code scratch_ensure(model *m, int n_tok, int n_seq, int n_bt, int n_ro
     int rows = n_rows > s->cap_rows ? n_rows : s->cap_rows;
     scratch_release(s, be);
     s->generation++;
+    const char *fused = getenv("FALCONLITE_FUSED");
+    s->unfused = fused && !strcmp(fused, "0");
     if (be->graph_reset) be->graph_reset(be); // captured graphs point at the old buffers
 
     const model_config *c = &m->cfg;
@@ -120,19 +148,56 @@ static fl_code scratch_ensure(model *m, int n_tok, int n_seq, int n_bt, int n_ro
     return FL_OK;
 }
 
-static void norm_apply(model *m, void *out, const void *x, const float *w, const float *b,
-                       int n_tok) {
+// Brackets one backend op (or a few) as a named span of the op profile (backend.h:
+// profile_begin); outside a profile the backend's op_begin/op_end return at once.
+#define OP(be, name, ...)                                                                          \
+    do {                                                                                           \
+        if ((be)->op_begin) (be)->op_begin((be), (name));                                         \
+        __VA_ARGS__;                                                                               \
+        if ((be)->op_end) (be)->op_end(be);                                                        \
+    } while (0)
+
+static void norm_apply(model *m, void *out, const void *x, bk_norm n, int n_tok) {
     const model_config *c = &m->cfg;
+    backend *be = m->be;
     if (c->norm == NORM_RMSNORM)
-        m->be->rmsnorm(m->be, out, x, w, n_tok, c->d_model, c->norm_eps);
+        OP(be, "rmsnorm", be->rmsnorm(be, out, x, n.w, n_tok, c->d_model, c->norm_eps));
     else
-        m->be->layernorm(m->be, out, x, w, b, n_tok, c->d_model, c->norm_eps);
+        OP(be, "layernorm", be->layernorm(be, out, x, n.w, n.bias, n_tok, c->d_model, c->norm_eps));
+}
+
+// The residual stream's pending update: x += r1 (+ r2) before the next norm reads it. r2 is set
+// only where residual_norm adds both branches itself (tensor parallelism sums them before the
+// all-reduce).
+typedef struct residual {
+    const void *r1, *r2;
+} residual;
+
+// x += res, then out_a = norm_a(x) and, when out_m is non-NULL, out_m = norm_m(x): one
+// residual_norm, or the unfused add + norms.
+static void residual_norm_apply(model *m, residual res, void *out_a, bk_norm na, void *out_m,
+                                bk_norm nm, int n_tok) {
+    backend *be = m->be;
+    fwd_scratch *s = m->scratch;
+    const model_config *c = &m->cfg;
+    if (!s->unfused) {
+        OP(be, "residual_norm",
+           be->residual_norm(be, s->x, res.r1, res.r2, out_a, na, out_m, nm,
+                             c->norm == NORM_RMSNORM, n_tok, c->d_model, c->norm_eps));
+        return;
+    }
+    if (res.r1) OP(be, "add", be->add(be, s->x, s->x, res.r1, (size_t)n_tok * c->d_model));
+    norm_apply(m, out_a, s->x, na, n_tok);
+    if (out_m) norm_apply(m, out_m, s->x, nm, n_tok);
 }
 
 // Sums a row-parallel partial result over the ranks.
 static fl_code tp_reduce(model *m, void *buf, int n_tok, fl_error *err) {
     if (m->world == 1) return FL_OK;
-    return comm_all_reduce_sum(m->comm, m->be, buf, (size_t)n_tok * m->cfg.d_model, err);
+    fl_code rc;
+    OP(m->be, "all_reduce",
+       rc = comm_all_reduce_sum(m->comm, m->be, buf, (size_t)n_tok * m->cfg.d_model, err));
+    return rc;
 }
 
 // out[n_tok, d_model] = attention of h[n_tok, d_model] (this rank's heads, before all-reduce).
@@ -141,15 +206,23 @@ static void attention_block(model *m, kv_cache *kv, int layer, const attn_batch 
     backend *be = m->be;
     fwd_scratch *s = m->scratch;
     const layer_weights *lw = &m->w.layers[layer];
-    int nh = m->w.n_head, nkv = m->w.n_head_kv, hd = m->cfg.head_dim;
-    be->matmul(be, s->qkv, h, lw->lin[LIN_QKV], n_tok);
-    be->qkv_split(be, s->q, s->k, s->v, s->qkv, n_tok, nh, nkv, hd);
-    be->rotary(be, s->q, s->pos, s->base, n_tok, nh, hd, m->cfg.rope.rot_dim, m->pos_scale);
-    be->rotary(be, s->k, s->pos, s->base, n_tok, nkv, hd, m->cfg.rope.rot_dim, m->pos_scale);
-    be->kv_store(be, kv->k[layer], kv->v[layer], s->k, s->v, s->slots, n_tok, nkv, hd);
-    be->attention(be, s->attn, s->q, kv->k[layer], kv->v[layer], ab, nh, nkv, hd,
-                  1.0f / sqrtf((float)hd));
-    be->matmul(be, out, s->attn, lw->lin[LIN_ATTN_OUT], n_tok);
+    int nh = m->w.n_head, nkv = m->w.n_head_kv, hd = m->cfg.head_dim, rd = m->cfg.rope.rot_dim;
+    OP(be, "matmul qkv", be->matmul(be, s->qkv, h, lw->lin[LIN_QKV], n_tok));
+    if (!s->unfused) {
+        OP(be, "qkv_rotary_store",
+           be->qkv_rotary_store(be, s->q, kv->k[layer], kv->v[layer], s->qkv, s->pos, s->base,
+                                s->slots, n_tok, nh, nkv, hd, rd, m->pos_scale));
+    } else {
+        OP(be, "qkv_split", be->qkv_split(be, s->q, s->k, s->v, s->qkv, n_tok, nh, nkv, hd));
+        OP(be, "rotary", be->rotary(be, s->q, s->pos, s->base, n_tok, nh, hd, rd, m->pos_scale));
+        OP(be, "rotary", be->rotary(be, s->k, s->pos, s->base, n_tok, nkv, hd, rd, m->pos_scale));
+        OP(be, "kv_store",
+           be->kv_store(be, kv->k[layer], kv->v[layer], s->k, s->v, s->slots, n_tok, nkv, hd));
+    }
+    OP(be, "attention",
+       be->attention(be, s->attn, s->q, kv->k[layer], kv->v[layer], ab, nh, nkv, hd,
+                     1.0f / sqrtf((float)hd)));
+    OP(be, "matmul attn_out", be->matmul(be, out, s->attn, lw->lin[LIN_ATTN_OUT], n_tok));
 }
 
 // out[n_tok, d_model] = MLP of h[n_tok, d_model] (this rank's columns, before all-reduce).
@@ -158,15 +231,15 @@ static void mlp_block(model *m, int layer, void *out, const void *h, int n_tok) 
     fwd_scratch *s = m->scratch;
     const layer_weights *lw = &m->w.layers[layer];
     int d_ff = m->w.d_ff;
-    be->matmul(be, s->up, h, lw->lin[LIN_MLP_UP], n_tok);
+    OP(be, "matmul mlp_up", be->matmul(be, s->up, h, lw->lin[LIN_MLP_UP], n_tok));
     const void *act = s->up;
     if (m->cfg.mlp == MLP_SWIGLU) {
-        be->swiglu(be, s->act, s->up, n_tok, d_ff);
+        OP(be, "swiglu", be->swiglu(be, s->act, s->up, n_tok, d_ff));
         act = s->act;
     } else {
-        be->gelu(be, s->up, (size_t)n_tok * d_ff);
+        OP(be, "gelu", be->gelu(be, s->up, (size_t)n_tok * d_ff));
     }
-    be->matmul(be, out, act, lw->lin[LIN_MLP_DOWN], n_tok);
+    OP(be, "matmul mlp_down", be->matmul(be, out, act, lw->lin[LIN_MLP_DOWN], n_tok));
 }
 
 // The whole step on the backend: embedding, blocks, final norm, row gather and LM head into
@@ -179,37 +252,44 @@ static fl_code forward_ops(model *m, kv_cache *kv, const attn_batch *ab, int n_t
     const model_weights *w = &m->w;
     size_t n_act = (size_t)n_tok * c->d_model;
     fl_code rc;
-    be->embedding(be, s->x, w->embed, s->ids, n_tok, m->rank * w->vocab_shard);
+    OP(be, "embedding",
+       be->embedding(be, s->x, w->embed, s->ids, n_tok, m->rank * w->vocab_shard));
     if ((rc = tp_reduce(m, s->x, n_tok, err))) return rc;
+    // Each residual add is deferred into the next norm's pass (residual_norm_apply).
+    residual res = {NULL, NULL};
     for (int l = 0; l < c->n_layer; l++) {
         const layer_weights *lw = &w->layers[l];
-        norm_apply(m, s->h_attn, s->x, lw->norm_w[0], lw->norm_b[0], n_tok);
+        bk_norm n0 = {lw->norm_w[0], lw->norm_b[0]}, n1 = {lw->norm_w[1], lw->norm_b[1]};
         if (c->parallel_attn) {
             // x = x + attn(norm_a(x)) + mlp(norm_m(x)), one all-reduce for both branches
-            const void *h_mlp = s->h_attn;
-            if (lw->norm_w[1]) {
-                norm_apply(m, s->h_mlp, s->x, lw->norm_w[1], lw->norm_b[1], n_tok);
-                h_mlp = s->h_mlp;
-            }
+            void *h_mlp = lw->norm_w[1] ? s->h_mlp : s->h_attn;
+            residual_norm_apply(m, res, s->h_attn, n0, lw->norm_w[1] ? s->h_mlp : NULL, n1,
+                                n_tok);
             attention_block(m, kv, l, ab, s->o, s->h_attn, n_tok);
             mlp_block(m, l, s->mlp_out, h_mlp, n_tok);
-            be->add(be, s->o, s->o, s->mlp_out, n_act);
-            if ((rc = tp_reduce(m, s->o, n_tok, err))) return rc;
-            be->add(be, s->x, s->x, s->o, n_act);
+            if (m->world == 1 && !s->unfused) {
+                res = (residual){s->o, s->mlp_out}; // the next norm adds both branches
+            } else {
+                OP(be, "add", be->add(be, s->o, s->o, s->mlp_out, n_act));
+                if ((rc = tp_reduce(m, s->o, n_tok, err))) return rc;
+                res = (residual){s->o, NULL};
+            }
         } else {
             // x = x + attn(norm1(x)); x = x + mlp(norm2(x))
+            residual_norm_apply(m, res, s->h_attn, n0, NULL, n0, n_tok);
             attention_block(m, kv, l, ab, s->o, s->h_attn, n_tok);
             if ((rc = tp_reduce(m, s->o, n_tok, err))) return rc;
-            be->add(be, s->x, s->x, s->o, n_act);
-            norm_apply(m, s->h_mlp, s->x, lw->norm_w[1], lw->norm_b[1], n_tok);
+            residual_norm_apply(m, (residual){s->o, NULL}, s->h_mlp, n1, NULL, n1, n_tok);
             mlp_block(m, l, s->mlp_out, s->h_mlp, n_tok);
             if ((rc = tp_reduce(m, s->mlp_out, n_tok, err))) return rc;
-            be->add(be, s->x, s->x, s->mlp_out, n_act);
+            res = (residual){s->mlp_out, NULL};
         }
     }
-    norm_apply(m, s->h_attn, s->x, w->final_norm_w, w->final_norm_b, n_tok);
-    be->gather_rows(be, s->gathered, s->h_attn, s->rows, n_rows, c->d_model);
-    be->matmul(be, s->logits, s->gathered, w->lm_head ? w->lm_head : w->embed, n_rows);
+    bk_norm final = {w->final_norm_w, w->final_norm_b};
+    residual_norm_apply(m, res, s->h_attn, final, NULL, final, n_tok);
+    OP(be, "gather_rows", be->gather_rows(be, s->gathered, s->h_attn, s->rows, n_rows, c->d_model));
+    OP(be, "lm_head",
+       be->matmul(be, s->logits, s->gathered, w->lm_head ? w->lm_head : w->embed, n_rows));
     return FL_OK;
 }
 

@@ -4,8 +4,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-fl_code gen_request_create(const model *m, kv_cache *kv, uint64_t id, const int32_t *prompt,
-                           int n_prompt, const gen_params *p, gen_request **out, fl_error *err) {
+// The rotary base a prefill of n_prompt tokens rotates its prompt with (as model_forward computes
+// it: from the sequence's length after the step), which keys the prompt's cached blocks.
+static float prompt_rope_base(const model *m, int n_prompt) {
+    return (float)rope_base_for_length(&model_get_config(m)->rope, n_prompt);
+}
+
+fl_code seq_request_create(const model *m, kv_cache *kv, uint64_t id, const int32_t *prompt,
+                           int n_prompt, const seq_params *p, seq_request **out, fl_error *err) {
     int n_vocab = model_get_config(m)->n_vocab;
     if (n_prompt < 1)
         return fl_error_set(err, FL_EINVAL, "request %llu: empty prompt", (unsigned long long)id);
@@ -21,7 +27,7 @@ fl_code gen_request_create(const model *m, kv_cache *kv, uint64_t id, const int3
                 err, FL_EINVAL,
                 "request %llu: prompt token %d is %d, outside the vocabulary [0, %d)",
                 (unsigned long long)id, i, prompt[i], n_vocab);
-    gen_request *r = calloc(1, sizeof *r);
+    seq_request *r = calloc(1, sizeof *r);
     if (!r)
         return fl_error_set(err, FL_ENOMEM, "request %llu: out of memory", (unsigned long long)id);
     r->id = id;
@@ -35,16 +41,21 @@ fl_code gen_request_create(const model *m, kv_cache *kv, uint64_t id, const int3
     if (p->prompt_logprobs) r->prompt_logprobs = malloc(sizeof *r->prompt_logprobs * n_prompt);
     if (!r->tokens || !r->logprobs || (p->n_stop_ids && !stops) ||
         (p->prompt_logprobs && !r->prompt_logprobs)) {
-        gen_request_free(NULL, r);
+        seq_request_free(NULL, r);
         return fl_error_set(err, FL_ENOMEM, "request %llu: out of memory for %zu tokens",
                             (unsigned long long)id, n_tok);
     }
     memcpy(r->tokens, prompt, sizeof *prompt * n_prompt);
     if (stops) memcpy(stops, p->stop_ids, sizeof *stops * p->n_stop_ids);
     fl_code rc = sampler_create(&p->sampling, n_vocab, &r->sampler, err);
+    if (!rc && kv->prefix_on && !p->prompt_logprobs) {
+        r->n_prefix_lookup = n_prompt;
+        r->n_prefix_hit = kv_seq_prefix_acquire(kv, &r->kv, r->tokens, n_prompt - 1,
+                                                prompt_rope_base(m, n_prompt));
+    }
     if (!rc) rc = kv_seq_reserve(kv, &r->kv, n_prompt + p->max_new_tokens - 1, err);
     if (rc) {
-        gen_request_free(NULL, r);
+        seq_request_free(kv, r); // gives back the cached prefix it took
         fl_error_wrap(err, "request %llu", (unsigned long long)id);
         return rc;
     }
@@ -52,7 +63,7 @@ fl_code gen_request_create(const model *m, kv_cache *kv, uint64_t id, const int3
     return FL_OK;
 }
 
-void gen_request_free(kv_cache *kv, gen_request *r) {
+void seq_request_free(kv_cache *kv, seq_request *r) {
     if (!r) return;
     if (kv) kv_seq_release(kv, &r->kv);
     sampler_free(r->sampler);
@@ -75,8 +86,8 @@ static float row_logprob(const float *row, int n_vocab, int32_t id) {
 }
 
 // TGI's StoppingCriteria order: length first, then EOS, then stop tokens.
-static gen_finish gen_request_check_stop(const gen_request *r, int32_t tok) {
-    const gen_params *p = &r->params;
+static gen_finish gen_request_check_stop(const seq_request *r, int32_t tok) {
+    const seq_params *p = &r->params;
     if (r->n_generated >= p->max_new_tokens) return GEN_FINISH_LENGTH;
     if (!p->ignore_eos && p->eos_id >= 0 && tok == p->eos_id) return GEN_FINISH_EOS;
     for (int i = 0; i < p->n_stop_ids; i++)
@@ -84,14 +95,14 @@ static gen_finish gen_request_check_stop(const gen_request *r, int32_t tok) {
     return GEN_RUNNING;
 }
 
-fl_code gen_batch_step(model *m, kv_cache *kv, gen_request **reqs, int n, fl_error *err) {
+fl_code gen_batch_step(model *m, kv_cache *kv, seq_request **reqs, int n, fl_error *err) {
     if (n < 1) return FL_OK;
     int n_vocab = model_get_config(m)->n_vocab;
     fwd_seq *seqs = malloc(sizeof *seqs * n);
     if (!seqs) return fl_error_set(err, FL_ENOMEM, "generation: out of memory");
     size_t n_rows = 0;
     for (int i = 0; i < n; i++) {
-        gen_request *r = reqs[i];
+        seq_request *r = reqs[i];
         if (r->finish != GEN_RUNNING) {
             free(seqs);
             return fl_error_set(err, FL_EINVAL, "request %llu has already finished",
@@ -99,8 +110,9 @@ fl_code gen_batch_step(model *m, kv_cache *kv, gen_request **reqs, int n, fl_err
         }
         int prefill = r->n_generated == 0;
         seqs[i] = (fwd_seq){
-            .tokens = prefill ? r->tokens : r->tokens + r->n_prompt + r->n_generated - 1,
-            .n_new = prefill ? r->n_prompt : 1,
+            .tokens = prefill ? r->tokens + r->n_prefix_hit
+                              : r->tokens + r->n_prompt + r->n_generated - 1,
+            .n_new = prefill ? r->n_prompt - r->n_prefix_hit : 1,
             .kv = &r->kv,
             .all_logits = prefill && r->params.prompt_logprobs,
         };
@@ -112,9 +124,13 @@ fl_code gen_batch_step(model *m, kv_cache *kv, gen_request **reqs, int n, fl_err
         return fl_error_set(err, FL_ENOMEM, "generation: out of memory for %zu logit rows", n_rows);
     }
     fl_code rc = model_forward(m, kv, seqs, n, logits, err);
+    for (int i = 0; i < n && !rc; i++)
+        if (reqs[i]->n_generated == 0)
+            kv_seq_prefix_publish(kv, &reqs[i]->kv, reqs[i]->tokens, reqs[i]->n_prompt,
+                                  prompt_rope_base(m, reqs[i]->n_prompt));
     size_t row = 0;
     for (int i = 0; i < n && !rc; i++) {
-        gen_request *r = reqs[i];
+        seq_request *r = reqs[i];
         if (seqs[i].all_logits) { // row j predicts prompt token j + 1
             r->prompt_logprobs[0] = NAN;
             for (int j = 1; j < r->n_prompt; j++)

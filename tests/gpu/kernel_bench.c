@@ -1,7 +1,8 @@
 // Kernel micro-benchmark for the CUDA backend (not a test: it times things). Measures, through
-// the backend interface only, the GPTQ decode GEMV on every Falcon-40B shape (direct launches
-// and replayed from a CUDA graph), the GPTQ prefill path, the dense LM head, and paged
-// attention (flash-decoding and prefill), against the card's copy bandwidth measured here.
+// the backend interface only, the GPTQ decode matmul on every Falcon-40B shape at 1..64 rows
+// through both the GEMV and the tensor-core (mma) path, the GPTQ prefill path, the dense LM
+// head, and paged attention (flash-decoding and prefill), against the card's copy bandwidth
+// measured here.
 // Built and run by tests/gpu/run_gpu.sh; prints one table.
 #include <math.h>
 #include <stdio.h>
@@ -236,8 +237,22 @@ static double bench_attention(backend *b, int n_past, int n_q, int reps) {
     return t;
 }
 
+// A CUDA backend with FALCONLITE_GPTQ_MMA set to mode (read once, at creation).
+static backend *backend_with_mma(const char *mode) {
+    setenv("FALCONLITE_GPTQ_MMA", mode, 1);
+    fl_error err = {0};
+    backend *b = backend_cuda_create(0, &err);
+    unsetenv("FALCONLITE_GPTQ_MMA");
+    if (!b) {
+        fprintf(stderr, "kernel_bench: %s\n", err.msg);
+        exit(1);
+    }
+    return b;
+}
+
 int main(int argc, char **argv) {
     const int gemv_only = argc > 1 && !strcmp(argv[1], "gemv"); // M=1 GEMV sweep rows only
+    const int rows_only = argc > 1 && !strcmp(argv[1], "rows");  // the GPTQ rows table only
     fl_error err = {0};
     backend *b = backend_cuda_create(0, &err);
     if (!b) {
@@ -257,51 +272,63 @@ int main(int argc, char **argv) {
            info.n_sm, copy / 1e9);
     printf("%-34s %5s %10s %9s %8s\n", "kernel (N x K)", "rows", "us/call", "GB/s", "of_copy");
 
+    // GPTQ decode rows on every Falcon-40B shape, through both paths, each on its own backend:
+    // "gemv" = FALCONLITE_GPTQ_MMA=0 (the GEMV up to 16 rows, dequant + cuBLAS above) and
+    // "mma" = FALCONLITE_GPTQ_MMA=1 (the tensor-core kernel), replayed from CUDA graphs of
+    // back-to-back calls (as decode steps run them). The default dispatch picks per row count.
     const int shapes[][2] = {{9216, 8192}, {8192, 8192}, {32768, 8192}, {8192, 32768}};
-    const int rows[] = {1, 4, 16};
+    const int rows[] = {1, 2, 4, 8, 16, 32, 64};
+    const int n_rows = gemv_only ? 1 : (int)(sizeof rows / sizeof rows[0]);
+    static const char *path_names[2] = {"gemv", "mma"};
+    backend *paths[2] = {backend_with_mma("0"), gemv_only ? NULL : backend_with_mma("1")};
     for (int s = 0; s < 4; s++) {
         const int N = shapes[s][0], K = shapes[s][1];
-        for (int act = 0; act < (gemv_only ? 1 : 2); act++) {
-            size_t bytes = 0;
-            mm_ctx c0 = {{0}, 0, 0, NULL, NULL, 1, 0, 0};
-            while (c0.n_w == 0 || (c0.n_w < MM_COPIES && (size_t)c0.n_w * bytes < ((size_t)120 << 20)))
-                c0.w[c0.n_w++] = make_gptq(b, K, N, act, &bytes);
-            void *x = rand_act(b, (size_t)64 * K);
-            void *y = b->buf_alloc(b, (size_t)4096 * N * 2);
-            c0.x = x;
-            c0.y = y;
-            for (int r = 0; r < (gemv_only ? 1 : 3); r++) {
-                mm_ctx c = c0;
-                c.n_tok = rows[r];
-                double t = time_op(b, mm_direct, &c, 50, 7);
-                printf("gptq gemv %-6s %5d x %-5d     %5d %10.1f %9.1f %7.1f%%\n",
-                       act ? "act" : "", N, K, rows[r], t * 1e6, bytes / t / 1e9,
-                       100.0 * bytes / t / copy);
-                if (r == 0 && !act) {
-                    c.graph_key = 1000 + s;
-                    c.graph_calls = 20;
-                    double tg = time_op(b, mm_graph, &c, 5, 7) / c.graph_calls;
-                    printf("gptq gemv graph %5d x %-5d     %5d %10.1f %9.1f %7.1f%%\n", N, K, 1,
-                           tg * 1e6, bytes / tg / 1e9, 100.0 * bytes / tg / copy);
+        for (int act = 0; act < (gemv_only || rows_only ? 1 : 2); act++)
+            for (int pi = 0; pi < 2 && paths[pi]; pi++) {
+                backend *bp = paths[pi];
+                size_t bytes = 0;
+                mm_ctx c0 = {{0}, 0, 0, NULL, NULL, 1, 0, 0};
+                while (c0.n_w == 0 ||
+                       (c0.n_w < MM_COPIES && (size_t)c0.n_w * bytes < ((size_t)120 << 20)))
+                    c0.w[c0.n_w++] = make_gptq(bp, K, N, act, &bytes);
+                c0.x = rand_act(bp, (size_t)64 * K);
+                c0.y = bp->buf_alloc(bp, (size_t)64 * N * 2);
+                for (int r = 0; r < n_rows; r++) {
+                    mm_ctx c = c0;
+                    c.n_tok = rows[r];
+                    if (pi == 0 && r == 0 && !act) { // direct launches: the launch overhead
+                        double t = time_op(bp, mm_direct, &c, 50, 7);
+                        printf("gptq gemv direct %5d x %-5d    %5d %10.1f %9.1f %7.1f%%\n", N, K,
+                               1, t * 1e6, bytes / t / 1e9, 100.0 * bytes / t / copy);
+                    }
+                    c.graph_key = graph_keys++;
+                    c.graph_calls = 10;
+                    double t = time_op(bp, mm_graph, &c, 3, 5) / c.graph_calls;
+                    printf("gptq %-4s %-3s %5d x %-5d     %5d %10.1f %9.1f %7.1f%%\n",
+                           path_names[pi], act ? "act" : "", N, K, rows[r], t * 1e6,
+                           bytes / t / 1e9, 100.0 * bytes / t / copy);
                 }
+                bp->buf_free(bp, c0.x);
+                bp->buf_free(bp, c0.y);
+                for (int i = 0; i < c0.n_w; i++) bp->matrix_free(bp, c0.w[i]);
+                bp->graph_reset(bp);
             }
-            if (!act && s >= 2 && !gemv_only) { // prefill path: dequantise + cuBLAS, 4096 rows
-                mm_ctx c = c0;
-                c.n_tok = 4096;
-                void *xl = rand_act(b, (size_t)4096 * K);
-                c.x = xl;
-                double t = time_op(b, mm_direct, &c, 3, 5);
-                printf("gptq prefill %5d x %-5d      %5d %10.1f %8.1f TFLOP/s\n", N, K, 4096,
-                       t * 1e6, 2.0 * 4096 * N * K / t / 1e12);
-                b->buf_free(b, xl);
-            }
-            b->buf_free(b, x);
-            b->buf_free(b, y);
-            for (int i = 0; i < c0.n_w; i++) b->matrix_free(b, c0.w[i]);
-            b->graph_reset(b);
+        if (s >= 2 && !gemv_only && !rows_only) { // prefill path (dequantise + cuBLAS), 4096 rows
+            size_t bytes = 0;
+            mm_ctx c = {{make_gptq(b, K, N, 0, &bytes)}, 1, 0, NULL, NULL, 4096, 0, 0};
+            c.x = rand_act(b, (size_t)4096 * K);
+            c.y = b->buf_alloc(b, (size_t)4096 * N * 2);
+            double t = time_op(b, mm_direct, &c, 3, 5);
+            printf("gptq prefill %5d x %-5d      %5d %10.1f %8.1f TFLOP/s\n", N, K, 4096,
+                   t * 1e6, 2.0 * 4096 * N * K / t / 1e12);
+            b->buf_free(b, c.x);
+            b->buf_free(b, c.y);
+            b->matrix_free(b, c.w[0]);
         }
     }
-    if (gemv_only) {
+    for (int pi = 0; pi < 2; pi++)
+        if (paths[pi]) paths[pi]->free(paths[pi]);
+    if (gemv_only || rows_only) {
         b->free(b);
         return 0;
     }

@@ -180,7 +180,9 @@ def stubs_shard():
 def main():
     checks = Checks()
     pb, pbg, _, _ = stubs()
-    with Router("--max-concurrent-requests", str(MAX_CONCURRENT), max_input=256, max_total=512,
+    # --prefix-cache off: cached prompt blocks would stay in use by design; every block must be free.
+    with Router("--max-concurrent-requests", str(MAX_CONCURRENT), "--prefix-cache", "off",
+                max_input=256, max_total=512,
                 prefill=1024, batch_total=8192) as r:
         sock = os.path.join(r.tmp, "sock", "shard-0")
         shard = shard_pids(r.proc.pid)[0]

@@ -2,7 +2,8 @@
 // reference) and on the CUDA backend over the same seeded random inputs and odd shapes, and the
 // CUDA output must match by normalised MSE under a per-op threshold, hold no NaN, write every
 // output element (outputs start as NaN) and nothing past the end (a guard region must survive).
-// Skips cleanly when falconlite was built without CUDA or no GPU is present.
+// The cases skip cleanly when falconlite was built without CUDA or no GPU is present; every op
+// of kernels/backend_ops.h must have a case (test_every_op_has_a_case).
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -15,6 +16,7 @@
 #include <string.h>
 
 #include "kernels/backend.h"
+#include "kernels/backend_ops.h"
 #include "tests/unit/helpers/op_reference.h"
 
 #define GUARD 64
@@ -36,15 +38,11 @@ typedef struct ops_env {
 static int setup(void **state) {
     fl_error err = {0};
     ops_env *e = calloc(1, sizeof *e);
-    e->gpu = backend_cuda_create(0, &err);
-    if (!e->gpu) {
-        print_message("test_backend_ops: skipped: %s\n", err.msg);
-        *state = e;
-        return 0;
-    }
-    e->cpu = backend_cpu_create(2, &err);
+    e->cpu = backend_cpu_create(2, &err); // CPU-only checks (fused ops) run without a GPU too
     assert_non_null(e->cpu);
     e->rng.state = 20260527;
+    e->gpu = backend_cuda_create(0, &err);
+    if (!e->gpu) print_message("test_backend_ops: CUDA cases skipped: %s\n", err.msg);
     *state = e;
     return 0;
 }
@@ -229,6 +227,60 @@ static void test_matmul_gptq(void **state) {
     ref_matrix_gptq(&rm, &e->rng, 256, 128, 128, 1, 0, 1);
     check_matmul(e, "gptq long", &rm.m, 4097, THR_GPTQ);
     ref_matrix_free(&rm);
+}
+
+// GPTQ matmul at every batch size the decode kernels take (1..64 rows) and a few prefill sizes,
+// through each dispatch of the CUDA backend: the default, FALCONLITE_GPTQ_MMA=1 (the tensor-core
+// kernel wherever it applies, 1 row included; one resident block per SM, so blocks walk several
+// K units and cross column tiles) and FALCONLITE_GPTQ_MMA=0 (GEMV and dequant + GEMM only).
+// Shapes: two column tiles of 256 with the second partial, groups of 32 / 128 and of 40 (5
+// packed rows: mma k steps straddle groups), act-order, ragged groups, a long K.
+static backend *gpu_with_env(const char *mma, const char *blocks_per_sm) {
+    if (mma) setenv("FALCONLITE_GPTQ_MMA", mma, 1);
+    if (blocks_per_sm) setenv("FALCONLITE_GPTQ_MMA_BLOCKS_PER_SM", blocks_per_sm, 1);
+    fl_error err = {0};
+    backend *b = backend_cuda_create(0, &err);
+    unsetenv("FALCONLITE_GPTQ_MMA");
+    unsetenv("FALCONLITE_GPTQ_MMA_BLOCKS_PER_SM");
+    if (!b) fail_msg("backend_cuda_create: %s", err.msg);
+    return b;
+}
+
+static void test_gptq_matmul_rows(void **state) {
+    ops_env *e = *state;
+    NEED_GPU(e);
+    const struct { const char *mma, *bps; } modes[] = {{NULL, NULL}, {"1", "1"}, {"0", NULL}};
+    const struct { int n_in, n_out, group, act, ragged; } small[] = {
+        {328, 264, 32, 0, 0}, {328, 264, 32, 1, 0}, {520, 264, 128, 0, 0},
+        {520, 264, 128, 1, 0}, {344, 264, 40, 1, 0}, {328, 136, 32, 1, 1}};
+    const int prefill[] = {65, 100, 130};
+    for (int md = 0; md < 3; md++) {
+        ops_env em = *e;
+        if (modes[md].mma) em.gpu = gpu_with_env(modes[md].mma, modes[md].bps);
+        char what[96];
+        for (int i = 0; i < (int)(sizeof small / sizeof small[0]); i++) {
+            ref_matrix rm;
+            ref_matrix_gptq(&rm, &e->rng, small[i].n_in, small[i].n_out, small[i].group,
+                            small[i].act, small[i].ragged, i % 2);
+            snprintf(what, sizeof what, "gptq rows mma=%s g%d act%d ragged%d",
+                     modes[md].mma ? modes[md].mma : "auto", small[i].group, small[i].act,
+                     small[i].ragged);
+            for (int n_tok = 1; n_tok <= 64; n_tok++) check_matmul(&em, what, &rm.m, n_tok, THR_GPTQ);
+            for (int t = 0; t < 3; t++) check_matmul(&em, what, &rm.m, prefill[t], THR_GPTQ);
+            ref_matrix_free(&rm);
+        }
+        if (md < 2) // long K, 5 column tiles (the last 8 wide): 128 K units per tile
+            for (int act = 0; act < 2; act++) {
+                ref_matrix rm;
+                ref_matrix_gptq(&rm, &e->rng, 8192, 1032, 128, act, 0, 1);
+                snprintf(what, sizeof what, "gptq rows long mma=%s act%d",
+                         modes[md].mma ? modes[md].mma : "auto", act);
+                const int toks[] = {1, 3, 17, 64};
+                for (int t = 0; t < 4; t++) check_matmul(&em, what, &rm.m, toks[t], THR_GPTQ);
+                ref_matrix_free(&rm);
+            }
+        if (modes[md].mma) em.gpu->free(em.gpu);
+    }
 }
 
 // ---------------------------------------------------------------- embedding, norms, elementwise
@@ -607,6 +659,238 @@ static void test_kv_store(void **state) {
     free(s);
 }
 
+// ---------------------------------------------------------------- fused ops
+// Each fused op must equal its unfused sequence exactly on the CPU backend (these parts run
+// without a GPU) and match the CPU by nMSE on CUDA.
+
+static void expect_same(const char *what, const float *a, const float *b, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(&a[i], &b[i], sizeof(float)) != 0)
+            fail_msg("%s: element %zu differs (%.9g vs %.9g)", what, i, a[i], b[i]);
+}
+
+typedef struct qrs_case {
+    int n_tok, n_head, n_head_kv, head_dim, rot_dim, n_blocks;
+    float pos_scale;
+    int32_t pos[32], slots[32];
+    float base[32];
+    float *qkv, *kc, *vc; // host inputs
+} qrs_case;
+
+typedef struct qrs_out {
+    float *q, *kc, *vc;
+} qrs_out;
+
+// Runs qkv_rotary_store (fused) or qkv_split + rotary + rotary + kv_store on b.
+static qrs_out qrs_run(backend *b, const qrs_case *c, int fused) {
+    const size_t hd = (size_t)c->head_dim, t = (size_t)c->n_tok;
+    const size_t n_qkv = t * (c->n_head + 2 * c->n_head_kv) * hd, nq = t * c->n_head * hd;
+    const size_t nkv = t * c->n_head_kv * hd;
+    const size_t cache_n = (size_t)c->n_blocks * c->n_head_kv * KV_BLOCK_SIZE * hd;
+    void *qkv = act_upload(b, c->qkv, n_qkv), *q = act_output(b, nq);
+    void *kc = act_upload(b, c->kc, cache_n), *vc = act_upload(b, c->vc, cache_n);
+    void *pos = raw_upload(b, c->pos, t * 4), *base = raw_upload(b, c->base, t * 4);
+    void *slots = raw_upload(b, c->slots, t * 4);
+    void *k = b->buf_alloc(b, nkv * act_size(b)), *v = b->buf_alloc(b, nkv * act_size(b));
+    if (fused) {
+        b->qkv_rotary_store(b, q, kc, vc, qkv, pos, base, slots, c->n_tok, c->n_head,
+                            c->n_head_kv, c->head_dim, c->rot_dim, c->pos_scale);
+    } else {
+        b->qkv_split(b, q, k, v, qkv, c->n_tok, c->n_head, c->n_head_kv, c->head_dim);
+        b->rotary(b, q, pos, base, c->n_tok, c->n_head, c->head_dim, c->rot_dim, c->pos_scale);
+        b->rotary(b, k, pos, base, c->n_tok, c->n_head_kv, c->head_dim, c->rot_dim, c->pos_scale);
+        b->kv_store(b, kc, vc, k, v, slots, c->n_tok, c->n_head_kv, c->head_dim);
+    }
+    qrs_out o = {act_download(b, q, nq, 1), act_download(b, kc, cache_n, 0),
+                 act_download(b, vc, cache_n, 0)};
+    void *bufs[] = {qkv, q, kc, vc, pos, base, slots, k, v};
+    for (int i = 0; i < 9; i++) b->buf_free(b, bufs[i]);
+    return o;
+}
+
+static void qrs_out_free(qrs_out *o) {
+    free(o->q);
+    free(o->kc);
+    free(o->vc);
+}
+
+static void test_fused_qkv_rotary_store(void **state) {
+    ops_env *e = *state;
+    // n_tok, n_head, n_head_kv, head_dim, rot_dim: GQA, MQA with rot_dim < head_dim, MHA with an
+    // odd head count per token row, a single token (decode)
+    const int cfg[][5] = {{7, 16, 2, 64, 64}, {19, 8, 1, 32, 16}, {5, 6, 6, 48, 32},
+                          {1, 64, 8, 128, 128}, {3, 4, 2, 40, 24}};
+    for (int ci = 0; ci < 5; ci++) {
+        qrs_case c = {.n_tok = cfg[ci][0], .n_head = cfg[ci][1], .n_head_kv = cfg[ci][2],
+                      .head_dim = cfg[ci][3], .rot_dim = cfg[ci][4],
+                      .pos_scale = ci == 2 ? 0.25f : 1.0f};
+        c.n_blocks = c.n_tok / KV_BLOCK_SIZE + 3;
+        const size_t hd = (size_t)c.head_dim;
+        const size_t n_qkv = (size_t)c.n_tok * (c.n_head + 2 * c.n_head_kv) * hd;
+        const size_t cache_n = (size_t)c.n_blocks * c.n_head_kv * KV_BLOCK_SIZE * hd;
+        for (int t = 0; t < c.n_tok; t++) { // a ragged batch: unrelated positions and bases
+            c.pos[t] = (int32_t)(ref_rng_u32(&e->rng) % 12000);
+            c.base[t] = 10000.0f * (1.0f + (float)(ref_rng_u32(&e->rng) % 1000) / 10.0f);
+            c.slots[t] = (t * 7 + 3) % (c.n_blocks * KV_BLOCK_SIZE);
+        }
+        if (c.n_tok > 2) c.slots[1] = -1; // a token without a cache slot
+        c.qkv = rand_vec(e, n_qkv, -2, 2);
+        c.kc = rand_vec(e, cache_n, -1, 1);
+        c.vc = rand_vec(e, cache_n, -1, 1);
+        const size_t nq = (size_t)c.n_tok * c.n_head * hd;
+        qrs_out cf = qrs_run(e->cpu, &c, 1), cu = qrs_run(e->cpu, &c, 0);
+        expect_same("cpu qkv_rotary_store q", cf.q, cu.q, nq);
+        expect_same("cpu qkv_rotary_store k cache", cf.kc, cu.kc, cache_n);
+        expect_same("cpu qkv_rotary_store v cache", cf.vc, cu.vc, cache_n);
+        if (e->gpu) {
+            qrs_out g = qrs_run(e->gpu, &c, 1);
+            expect_close("qkv_rotary_store q", g.q, cf.q, nq, THR_ELEMENTWISE);
+            expect_close("qkv_rotary_store k cache", g.kc, cf.kc, cache_n, THR_ELEMENTWISE);
+            expect_close("qkv_rotary_store v cache", g.vc, cf.vc, cache_n, THR_ELEMENTWISE);
+            qrs_out_free(&g);
+        }
+        qrs_out_free(&cf);
+        qrs_out_free(&cu);
+        free(c.qkv);
+        free(c.kc);
+        free(c.vc);
+    }
+}
+
+typedef struct rn_case {
+    int n_tok, d, rms, n_res, dual, bias;
+    float *x, *r1, *r2, *w[2], *bias_v[2];
+} rn_case;
+
+typedef struct rn_out {
+    float *x, *a, *m;
+} rn_out;
+
+// Runs residual_norm (fused) or add(s) + norm(s) on b.
+static rn_out rn_run(backend *b, const rn_case *c, int fused) {
+    const size_t n = (size_t)c->n_tok * c->d;
+    const float eps = c->rms ? 1e-6f : 1e-5f;
+    void *x = act_upload(b, c->x, n), *a = act_output(b, n), *m = c->dual ? act_output(b, n) : NULL;
+    void *r1 = c->n_res > 0 ? act_upload(b, c->r1, n) : NULL;
+    void *r2 = c->n_res > 1 ? act_upload(b, c->r2, n) : NULL;
+    bk_norm nn[2];
+    for (int i = 0; i < 2; i++)
+        nn[i] = (bk_norm){b->vector_create(b, c->w[i], c->d),
+                          c->bias ? b->vector_create(b, c->bias_v[i], c->d) : NULL};
+    if (fused) {
+        b->residual_norm(b, x, r1, r2, a, nn[0], m, nn[1], c->rms, c->n_tok, c->d, eps);
+    } else {
+        if (r2) b->add(b, r1, r1, r2, n);
+        if (r1) b->add(b, x, x, r1, n);
+        for (int i = 0; i < 1 + c->dual; i++) {
+            if (c->rms)
+                b->rmsnorm(b, i ? m : a, x, nn[i].w, c->n_tok, c->d, eps);
+            else
+                b->layernorm(b, i ? m : a, x, nn[i].w, nn[i].bias, c->n_tok, c->d, eps);
+        }
+    }
+    rn_out o = {act_download(b, x, n, 0), act_download(b, a, n, 1),
+                m ? act_download(b, m, n, 1) : NULL};
+    void *bufs[] = {x, a, m, r1, r2, (void *)nn[0].w, (void *)nn[0].bias, (void *)nn[1].w,
+                    (void *)nn[1].bias};
+    for (int i = 0; i < 9; i++)
+        if (bufs[i]) b->buf_free(b, bufs[i]);
+    return o;
+}
+
+static void rn_out_free(rn_out *o) {
+    free(o->x);
+    free(o->a);
+    free(o->m);
+}
+
+static void test_fused_residual_norm(void **state) {
+    ops_env *e = *state;
+    // n_tok, d, rms, residuals (0-2), dual, bias; 9000: the long-row path
+    const int cfg[][6] = {{1, 8192, 0, 2, 1, 0}, {3, 1000, 0, 1, 1, 1}, {17, 64, 1, 2, 0, 0},
+                          {2, 9000, 0, 2, 1, 1}, {5, 9000, 1, 1, 1, 0}, {4, 136, 0, 0, 1, 1},
+                          {1, 4544, 0, 1, 0, 1}};
+    for (int ci = 0; ci < 7; ci++) {
+        rn_case c = {.n_tok = cfg[ci][0], .d = cfg[ci][1], .rms = cfg[ci][2],
+                     .n_res = cfg[ci][3], .dual = cfg[ci][4], .bias = cfg[ci][5]};
+        const size_t n = (size_t)c.n_tok * c.d;
+        c.x = rand_vec(e, n, -3, 5);
+        c.r1 = rand_vec(e, n, -1, 1);
+        c.r2 = rand_vec(e, n, -1, 1);
+        for (int i = 0; i < 2; i++) {
+            c.w[i] = rand_vec(e, c.d, 0.5f, 1.5f);
+            c.bias_v[i] = rand_vec(e, c.d, -1, 1);
+        }
+        rn_out cf = rn_run(e->cpu, &c, 1), cu = rn_run(e->cpu, &c, 0);
+        char what[96];
+        snprintf(what, sizeof what, "residual_norm %s d=%d residuals=%d dual=%d",
+                 c.rms ? "rms" : "layer", c.d, c.n_res, c.dual);
+        expect_same(what, cf.x, cu.x, n);
+        expect_same(what, cf.a, cu.a, n);
+        if (c.dual) expect_same(what, cf.m, cu.m, n);
+        if (e->gpu) {
+            rn_out g = rn_run(e->gpu, &c, 1);
+            expect_close(what, g.x, cf.x, n, THR_ELEMENTWISE);
+            expect_close(what, g.a, cf.a, n, THR_NORM);
+            if (c.dual) expect_close(what, g.m, cf.m, n, THR_NORM);
+            rn_out_free(&g);
+        }
+        rn_out_free(&cf);
+        rn_out_free(&cu);
+        free(c.x);
+        free(c.r1);
+        free(c.r2);
+        for (int i = 0; i < 2; i++) {
+            free(c.w[i]);
+            free(c.bias_v[i]);
+        }
+    }
+}
+
+// The op profile: spans are counted per name, and graphs are neither captured nor replayed
+// while a profile runs (the spans would otherwise vanish into one launch).
+static void check_profile(backend *b) {
+    if (!b->profile_begin) return;
+    const size_t n = 4096;
+    float *x = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) x[i] = (float)i / n;
+    void *a = act_upload(b, x, n), *o = act_output(b, n);
+    b->op_begin(b, "outside"); // no profile running: ignored
+    b->op_end(b);
+    b->profile_begin(b);
+    if (b->graph_replay) assert_int_equal(b->graph_replay(b, 7), 0);
+    for (int i = 0; i < 3; i++) {
+        b->op_begin(b, "add");
+        b->add(b, o, a, a, n);
+        b->op_end(b);
+    }
+    b->op_begin(b, "gelu");
+    b->gelu(b, o, n);
+    b->op_end(b);
+    op_profile_entry ent[8];
+    fl_error err = {0};
+    int got = b->profile_end(b, ent, 8, &err);
+    if (got < 0) fail_msg("%s profile_end: %s", b->name, err.msg);
+    assert_int_equal(got, 2);
+    assert_string_equal(ent[0].name, "add");
+    assert_int_equal(ent[0].calls, 3);
+    assert_string_equal(ent[1].name, "gelu");
+    assert_int_equal(ent[1].calls, 1);
+    assert_true(ent[0].total_us >= 0 && ent[1].total_us >= 0);
+    float *out = act_download(b, o, n, 1);
+    for (size_t i = 0; i < n; i++) assert_false(isnan(out[i]));
+    free(out);
+    free(x);
+    b->buf_free(b, a);
+    b->buf_free(b, o);
+}
+
+static void test_op_profile(void **state) {
+    ops_env *e = *state;
+    check_profile(e->cpu);
+    if (e->gpu) check_profile(e->gpu);
+}
+
 // ---------------------------------------------------------------- graphs and errors
 
 // A decode-like step (GPTQ GEMV, decode attention, elementwise) captured once, then replayed
@@ -692,15 +976,62 @@ static void test_error_reporting(void **state) {
     assert_int_equal(b->sync(b, &err), FL_OK);
 }
 
-int main(void) {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_matmul_dense),     cmocka_unit_test(test_matmul_gptq),
-        cmocka_unit_test(test_embedding),        cmocka_unit_test(test_norms),
-        cmocka_unit_test(test_elementwise),      cmocka_unit_test(test_gather_rows),
-        cmocka_unit_test(test_qkv_split),        cmocka_unit_test(test_rotary),
-        cmocka_unit_test(test_kv_store),         cmocka_unit_test(test_attention_decode),
-        cmocka_unit_test(test_attention_prefill), cmocka_unit_test(test_graph_replay),
-        cmocka_unit_test(test_error_reporting),
+// ---------------------------------------------------------------- the op list
+
+// Every case, with the ops of kernels/backend_ops.h it compares (space-separated names).
+typedef struct op_case {
+    const char *name;
+    CMUnitTestFunction fn;
+    const char *ops;
+} op_case;
+
+#define OP_CASE(fn, ops) {#fn, fn, ops}
+static const op_case cases[] = {
+    OP_CASE(test_matmul_dense, "matmul"),
+    OP_CASE(test_matmul_gptq, "matmul"),
+    OP_CASE(test_gptq_matmul_rows, "matmul"),
+    OP_CASE(test_embedding, "embedding"),
+    OP_CASE(test_norms, "layernorm rmsnorm"),
+    OP_CASE(test_elementwise, "gelu add swiglu"),
+    OP_CASE(test_gather_rows, "gather_rows"),
+    OP_CASE(test_qkv_split, "qkv_split"),
+    OP_CASE(test_rotary, "rotary"),
+    OP_CASE(test_kv_store, "kv_store"),
+    OP_CASE(test_attention_decode, "attention"),
+    OP_CASE(test_attention_prefill, "attention"),
+    OP_CASE(test_graph_replay, "matmul attention gelu"),
+    OP_CASE(test_error_reporting, "attention"),
+    OP_CASE(test_fused_qkv_rotary_store, "qkv_rotary_store"),
+    OP_CASE(test_fused_residual_norm, "residual_norm"),
+    OP_CASE(test_op_profile, ""),
+};
+#define N_CASES (sizeof cases / sizeof cases[0])
+
+static int case_covers(const op_case *c, const char *op) {
+    size_t n = strlen(op);
+    for (const char *p = c->ops; (p = strstr(p, op)) != NULL; p += n)
+        if ((p == c->ops || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\0')) return 1;
+    return 0;
+}
+
+// An op added to BACKEND_OPS without a comparison case here fails (runs without a GPU too).
+static void test_every_op_has_a_case(void **state) {
+    const char *ops[] = {
+#define OP_NAME(op) #op,
+        BACKEND_OPS(OP_NAME)
+#undef OP_NAME
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+        int covered = 0;
+        for (size_t c = 0; c < N_CASES && !covered; c++) covered = case_covers(&cases[c], ops[i]);
+        if (!covered) fail_msg("backend op %s has no CPU-vs-CUDA case in cases[]", ops[i]);
+    }
+}
+
+int main(void) {
+    struct CMUnitTest tests[N_CASES + 1];
+    tests[0] = (struct CMUnitTest)cmocka_unit_test(test_every_op_has_a_case);
+    for (size_t i = 0; i < N_CASES; i++)
+        tests[i + 1] = (struct CMUnitTest){cases[i].name, cases[i].fn, NULL, NULL, NULL};
+    return _cmocka_run_group_tests("test_backend_ops", tests, N_CASES + 1, setup, teardown);
 }

@@ -563,6 +563,36 @@ static void test_sync_reports_first_error_once(void **state) {
     assert_int_equal(b->sync(b, &err), FL_OK);
 }
 
+// The shared argument checks (kernels/backend.c): a bad call is recorded and skipped, an empty
+// one is a no-op, and a GPTQ matrix with a missing array is rejected before any copy.
+static void test_checks_reject_bad_calls(void **state) {
+    backend *b = *state;
+    fl_error err = {0};
+    ref_rng r = {5};
+    ref_matrix rm;
+    ref_matrix_dense(&rm, &r, 8, 8, DTYPE_F32, 0);
+    bk_matrix *w = b->matrix_create(b, &rm.m, &err);
+    assert_non_null(w);
+    float x[8] = {0};
+    b->matmul(b, NULL, x, w, 0); // nothing to do
+    assert_int_equal(b->sync(b, &err), FL_OK);
+    b->matmul(b, NULL, x, w, 1);
+    assert_int_equal(b->sync(b, &err), FL_EINVAL);
+    assert_non_null(strstr(err.msg, "matmul"));
+    b->attention(b, x, x, x, x, NULL, 3, 2, 4, 1.0f);
+    assert_int_equal(b->sync(b, &err), FL_EINVAL);
+    assert_non_null(strstr(err.msg, "n_head 3"));
+    b->matrix_free(b, w);
+    ref_matrix_free(&rm);
+
+    ref_matrix_gptq(&rm, &r, 64, 16, 32, 1, 0, 0);
+    rm.m.qzeros = NULL;
+    assert_null(b->matrix_create(b, &rm.m, &err));
+    assert_int_equal(err.code, FL_EINVAL);
+    assert_non_null(strstr(err.msg, "qzeros"));
+    ref_matrix_free(&rm);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_thread_pool_runs_every_item_once),
@@ -578,6 +608,7 @@ int main(void) {
         cmocka_unit_test(test_attention_long_context),
         cmocka_unit_test(test_elementwise),
         cmocka_unit_test(test_sync_reports_first_error_once),
+        cmocka_unit_test(test_checks_reject_bad_calls),
     };
     return cmocka_run_group_tests_name("cpu_ops", tests, setup_backend, teardown_backend);
 }

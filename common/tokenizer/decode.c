@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "common/tokenizer.h"
-#include "common/tokenizer_impl.h"
+#include "common/tokenizer/impl.h"
 #include "common/utf8.h"
 
 // Appends the decoder's bytes for id (nothing for unknown ids or skipped specials, as HF).

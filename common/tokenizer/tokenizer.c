@@ -10,17 +10,12 @@
 
 #include "common/json_util.h"
 #include "common/log.h"
-#include "common/tokenizer_impl.h"
+#include "common/tokenizer/impl.h"
 #include "common/utf8.h"
 
 static const char *tok_json_str(const cJSON *j, const char *name) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, name);
     return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-int tok_json_flag(const cJSON *j, const char *name, int dflt) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, name);
-    return cJSON_IsBool(v) ? cJSON_IsTrue(v) : dflt;
 }
 
 // Ids must be non-negative integers; the bound keeps a corrupt file from allocating gigabytes.

@@ -10,7 +10,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "common/tokenizer_impl.h"
+#include "common/tokenizer/impl.h"
 #include "common/utf8.h"
 
 // HF ByteLevel's GPT-2 pattern.

@@ -1,6 +1,7 @@
-// Internals of the tokenizer: tokenizer.c (loading tokenizer.json, lookups), tokenizer_encode.c
-// (added tokens, encode driver), tokenizer_pretok.c (pre-tokenizers), tokenizer_bpe.c (the BPE
-// model), tokenizer_decode.c (decoding, streaming) and tokenizer_unicode.c (generated classes).
+// Internals of the tokenizer (common/tokenizer.h) in common/tokenizer/: tokenizer.c (loading
+// tokenizer.json, lookups), encode.c (added tokens, encode driver), pretok.c (pre-tokenizers),
+// bpe.c (the BPE model), decode.c (decoding, streaming), unicode.c (generated classes) and
+// util.c (buffers and lists all of them use).
 // Not part of the public contract.
 #pragma once
 #include <oniguruma.h>
@@ -44,7 +45,7 @@ typedef struct tok_spans {
 
 fl_code tok_spans_push(tok_spans *s, size_t off, size_t len);
 
-// ---- character classes HF tests in Rust (tables in tokenizer_unicode.c, probed from HF) ----
+// ---- character classes HF tests in Rust (tables in unicode.c, probed from HF) ----
 typedef struct tok_char_class {
     const uint32_t (*ranges)[2]; // sorted, inclusive
     int n;

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/tokenizer_impl.h"
+#include "common/tokenizer/impl.h"
 #include "common/utf8.h"
 
 static uint64_t tok_hash_bytes(const char *s, size_t len) {

@@ -1,0 +1,403 @@
+// GPTQ 4-bit matmul on tensor cores for small batches (1..GPTQ_MMA_MAX_ROWS rows): y[n_tok, N] =
+// x[n_tok, K] W + bias, reading the repacked layout of bk_matrix as it is (no second copy).
+//
+// Tiles: a block of 8 warps owns 256 output columns (32 per warp, four m16n8k16 n-tiles) and
+// walks K in units of 8 packed rows (64 inputs). Per unit, cp.async stages into shared memory the
+// [8, 256] qweight words (16-byte pieces, L2 evict-first: weights are streamed once), the
+// activations [16*MT, 64] (MT = ceil(n_tok / 16) m16 tiles; rows past n_tok and inputs past the
+// unit are zero-filled), and the scales and zero points of every distinct group among the 8 rows
+// (one slot per group change, a row -> slot table next to them), through a 4-stage pipeline.
+//
+// Fragments without a repack: thread (gid = lane / 4, tq = lane % 4) of warp w reads, for each
+// k32 chunk (4 packed rows), the 16 bytes at packed row 4c + tq, columns 32w + 4gid .. +3: one
+// word per n-tile j, word j feeding mma column gid of n-tile j (so output column 32w + 4n + j
+// sits in mma column n of n-tile j). Its 8 nibbles are the inputs 8tq .. 8tq + 7 of the chunk;
+// the fp16 exponent trick extracts them in pairs (e, e + 4), which become the B registers of two
+// k16 steps: step 0 = {(0,4), (1,5)}, step 1 = {(2,6), (3,7)}. The mma k order inside a chunk is
+// therefore a permutation of the inputs; the A fragment follows the same one: each thread loads
+// its own 16 bytes (inputs 8tq .. 8tq + 7 of rows gid and gid + 8) and regroups the halves with
+// byte_perm. Every packed row lies in exactly one group, so each thread dequantises its word with
+// its own row's scale and zero point: k steps that straddle two groups need no special case.
+// B = (q - z) * s is formed in fp16 ((1024 + q) - (1024 + z) is exact), accumulation is f32.
+//
+// Split-K: Marlin-style stripes. The (column tile, K unit) space is laid out tile-major and cut
+// into one equal contiguous range per block (blocks = SMs x resident blocks per SM, so every SM
+// streams the same number of bytes whatever the shape). A block flushes its f32 partial sums for
+// a tile with 16-byte atomics into the shared accumulator when its range leaves the tile; the
+// block whose arrival completes the tile's unit count writes f16 (+ bias) and re-zeroes the
+// accumulator and the counter, as the GEMV does (one launch per matmul, graph-capturable).
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cuda/cuda_backend.cuh"
+
+#define MMA_THREADS 256
+#define MMA_NB 256     // output columns per tile: 8 warps x 32
+#define MMA_RS 8       // packed rows (64 inputs) per pipeline stage: two k32 chunks
+#define MMA_STAGES 4
+#define MMA_WSTRIDE (MMA_NB + 8)     // words per staged weight row: conflict-free 16-byte reads
+#define MMA_SSTRIDE (MMA_NB + 8)     // halves per scale slot
+#define MMA_ZSTRIDE (MMA_NB / 4 + 8) // words per zero-point slot
+#define MMA_AROW (MMA_RS * 8)        // halves per staged activation row
+#define MMA_AUTO_MIN_ROWS 4 // FALCONLITE_GPTQ_MMA=auto: the GEMV below this (H200 crossover)
+
+// One stage in shared memory: weights, scale slots, zero-point slots, row -> slot, activations.
+#define MMA_W_BYTES (MMA_RS * MMA_WSTRIDE * 4)
+#define MMA_S_BYTES (MMA_RS * MMA_SSTRIDE * 2)
+#define MMA_Z_BYTES (MMA_RS * MMA_ZSTRIDE * 4)
+#define MMA_SLOT_BYTES 16
+#define MMA_FIXED_BYTES (MMA_W_BYTES + MMA_S_BYTES + MMA_Z_BYTES + MMA_SLOT_BYTES)
+
+__host__ __device__ constexpr int mma_stage_bytes(int mt) {
+    return MMA_FIXED_BYTES + 16 * mt * MMA_AROW * 2;
+}
+
+// ---- PTX wrappers (cp.async, mma.sync and createpolicy exist from sm_80 on)
+__device__ __forceinline__ uint32_t smem_u32(const void *p) {
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+// 16 bytes global -> shared, L2 only; zero-filled (nothing read) when !ok.
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, bool ok) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src),
+                 "r"(ok ? 16 : 0)
+                 : "memory");
+}
+
+// Same, for data read once: marked first to evict from L2.
+__device__ __forceinline__ void cp_async16_stream(void *dst, const void *src, bool ok,
+                                                  uint64_t policy) {
+    asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n" ::"r"(
+                     smem_u32(dst)),
+                 "l"(src), "r"(ok ? 16 : 0), "l"(policy)
+                 : "memory");
+}
+
+__device__ __forceinline__ void cp_async4(void *dst, const void *src, bool ok) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_u32(dst)), "l"(src),
+                 "r"(ok ? 4 : 0)
+                 : "memory");
+}
+
+__device__ __forceinline__ void cp_async_commit() {
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+__device__ __forceinline__ uint64_t evict_first_policy() {
+    uint64_t p;
+    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(p));
+    return p;
+}
+
+// d += a (16x16, row) * b (16x8, col), f16 inputs, f32 accumulators.
+__device__ __forceinline__ void mma_16816(float *d, const uint32_t *a, uint32_t b0, uint32_t b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ void atomic_add4(float *p, float4 v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    atomicAdd(reinterpret_cast<float4 *>(p), v);
+#else
+    atomicAdd(p, v.x);
+    atomicAdd(p + 1, v.y);
+    atomicAdd(p + 2, v.z);
+    atomicAdd(p + 3, v.w);
+#endif
+}
+
+__device__ __forceinline__ uint32_t half2_as_u32(__half2 h) {
+    return *reinterpret_cast<uint32_t *>(&h);
+}
+
+// ---- the kernel
+struct mma_args {
+    const __half *x;        // [n_tok, 8R] activations in sorted input order
+    const uint32_t *qw;     // [R, N]
+    const __half *scales;   // [G, N]
+    const uint32_t *zeros;  // [G, N/4]
+    const int32_t *group_row; // [G + 1]
+    float *acc;             // [n_tok, N] f32, zero on entry and on exit
+    unsigned *arrivals;     // [n_tiles] units finished per tile, zero on entry and on exit
+    __half *y;              // [n_tok, N]
+    const float *bias;      // [N] or NULL
+    int n_tok, R, N, max_group_rows, n_kst, n_tiles;
+};
+
+template <int MT>
+__global__ void __launch_bounds__(MMA_THREADS, MT == 1 ? 3 : 2) k_gptq_mma(const mma_args p) {
+    extern __shared__ __align__(16) unsigned char smem[];
+    __shared__ bool last;
+    constexpr int STAGE = mma_stage_bytes(MT);
+    const int tid = threadIdx.x, warp = tid >> 5, gid = (tid & 31) >> 2, tq = tid & 3;
+    const int N = p.N, R = p.R, lda = 8 * R;
+    const long long n_units = (long long)p.n_tiles * p.n_kst;
+    const int u_begin = (int)(n_units * blockIdx.x / gridDim.x);
+    const int u_end = (int)(n_units * (blockIdx.x + 1) / gridDim.x);
+    const uint64_t policy = evict_first_policy();
+
+    // Producer state: the next unit to load is (tile lt, K unit lk); group pg holds the rows up
+    // to pg_end (exclusive) of that tile.
+    int lt = u_begin / p.n_kst, lk = u_begin - lt * p.n_kst, pg = 0, pg_end = 0;
+    // Issues the copies of the next unit into stage buffer buf (every thread runs this
+    // uniformly), then advances (lt, lk).
+    auto load = [&](int buf, bool first) {
+        const int kst = lk, r0 = kst * MMA_RS, nrows = min(MMA_RS, R - r0), n0 = lt * MMA_NB;
+        if (++lk == p.n_kst) {
+            lk = 0;
+            lt++;
+        }
+        unsigned char *st = smem + buf * STAGE;
+        uint32_t *ws = reinterpret_cast<uint32_t *>(st);
+        __half *ss = reinterpret_cast<__half *>(st + MMA_W_BYTES);
+        uint32_t *zs = reinterpret_cast<uint32_t *>(st + MMA_W_BYTES + MMA_S_BYTES);
+        uint8_t *slot = st + MMA_W_BYTES + MMA_S_BYTES + MMA_Z_BYTES;
+        __half *as = reinterpret_cast<__half *>(st + MMA_FIXED_BYTES);
+        for (int i = tid; i < MMA_RS * (MMA_NB / 4); i += MMA_THREADS) {
+            const int row = i / (MMA_NB / 4), q = i % (MMA_NB / 4), n = n0 + 4 * q;
+            const bool ok = row < nrows && n < N;
+            cp_async16_stream(ws + row * MMA_WSTRIDE + 4 * q,
+                              ok ? p.qw + (size_t)(r0 + row) * N + n : p.qw, ok, policy);
+        }
+        // activation piece q of row m = the 8 inputs of packed row r0 + q; pieces of odd rows
+        // swap halves (q ^ 4) so the consumers' 16-byte reads are conflict-free
+        for (int i = tid; i < 16 * MT * 8; i += MMA_THREADS) {
+            const int m = i >> 3, q = i & 7;
+            const bool ok = m < p.n_tok && q < nrows;
+            cp_async16(as + m * MMA_AROW + 8 * (q ^ ((m & 1) << 2)),
+                       ok ? p.x + (size_t)m * lda + 8 * (r0 + q) : p.x, ok);
+        }
+        // Groups of the unit's rows: a scale / zero slot per group change. Every group has at
+        // most max_group_rows rows, so r0 / max_group_rows is at or before the group of r0.
+        if (first || kst == 0) {
+            pg = r0 / p.max_group_rows;
+            pg_end = p.group_row[pg + 1];
+        }
+        auto load_group = [&](int i) { // scales and zero points of group pg into slot i
+            if (tid < MMA_NB / 8) { // 32 pieces of 8 scales
+                const int n = n0 + 8 * tid;
+                const bool ok = n < N;
+                cp_async16(ss + i * MMA_SSTRIDE + 8 * tid,
+                           ok ? p.scales + (size_t)pg * N + n : p.scales, ok);
+            } else if (tid < MMA_NB / 8 + MMA_NB / 4) { // 64 words of 4 zero points
+                const int q = tid - MMA_NB / 8, n = n0 + 4 * q;
+                const bool ok = n < N;
+                cp_async4(zs + i * MMA_ZSTRIDE + q,
+                          ok ? p.zeros + (size_t)pg * (N / 4) + n / 4 : p.zeros, ok);
+            }
+        };
+        while (r0 >= pg_end) pg_end = p.group_row[++pg + 1];
+        if (r0 + nrows <= pg_end) { // the common case: one group holds the whole unit
+            load_group(0);
+            if (tid < MMA_RS) slot[tid] = 0; // rows past R too: their inputs are 0
+            return;
+        }
+        int cur = -1, s = 0;
+        for (int i = 0; i < nrows; i++) {
+            while (r0 + i >= pg_end) pg_end = p.group_row[++pg + 1];
+            if (pg != cur) {
+                cur = pg;
+                s = i;
+                load_group(i);
+            }
+            if (tid == 0) slot[i] = (uint8_t)s;
+        }
+        if (tid == 0)
+            for (int i = nrows; i < MMA_RS; i++) slot[i] = 0;
+    };
+
+    float acc[MT][4][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) acc[mt][j][e] = 0.0f;
+
+    const int count = u_end - u_begin;
+#pragma unroll
+    for (int s = 0; s < MMA_STAGES - 1; s++) {
+        if (s < count) load(s, s == 0);
+        cp_async_commit();
+    }
+    int seg = 0;                                          // units of tile t done by this block
+    int t = u_begin / p.n_kst, kst = u_begin - t * p.n_kst; // the unit being computed
+    for (int i = 0; i < count; i++, kst++) {
+        if (kst == p.n_kst) {
+            kst = 0;
+            t++;
+        }
+        cp_async_wait<MMA_STAGES - 2>();
+        __syncthreads(); // unit i landed for all threads; everyone is done with unit i - 1
+        if (i + MMA_STAGES - 1 < count) load((i + MMA_STAGES - 1) % MMA_STAGES, false);
+        cp_async_commit();
+
+        const int nrows = min(MMA_RS, R - kst * MMA_RS);
+        const unsigned char *st = smem + (i % MMA_STAGES) * STAGE;
+        const uint32_t *ws = reinterpret_cast<const uint32_t *>(st);
+        const __half *ss = reinterpret_cast<const __half *>(st + MMA_W_BYTES);
+        const uint32_t *zs = reinterpret_cast<const uint32_t *>(st + MMA_W_BYTES + MMA_S_BYTES);
+        const uint8_t *slot = st + MMA_W_BYTES + MMA_S_BYTES + MMA_Z_BYTES;
+        const __half *as = reinterpret_cast<const __half *>(st + MMA_FIXED_BYTES);
+#pragma unroll
+        for (int c = 0; c < MMA_RS / 4; c++) {
+            if (4 * c >= nrows) break;
+            const int row = 4 * c + tq, s = slot[row];
+            const uint4 wq = *reinterpret_cast<const uint4 *>(ws + row * MMA_WSTRIDE + 32 * warp +
+                                                              4 * gid);
+            const uint2 sc = *reinterpret_cast<const uint2 *>(ss + s * MMA_SSTRIDE + 32 * warp +
+                                                              4 * gid);
+            const uint32_t zw = zs[s * MMA_ZSTRIDE + 8 * warp + gid];
+            const uint32_t wj[4] = {wq.x, wq.y, wq.z, wq.w};
+            const uint32_t sj[4] = {__byte_perm(sc.x, 0, 0x1010), __byte_perm(sc.x, 0, 0x3232),
+                                    __byte_perm(sc.y, 0, 0x1010), __byte_perm(sc.y, 0, 0x3232)};
+            uint32_t b[4][4]; // [n-tile j][nibble pair (e, e + 4)] = (q - z) * s as half2
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                // half2 (1024 + z, 1024 + z): zero-point byte j under the 0x64 exponent byte
+                const __half2 zz = u32_as_half2(__byte_perm(zw, 0x64, 0x4040 + 0x0101 * j));
+                const __half2 sv = u32_as_half2(sj[j]);
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const uint32_t q = ((wj[j] >> (4 * e)) & 0x000f000fu) | 0x64006400u;
+                    b[j][e] = half2_as_u32(__hmul2(__hsub2(u32_as_half2(q), zz), sv));
+                }
+            }
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                const int m = 16 * mt + gid, q = (4 * c + tq) ^ ((gid & 1) << 2);
+                const uint4 lo = *reinterpret_cast<const uint4 *>(as + m * MMA_AROW + 8 * q);
+                const uint4 hi = *reinterpret_cast<const uint4 *>(as + (m + 8) * MMA_AROW + 8 * q);
+                // lo / hi hold inputs e = 0..7 of rows m / m + 8 as half pairs (0,1) .. (6,7)
+                const uint32_t a0[4] = {__byte_perm(lo.x, lo.z, 0x5410), __byte_perm(hi.x, hi.z, 0x5410),
+                                        __byte_perm(lo.x, lo.z, 0x7632), __byte_perm(hi.x, hi.z, 0x7632)};
+                const uint32_t a1[4] = {__byte_perm(lo.y, lo.w, 0x5410), __byte_perm(hi.y, hi.w, 0x5410),
+                                        __byte_perm(lo.y, lo.w, 0x7632), __byte_perm(hi.y, hi.w, 0x7632)};
+#pragma unroll
+                for (int j = 0; j < 4; j++) mma_16816(acc[mt][j], a0, b[j][0], b[j][1]);
+#pragma unroll
+                for (int j = 0; j < 4; j++) mma_16816(acc[mt][j], a1, b[j][2], b[j][3]);
+            }
+        }
+        seg++;
+        if (i + 1 != count && kst + 1 != p.n_kst) continue;
+
+        // ---- the block leaves tile t: add its partial sums, the last arrival finalizes
+        const int n0 = t * MMA_NB;
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int h8 = 0; h8 < 2; h8++) { // accumulator rows gid and gid + 8
+                const int m = 16 * mt + gid + 8 * h8;
+#pragma unroll
+                for (int h = 0; h < 2; h++) { // mma columns 2tq (-> +0..3) and 2tq + 1 (-> +4..7)
+                    const int n = n0 + 32 * warp + 8 * tq + 4 * h;
+                    const int e = 2 * h8 + h;
+                    if (m < p.n_tok && n < N)
+                        atomic_add4(p.acc + (size_t)m * N + n,
+                                    make_float4(acc[mt][0][e], acc[mt][1][e], acc[mt][2][e],
+                                                acc[mt][3][e]));
+#pragma unroll
+                    for (int j = 0; j < 4; j++) acc[mt][j][e] = 0.0f;
+                }
+            }
+        __threadfence();
+        __syncthreads();
+        if (tid == 0) last = atomicAdd(&p.arrivals[t], (unsigned)seg) + seg == (unsigned)p.n_kst;
+        seg = 0;
+        __syncthreads();
+        if (!last) continue;
+        for (int k = tid; k < p.n_tok * (MMA_NB / 4); k += MMA_THREADS) {
+            const int m = k / (MMA_NB / 4), n = n0 + 4 * (k % (MMA_NB / 4));
+            if (n >= N) continue;
+            float4 *a = reinterpret_cast<float4 *>(p.acc + (size_t)m * N + n);
+            float4 v = __ldcg(a);
+            __stcg(a, make_float4(0.0f, 0.0f, 0.0f, 0.0f));
+            if (p.bias) {
+                v.x += p.bias[n];
+                v.y += p.bias[n + 1];
+                v.z += p.bias[n + 2];
+                v.w += p.bias[n + 3];
+            }
+            __half2 *o = reinterpret_cast<__half2 *>(p.y + (size_t)m * N + n);
+            o[0] = __floats2half2_rn(v.x, v.y);
+            o[1] = __floats2half2_rn(v.z, v.w);
+        }
+        if (tid == 0) p.arrivals[t] = 0;
+    }
+}
+
+// ---- host side
+template <int MT> static int mma_occupancy(cuda_ctx *c, int cap) {
+    const size_t smem = (size_t)MMA_STAGES * mma_stage_bytes(MT);
+    int n = 0;
+    if (smem > c->smem_optin ||
+        cudaFuncSetAttribute(k_gptq_mma<MT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             (int)smem) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, k_gptq_mma<MT>, MMA_THREADS, smem) !=
+            cudaSuccess) {
+        cudaGetLastError(); // not sticky: the kernel is simply not used
+        return 0;
+    }
+    return cap > 0 && n > cap ? cap : n;
+}
+
+void cuda_gptq_mma_setup(cuda_ctx *c) {
+    // A/B switch for benchmarks: auto (default), 0 = never, 1 = wherever the kernel applies.
+    const char *mode = getenv("FALCONLITE_GPTQ_MMA");
+    c->gptq_mma = mode && !strcmp(mode, "0") ? 0 : mode && !strcmp(mode, "1") ? 1 : -1;
+    // Tuning knob for sweeps: at most this many resident blocks per SM (default: all that fit).
+    const char *bps = getenv("FALCONLITE_GPTQ_MMA_BLOCKS_PER_SM");
+    const int cap = bps ? atoi(bps) : 0;
+    c->mma_blocks_per_sm[0] = mma_occupancy<1>(c, cap);
+    c->mma_blocks_per_sm[1] = mma_occupancy<2>(c, cap);
+    c->mma_blocks_per_sm[2] = mma_occupancy<3>(c, cap);
+    c->mma_blocks_per_sm[3] = mma_occupancy<4>(c, cap);
+}
+
+int cuda_gptq_mma_wanted(const cuda_ctx *c, const bk_matrix *w, const void *x, const void *out,
+                         int n_tok) {
+    if (c->gptq_mma == 0 || n_tok < 1 || n_tok > GPTQ_MMA_MAX_ROWS) return 0;
+    if (c->gptq_mma < 0 && n_tok < MMA_AUTO_MIN_ROWS) return 0;
+    const size_t acc_need = (GEMV_ARRIVAL_SLOTS + (size_t)n_tok * w->n_out) * sizeof(float);
+    return c->mma_blocks_per_sm[(n_tok - 1) / 16] > 0 &&
+           (w->n_out + MMA_NB - 1) / MMA_NB <= GEMV_ARRIVAL_SLOTS && c->gemv_acc.bytes >= acc_need &&
+           (((uintptr_t)x | (uintptr_t)out) & 15) == 0;
+}
+
+void cuda_gptq_mma(cuda_ctx *c, __half *out, const __half *xs, const bk_matrix *w, int n_tok) {
+    const int mt = (n_tok + 15) / 16;
+    mma_args a;
+    a.x = xs;
+    a.qw = w->qweight;
+    a.scales = w->scales;
+    a.zeros = w->zeros;
+    a.group_row = w->group_row;
+    a.acc = (float *)c->gemv_acc.p + GEMV_ARRIVAL_SLOTS;
+    a.arrivals = (unsigned *)c->gemv_acc.p;
+    a.y = out;
+    a.bias = w->bias;
+    a.n_tok = n_tok;
+    a.R = w->k_pad / 8;
+    a.N = w->n_out;
+    a.max_group_rows = w->max_group_rows;
+    a.n_kst = (a.R + MMA_RS - 1) / MMA_RS;
+    a.n_tiles = (a.N + MMA_NB - 1) / MMA_NB;
+    const long long units = (long long)a.n_tiles * a.n_kst;
+    const long long slots = (long long)c->mma_blocks_per_sm[mt - 1] * c->n_sm;
+    const unsigned grid = (unsigned)(units < slots ? units : slots);
+    const size_t smem = (size_t)MMA_STAGES * mma_stage_bytes(mt);
+    switch (mt) {
+    case 1: k_gptq_mma<1><<<grid, MMA_THREADS, smem, c->stream>>>(a); break;
+    case 2: k_gptq_mma<2><<<grid, MMA_THREADS, smem, c->stream>>>(a); break;
+    case 3: k_gptq_mma<3><<<grid, MMA_THREADS, smem, c->stream>>>(a); break;
+    default: k_gptq_mma<4><<<grid, MMA_THREADS, smem, c->stream>>>(a); break;
+    }
+    CUDA_LAUNCHED(c, "gptq mma");
+}
