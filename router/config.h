@@ -25,7 +25,7 @@ typedef struct router_config {
     uint32_t validation_workers;       // 2 (reported in /info; validation runs on the API threads)
     int port;                          // 3000
     char hostname[256];                // 127.0.0.1 (loopback unless asked: see SECURITY.md)
-    char shard_uds_path[400]; // "": a private 0700 directory made at start (launcher.h)
+    char shard_uds_path[400];          // "": a private 0700 directory made at start (launcher.h)
     int grpc_port;                     // 50051 (0: no public gRPC server)
     char backend[16];                  // cpu | cuda | auto
     int threads;                       // per shard (0: the shard's default)

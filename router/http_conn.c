@@ -54,7 +54,7 @@ struct http_conn {
     http_parser parser;
     conn_state state;
     expect_state expect;
-    bool in_authorization;             // the header being parsed is Authorization
+    bool in_authorization;                 // the header being parsed is Authorization
     char authorization[AUTHORIZATION_MAX]; // its value ("" absent; AUTHORIZATION_MAX-1: too long)
     size_t authorization_len;
     bool keep_alive; // of the request being answered
@@ -390,10 +390,10 @@ static void conn_dispatch(http_conn *c, const char *parse_error) {
                         .body_len = c->body_len,
                         .body_too_large = c->body_too_large,
                         .parse_error = parse_error,
-                        .authorization = c->authorization_len && c->authorization_len <
-                                                                     AUTHORIZATION_MAX - 1
-                                             ? c->authorization
-                                             : NULL};
+                        .authorization =
+                            c->authorization_len && c->authorization_len < AUTHORIZATION_MAX - 1
+                                ? c->authorization
+                                : NULL};
     c->keep_alive = !parse_error && http_should_keep_alive(&c->parser) && !s->closing;
     c->state = CONN_ANSWERING;
     s->svc.handle(s->svc.user, c, &req);

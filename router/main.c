@@ -313,7 +313,8 @@ static fl_code router_start(router *r, fl_error *err) {
     }
     r->ready = true;
     log_info("router ready model=%s shards=%d host=%s port=%d grpc_port=%d api_key=%s", c->model_id,
-             c->num_shard, c->hostname, c->port, c->grpc_port, auth_enabled(r->auth) ? "on" : "off");
+             c->num_shard, c->hostname, c->port, c->grpc_port,
+             auth_enabled(r->auth) ? "on" : "off");
     return FL_OK;
 }
 

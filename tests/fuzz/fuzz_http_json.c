@@ -1,8 +1,8 @@
 // libFuzzer: the JSON bodies of the HTTP routes (POST /generate, /generate_stream, / and
 // /invocations: api_json_parse_request with and without the stream flag) and, when a body
 // parses, the whole validation pipeline (validate_request: parameters, tokenization, truncation,
-// lengths). Any outcome but a crash, a sanitizer report or a leak is fine. The HTTP framing itself (router/http_conn.c) has no entry point that
-// takes a buffer yet; its parser is http-parser's.
+// lengths). Any outcome but a crash, a sanitizer report or a leak is fine. The HTTP framing itself
+// (router/http_conn.c) has no entry point that takes a buffer yet; its parser is http-parser's.
 // Hook: when the OpenAI-compatible routes (router/openai*.c) land, call their body parser from
 // fuzz_one_body below.
 #include <stddef.h>
@@ -15,8 +15,10 @@
 #include "tests/fuzz/fuzz_common.h"
 
 static void fuzz_one_body(const char *body, size_t len, bool with_stream) {
-    static const validate_limits lim = {
-        .max_best_of = 2, .max_stop_sequences = 4, .max_input_length = 1024, .max_total_tokens = 2048};
+    static const validate_limits lim = {.max_best_of = 2,
+                                        .max_stop_sequences = 4,
+                                        .max_input_length = 1024,
+                                        .max_total_tokens = 2048};
     gen_request_in in;
     gen_request_in_init(&in);
     bool stream = false;

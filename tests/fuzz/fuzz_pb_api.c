@@ -18,10 +18,13 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
     pb_public_method m = (pb_public_method)(data[0] % PB_API_COUNT);
-    ProtobufCMessage *req = protobuf_c_message_unpack(pb_api_request_desc(m), NULL, size - 1, data + 1);
+    ProtobufCMessage *req =
+        protobuf_c_message_unpack(pb_api_request_desc(m), NULL, size - 1, data + 1);
     if (!req) return 0;
-    static const validate_limits lim = {
-        .max_best_of = 2, .max_stop_sequences = 4, .max_input_length = 1024, .max_total_tokens = 2048};
+    static const validate_limits lim = {.max_best_of = 2,
+                                        .max_stop_sequences = 4,
+                                        .max_input_length = 1024,
+                                        .max_total_tokens = 2048};
     switch (m) {
     case PB_API_GENERATE:
     case PB_API_GENERATE_STREAM: {
@@ -30,7 +33,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         fl_error err = {0};
         if (pb_api_generate_request(req, &in, &err) == FL_OK) {
             gen_request *r = NULL;
-            if (validate_request(&lim, fuzz_tokenizer(), &in, &r, &err) == FL_OK) gen_request_free(r);
+            if (validate_request(&lim, fuzz_tokenizer(), &in, &r, &err) == FL_OK)
+                gen_request_free(r);
         }
         gen_request_in_clear(&in);
         break;
@@ -39,7 +43,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         const char *text = pb_api_tokenize_text(req);
         int32_t *ids = NULL;
         int n = 0;
-        if (text && tokenizer_encode(fuzz_tokenizer(), text, strlen(text), &ids, &n, NULL) == FL_OK) {
+        if (text &&
+            tokenizer_encode(fuzz_tokenizer(), text, strlen(text), &ids, &n, NULL) == FL_OK) {
             pb_built *b = pb_api_tokenize_response(fuzz_tokenizer(), ids, n);
             pb_built_free(b);
         }

@@ -76,7 +76,7 @@ static void test_model_card_flags_and_env(void **state) {
     assert_string_equal(c.quantize, "gptq");
     assert_int_equal(c.max_concurrent_requests, 7); // from the environment
     assert_int_equal(c.port, 443);                  // the flag wins over PORT
-    assert_string_equal(c.hostname, "127.0.0.1"); // HOSTNAME held no address
+    assert_string_equal(c.hostname, "127.0.0.1");   // HOSTNAME held no address
     unsetenv("MAX_CONCURRENT_REQUESTS");
     unsetenv("PORT");
     unsetenv("HOSTNAME");
@@ -92,8 +92,8 @@ static void test_hardening_flags(void **state) {
     router_config c;
     fl_error err = {0};
     setenv("API_KEY", "from-env", 1);
-    char *a1[] = {"router", "--model-id", "m", "--shard-step-timeout", "5", "--shutdown-timeout",
-                  "2", NULL};
+    char *a1[] = {"router", "--model-id",         "m", "--shard-step-timeout",
+                  "5",      "--shutdown-timeout", "2", NULL};
     assert_int_equal(parse(7, a1, &c, &err), FL_OK);
     assert_int_equal(c.shard_step_timeout_ms, 5000);
     assert_int_equal(c.shutdown_grace_ms, 2000);
@@ -169,10 +169,8 @@ int main(void) {
     unsetenv("DNTK_ALPHA_SCALER");
     unsetenv("ROPE_SCALING");
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_model_card_flags_and_env),
-        cmocka_unit_test(test_rules),
-        cmocka_unit_test(test_hardening_flags),
+        cmocka_unit_test(test_defaults),       cmocka_unit_test(test_model_card_flags_and_env),
+        cmocka_unit_test(test_rules),          cmocka_unit_test(test_hardening_flags),
         cmocka_unit_test(test_rope_to_shards),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
