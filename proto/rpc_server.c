@@ -457,9 +457,10 @@ void rpc_server_shutdown(rpc_server *s, int grace_ms) {
     int rc = 0;
     while (!s->shutdown_done && rc != ETIMEDOUT)
         rc = pthread_cond_timedwait(&s->cv, &s->mu, &until);
+    int done = s->shutdown_done; // read under mu: the server thread sets it (TSan found the race)
     pthread_mutex_unlock(&s->mu);
     // Calls still open after the grace period are cancelled so shutdown completes.
-    if (!s->shutdown_done) grpc_server_cancel_all_calls(s->server);
+    if (!done) grpc_server_cancel_all_calls(s->server);
     pthread_join(s->thread, NULL);
     s->started = 0;
 }

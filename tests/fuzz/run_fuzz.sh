@@ -3,14 +3,14 @@
 # UBSan + libFuzzer, CPU only) and runs each one over its corpus (tests/fuzz/corpus/<target>/:
 # seeds and every crash found so far) for a bounded number of executions. Registered with ctest
 # as `fuzz`; exits 77 (ctest: skipped) when clang or its libFuzzer runtime is missing.
-#   FL_FUZZ_RUNS   executions per target (default 20000)
+#   FL_FUZZ_RUNS   executions per target (default 200000)
 #   FL_FUZZ_BUILD  build dir (default <source>/build-fuzz)
 # A crash fails the run and leaves its input in $FL_FUZZ_BUILD/artifacts/: add it to the corpus
 # (as crash-<what>) with the fix.
 set -euo pipefail
 src=$(cd "$(dirname "$0")/../.." && pwd)
 build=${FL_FUZZ_BUILD:-$src/build-fuzz}
-runs=${FL_FUZZ_RUNS:-20000}
+runs=${FL_FUZZ_RUNS:-200000}
 targets="fuzz_http_json fuzz_pb_api fuzz_pb_shard fuzz_pb_shard_replies fuzz_tokenizer fuzz_model_files"
 
 if ! command -v clang >/dev/null; then

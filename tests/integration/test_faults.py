@@ -158,6 +158,36 @@ def main():
 
     checks.run("hung_shard", hung_shard)
 
+    def killed_shard_mid_batch():
+        # test_router_load.shard_restart checks the restart; this one measures it with requests
+        # in flight: each ends with its result or an error, and the server serves again.
+        with Router() as r:
+            old = shard_pids(r.proc.pid)
+            streams = [raw_stream(r.port, {"inputs": PROMPT, "parameters": {"max_new_tokens": 400}})
+                       for _ in range(4)]
+            for s in streams:
+                got = b""
+                while b"data:" not in got:
+                    got += s.recv(4096)
+            os.kill(old[0], signal.SIGKILL)
+            t0 = time.time()
+            for s in streams:
+                s.settimeout(60)
+                got = b""
+                while b"\"error\"" not in got and b"generated_text\":\"" not in got:
+                    chunk = s.recv(4096)
+                    assert chunk, "a stream ended without its result or an error"
+                    got += chunk
+                s.close()
+            wait_for(lambda: shard_pids(r.proc.pid) not in ([], old) and healthy(r), 90,
+                     "the killed shard was not replaced:\n" + r.logs())
+            t_ok = time.time() - t0
+            resp = r.post("/generate", {"inputs": PROMPT, "parameters": {"max_new_tokens": 4}})
+            assert resp.status_code == 200, resp.text
+            print(f"  kill -9 shard mid-batch: healthy and serving again after {t_ok:.1f} s")
+
+    checks.run("killed_shard_mid_batch", killed_shard_mid_batch)
+
     def sigterm_under_load_rejects_and_bounds():
         r = Router("--shutdown-timeout", "2", max_input=64, max_total=2000, prefill=2000,
                    batch_total=4000).__enter__()
