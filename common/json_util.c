@@ -135,3 +135,16 @@ int json_has(const cJSON *obj, const char *name) {
 const char *json_pick_name(const cJSON *obj, const char *name, const char *legacy) {
     return !json_has(obj, name) && json_has(obj, legacy) ? legacy : name;
 }
+
+char *json_print_free(cJSON *root) {
+    char *s = root ? cJSON_PrintUnformatted(root) : NULL;
+    cJSON_Delete(root);
+    return s;
+}
+
+void json_add_string_or_null(cJSON *obj, const char *name, const char *v) {
+    if (v && *v)
+        cJSON_AddStringToObject(obj, name, v);
+    else
+        cJSON_AddNullToObject(obj, name);
+}

@@ -35,3 +35,7 @@ const char *json_pick_name(const cJSON *obj, const char *name, const char *legac
 // 0 when item is a number holding an exact integer of magnitude <= 2^53 (what a double keeps
 // exactly: byte offsets of a 22 GB file fit), else -1.
 int json_number_as_int64(const cJSON *item, int64_t *out);
+// Serializes root without whitespace and deletes it (NULL root or out of memory: NULL).
+char *json_print_free(cJSON *root);
+// Adds name: v, or name: null when v is NULL or "".
+void json_add_string_or_null(cJSON *obj, const char *name, const char *v);

@@ -17,6 +17,11 @@ int tokenizer_vocab_size(const tokenizer *tok);      // largest id + 1, added to
 int tokenizer_token_to_id(const tokenizer *tok, const char *token); // -1 if absent
 const char *tokenizer_id_to_token(const tokenizer *tok, int32_t id); // raw vocab string, or NULL
 int tokenizer_is_special(const tokenizer *tok, int32_t id);
+// The most input bytes one token can stand for, when the tokenizer guarantees such a bound (a
+// text of L bytes then encodes to at least L / bound tokens); 0 when it does not.
+size_t tokenizer_max_token_bytes(const tokenizer *tok);
+// The number of bytes id decodes to on its own (its share of the text it was encoded from).
+size_t tokenizer_token_bytes(const tokenizer *tok, int32_t id);
 
 // Encodes len bytes of UTF-8 text. *ids is malloc'd (caller frees), *n_ids its length.
 fl_code tokenizer_encode(const tokenizer *tok, const char *text, size_t len, int32_t **ids,

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/json_util.h"
+
 #define DESERIALIZE "Failed to deserialize the JSON body into the target type: "
 
 static const char *json_type_name(const cJSON *v) {
@@ -159,17 +161,44 @@ json_parse_status api_json_parse_request(const char *body, size_t len, gen_reque
     return st;
 }
 
-static char *print(cJSON *root) {
-    char *s = root ? cJSON_PrintUnformatted(root) : NULL;
+bool api_json_parse_tokenize(const char *body, size_t len, const char **text, size_t *text_len,
+                             char *msg, size_t cap) {
+    *text = NULL;
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
+    if (!root) {
+        snprintf(msg, cap, "Failed to parse the request body as JSON: syntax error at byte %ld",
+                 end ? (long)(end - body) : 0L);
+        return false;
+    }
+    const cJSON *inputs = cJSON_GetObjectItemCaseSensitive(root, "inputs");
+    bool special = true, ok = false;
+    if (!cJSON_IsObject(root))
+        type_error(msg, cap, "body", root, "struct TokenizeRequest");
+    else if (!inputs)
+        snprintf(msg, cap, DESERIALIZE "missing field `inputs`");
+    else if (!cJSON_IsString(inputs))
+        type_error(msg, cap, "inputs", inputs, "a string");
+    else
+        ok = get_bool(root, "add_special_tokens", true, &special, msg, cap, "");
+    // The tokenizer adds no special tokens of its own: add_special_tokens changes nothing.
+    char *copy = strdup(ok ? inputs->valuestring : "");
     cJSON_Delete(root);
-    return s;
+    if (!copy) {
+        snprintf(msg, cap, "out of memory");
+        return false;
+    }
+    *text = copy;
+    *text_len = strlen(copy);
+    return ok;
 }
+
 
 char *api_json_error(const char *error, const char *error_type) {
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "error", error);
     cJSON_AddStringToObject(root, "error_type", error_type);
-    return print(root);
+    return json_print_free(root);
 }
 
 static void add_logprob(cJSON *o, float lp) {
@@ -235,7 +264,7 @@ char *api_json_generate(const gen_outcome *o, bool details) {
         }
         cJSON_AddItemToObject(root, "details", d);
     }
-    return print(root);
+    return json_print_free(root);
 }
 
 char *api_json_stream_event(const gen_event *ev, bool details) {
@@ -257,23 +286,17 @@ char *api_json_stream_event(const gen_event *ev, bool details) {
         cJSON_AddNullToObject(root, "generated_text");
         cJSON_AddNullToObject(root, "details");
     }
-    return print(root);
+    return json_print_free(root);
 }
 
-static void add_str_or_null(cJSON *o, const char *name, const char *v) {
-    if (v && *v)
-        cJSON_AddStringToObject(o, name, v);
-    else
-        cJSON_AddNullToObject(o, name);
-}
 
 char *api_json_info(const server_info *in) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "model_id", in->model_id);
-    add_str_or_null(o, "model_sha", in->model_sha);
+    json_add_string_or_null(o, "model_sha", in->model_sha);
     cJSON_AddStringToObject(o, "model_dtype", in->model_dtype);
     cJSON_AddStringToObject(o, "model_device_type", in->model_device_type);
-    add_str_or_null(o, "model_pipeline_tag", in->model_pipeline_tag);
+    json_add_string_or_null(o, "model_pipeline_tag", in->model_pipeline_tag);
     cJSON_AddNumberToObject(o, "max_concurrent_requests", in->max_concurrent_requests);
     cJSON_AddNumberToObject(o, "max_best_of", in->max_best_of);
     cJSON_AddNumberToObject(o, "max_stop_sequences", in->max_stop_sequences);
@@ -284,7 +307,30 @@ char *api_json_info(const server_info *in) {
     cJSON_AddNumberToObject(o, "max_waiting_tokens", in->max_waiting_tokens);
     cJSON_AddNumberToObject(o, "validation_workers", in->validation_workers);
     cJSON_AddStringToObject(o, "version", in->version);
-    add_str_or_null(o, "sha", in->sha);
+    json_add_string_or_null(o, "sha", in->sha);
     cJSON_AddNullToObject(o, "docker_label");
-    return print(o);
+    return json_print_free(o);
+}
+
+char *api_json_tokens(const tokenizer *tok, const char *text, size_t len, const int32_t *ids,
+                      int n) {
+    cJSON *a = cJSON_CreateArray();
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        size_t start = off < len ? off : len;
+        off += tokenizer_token_bytes(tok, ids[i]);
+        size_t stop = off < len ? off : len;
+        char *piece = NULL;
+        size_t piece_len = 0;
+        // The token's own text (decoded alone, as TGI's text field).
+        if (tokenizer_decode(tok, &ids[i], 1, 0, &piece, &piece_len, NULL) != FL_OK) piece = NULL;
+        cJSON *t = cJSON_CreateObject();
+        cJSON_AddNumberToObject(t, "id", ids[i]);
+        cJSON_AddStringToObject(t, "text", piece ? piece : "");
+        cJSON_AddNumberToObject(t, "start", (double)start);
+        cJSON_AddNumberToObject(t, "stop", (double)stop);
+        cJSON_AddItemToArray(a, t);
+        free(piece);
+    }
+    return json_print_free(a);
 }

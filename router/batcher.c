@@ -31,6 +31,7 @@ struct batcher {
 typedef struct running {
     queue_entry *e;
     stream *s;
+    bool started; // a generation arrived (false: still prefilling in chunks)
 } running;
 
 // The requests of one (possibly merged) cached batch, by id.
@@ -70,7 +71,7 @@ static bool set_add(running_set *s, queue_entry *e, const tokenizer *tok) {
         entry_fail(e, GEN_ERR_GENERATION, "Request failed during generation: out of memory");
         return false;
     }
-    s->r[s->n++] = (running){e, st};
+    s->r[s->n++] = (running){e, st, false};
     return true;
 }
 
@@ -125,6 +126,7 @@ static void observe_end(const queue_entry *e, const gen_event *ev) {
 // Delivers one generation to its request. Returns true when the request stays in the batch.
 static bool handle_generation(running *r, const shard_generation *g) {
     queue_entry *e = r->e;
+    r->started = true;
     if (g->n_prefill > 0 && !entry_send(e, stream_prefill_event(r->s, g))) return false;
     gen_event *ev = stream_push(r->s, g);
     if (!ev) return true;
@@ -218,10 +220,22 @@ static bool step_ok(batcher *b, fl_code rc, const fl_error *err, shard_step *ste
     return false;
 }
 
-// Takes the step's cached batch into *out, without the requests that left the set. Returns
-// whether a batch is left.
+// A request still prefilling in chunks gets no events, so its client leaving shows only here.
+static void drop_departed(running_set *set) {
+    for (int i = 0; i < set->n; i++) {
+        const gen_sink *sink = &set->r[i].e->sink;
+        if (set->r[i].started || !sink->alive || sink->alive(sink->user)) continue;
+        log_debug("request left while prefilling id=%llu", (unsigned long long)set->r[i].e->id);
+        metrics_request_failure(METRIC_ERR_DROPPED);
+        set_drop(set, i--);
+    }
+}
+
+// Takes the step's cached batch into *out, without the requests that left the set (or whose
+// client left while they were prefilling). Returns whether a batch is left.
 static bool step_batch(batcher *b, shard_step *step, running_set *set, cached_batch *out) {
     if (!step->has_batch) return false;
+    drop_departed(set);
     *out = step->batch;
     memset(&step->batch, 0, sizeof step->batch);
     return filter_batch(b, out, set);
@@ -251,8 +265,11 @@ static bool prefill(batcher *b, queue_entry **entries, int n, uint32_t max_token
         free(reqs);
         return false;
     }
-    shard_batch batch = {
-        .id = b->next_batch_id++, .requests = reqs, .n = m, .max_tokens = max_tokens};
+    shard_batch batch = {.id = b->next_batch_id++,
+                         .requests = reqs,
+                         .n = m,
+                         .max_tokens = max_tokens,
+                         .prefill_chunk_tokens = b->cfg.prefill_chunk_tokens};
     metrics_observe(METRIC_BATCH_NEXT_SIZE, m);
     shard_step step = {0};
     fl_error err = {0};

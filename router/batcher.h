@@ -7,6 +7,12 @@
 // sent before the previous step's tokens are delivered, so delivery overlaps the shards' work; a
 // request that stops in the router is then computed one step more and that token discarded
 // (clients see exactly TGI's output), and it leaves the token budget one step later than in TGI.
+// Chunked prefill (prefill_chunk_tokens > 0): each prefill batch tells the shards to take at
+// most that many prompt tokens per forward step, so a long prompt is ingested over its Prefill
+// and the following Decodes, each also advancing the running requests by one token. A request
+// with no generation yet is still prefilling: it sends no event (its first token, and its
+// PREFILL event, come from the step that took its last chunk), and a client that leaves in the
+// meantime is filtered out of the shards' batch (its KV blocks freed) at the next step.
 #pragma once
 #include <stdbool.h>
 #include <stdint.h>
@@ -21,6 +27,7 @@ typedef struct batcher_config {
     uint32_t max_batch_total_tokens;   // 16000
     float waiting_served_ratio;        // 1.2
     uint32_t max_waiting_tokens;       // 20
+    uint32_t prefill_chunk_tokens;     // 0: prompts prefilled whole; else see below
     int max_batch_requests;            // upper bound on requests per prefill (queue capacity)
 } batcher_config;
 

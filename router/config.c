@@ -60,7 +60,7 @@ static fl_code key_file_parse(const char *v, bool from_env, void *dst, fl_error 
 static const char *const backends[] = {"cpu", "cuda", "auto", NULL};
 static const char *const off_on[] = {"off", "on", NULL};
 
-enum { N_TGI = 17, N_FALCONLITE = 6, N_HARDEN = 6 };
+enum { N_TGI = 17, N_FALCONLITE = 7, N_HARDEN = 6 };
 
 // The router's flags bound to c: TGI 0.9.2's launcher flags (each with its upper-case
 // environment variable) and falconlite's own; the --rope-* group is rope_opts_bind's.
@@ -117,6 +117,9 @@ static void router_opts_bind(router_config *c, opt_spec tgi[N_TGI], opt_spec fl[
             OPT_MIN(0)),
         OPT("prefix-cache", OPT_ENUM, &c->prefix_cache, "shards reuse cached prompt prefixes",
             .env = "PREFIX_CACHE", .choices = off_on),
+        OPT("prefill-chunk-tokens", OPT_U32, &c->prefill_chunk_tokens,
+            "prompt tokens per forward step while running requests decode (0: whole prompts)",
+            .env = "PREFILL_CHUNK_TOKENS"),
     };
     const opt_spec h[N_HARDEN] = {
         OPT("shard-step-timeout", OPT_CUSTOM, &c->shard_step_timeout_ms,
@@ -139,6 +142,23 @@ static void router_opts_bind(router_config *c, opt_spec tgi[N_TGI], opt_spec fl[
     memcpy(fl, f, sizeof f);
     memcpy(harden, h, sizeof h);
     rope_opts_bind(&c->rope, rope);
+}
+
+enum { N_HTTP = 3 };
+
+// The HTTP edge: TGI's --cors-allow-origin and the read timeouts.
+static void http_opts_bind(router_config *c, opt_spec out[N_HTTP]) {
+    const opt_spec h[N_HTTP] = {
+        OPT("cors-allow-origin", OPT_STRING, c->cors_allow_origin,
+            "origins allowed by CORS, comma-separated (\"*\": any; default none)",
+            .env = "CORS_ALLOW_ORIGIN", .cap = sizeof c->cors_allow_origin),
+        OPT("http-header-timeout", OPT_FLOAT, &c->http_header_timeout,
+            "seconds to receive a request's headers (idle keep-alive connections close after it)",
+            .env = "HTTP_HEADER_TIMEOUT", OPT_MIN(0.001)),
+        OPT("http-body-timeout", OPT_FLOAT, &c->http_body_timeout,
+            "seconds a request body may stall", .env = "HTTP_BODY_TIMEOUT", OPT_MIN(0.001)),
+    };
+    memcpy(out, h, sizeof h);
 }
 
 // TGI launcher flags with no effect here, accepted so existing scripts run unchanged.
@@ -196,11 +216,16 @@ fl_code router_config_parse(int argc, char **argv, router_config *c, bool *help,
     c->shutdown_grace_ms = 90000;
     c->prefix_cache = 1;
     c->shard_step_timeout_ms = 300000;
+    c->prefill_chunk_tokens = 1024;
     c->rope = ROPE_OVERRIDES_NONE;
     default_shard_bin(c->shard_bin, sizeof c->shard_bin);
+    c->http_header_timeout = 10;
+    c->http_body_timeout = 30;
 
     opt_spec tgi[N_TGI], fl[N_FALCONLITE], harden[N_HARDEN], rope[ROPE_OPTS_N];
     router_opts_bind(c, tgi, fl, harden, rope);
+    opt_spec http[N_HTTP];
+    http_opts_bind(c, http);
     const opt_group groups[] = {
         OPT_GROUP("TGI 0.9.2 launcher flags (each also read from its upper-case env var)", tgi),
         OPT_GROUP("falconlite", fl),
@@ -208,6 +233,7 @@ fl_code router_config_parse(int argc, char **argv, router_config *c, bool *help,
         OPT_GROUP("rotary scaling (DNTK_ALPHA_SCALER / PRETRAINED_MAX_TOKENS in the environment "
                   "select falconlite)",
                   rope),
+        OPT_GROUP("HTTP edge", http),
         OPT_GROUP(NULL, ignored),
     };
     enum { N_GROUPS = sizeof groups / sizeof groups[0] };

@@ -40,7 +40,14 @@ typedef struct router_config {
     char api_key[256];         // "": no authentication (--api-key, API_KEY, --api-key-file)
     char tls_cert[512];        // PEM files for the public gRPC server ("": plaintext)
     char tls_key[512];
-    int prefix_cache; // 1: shards reuse cached prompt prefixes (--prefix-cache off|on)
+    int prefix_cache;      // 1: shards reuse cached prompt prefixes (--prefix-cache off|on)
+    // The HTTP edge (router/http_conn.c).
+    char cors_allow_origin[1024]; // comma list of origins given CORS headers ("": none)
+    float http_header_timeout;    // seconds to receive a request's headers (10)
+    float http_body_timeout;      // seconds a body may stall (30)
+    // Chunked prefill (README): at most this many prompt tokens per forward step, sent to the
+    // shards with each prefill batch; 0: prompts are prefilled whole (TGI 0.9.2).
+    uint32_t prefill_chunk_tokens; // 1024
 } router_config;
 
 // Parses argv and the environment; checks TGI's argument rules. Returns FL_EINVAL with a message

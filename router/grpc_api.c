@@ -42,7 +42,8 @@ typedef struct unary_ctx {
 static void unary_done(void *user, gen_outcome *o) {
     unary_ctx *u = user;
     if (o->failed)
-        rpc_call_fail(u->call, status_for(o->error_kind), o->error);
+        rpc_call_fail(u->call, status_for(o->error_kind),
+                      gen_error_public(o->error_kind, o->error));
     else
         finish_built(u->call, pb_api_generate_response(o, u->details));
     gen_outcome_clear(o);
@@ -80,7 +81,8 @@ typedef struct stream_ctx {
 static bool stream_send(void *user, gen_event *ev) {
     stream_ctx *s = user;
     if (ev->kind == GEN_EVENT_ERROR) {
-        rpc_call_fail(s->call, status_for(ev->error_kind), ev->error);
+        rpc_call_fail(s->call, status_for(ev->error_kind),
+                      gen_error_public(ev->error_kind, ev->error));
         s->ended = true;
     } else if (ev->kind == GEN_EVENT_TOKEN || ev->kind == GEN_EVENT_END) {
         pb_built *b = pb_api_stream_response(ev, s->details);
@@ -123,7 +125,7 @@ static void on_generate_stream(rpc_call *call, const ProtobufCMessage *req, void
     if (!infer_stream(api->deps.inf, &in, (gen_sink){stream_send, stream_alive, stream_release, s},
                       &kind, msg, sizeof msg)) {
         free(s);
-        rpc_call_fail(call, status_for(kind), msg);
+        rpc_call_fail(call, status_for(kind), gen_error_public(kind, msg));
     }
     gen_request_in_clear(&in);
 }
@@ -136,6 +138,10 @@ static void on_tokenize(rpc_call *call, const ProtobufCMessage *req, void *user)
     int32_t *ids = NULL;
     int n = 0;
     fl_error err = {0};
+    if (!validate_utf8(text, strlen(text))) {
+        rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "`inputs` must be valid UTF-8");
+        return;
+    }
     if (infer_tokenize(api->deps.inf, text, strlen(text), &ids, &n, &err) != FL_OK) {
         rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, err.msg);
         return;
@@ -152,6 +158,10 @@ static void on_info(rpc_call *call, const ProtobufCMessage *req, void *user) {
 static void on_health_check(rpc_call *call, const ProtobufCMessage *req, void *user) {
     grpc_api *api = user;
     const char *service = pb_api_health_service(req);
+    if (!validate_utf8(service, strlen(service))) {
+        rpc_call_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "`service` must be valid UTF-8");
+        return;
+    }
     if (*service && strcmp(service, "falconlite.v1.TextGeneration") != 0) {
         rpc_call_fail(call, GRPC_STATUS_NOT_FOUND, "unknown service");
         return;

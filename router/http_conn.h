@@ -1,9 +1,11 @@
 // HTTP/1.1 transport on libuv + http-parser, with no knowledge of the routes: a listener, one
 // connection per client reading one request at a time (keep-alive, pipelining, Expect:
-// 100-continue, an 8 MiB body limit), response writing (a whole body, or a chunked SSE stream
-// with keep-alive comments), and the hand-off of work done on other threads (http_job, woken
-// through one uv_async). Everything but http_job_notify / http_job_alive / http_job_unref runs
-// on the loop thread.
+// 100-continue, half-closed clients), the edge's limits (a body limit checked as soon as the
+// headers or the chunks show it, a header size limit, header and body read timeouts; a refused
+// request is answered once and its connection closed), CORS for configured origins, response
+// writing (a whole body, or a chunked SSE stream with keep-alive comments), and the hand-off of
+// work done on other threads (http_job, woken through one uv_async). Everything but
+// http_job_notify / http_job_alive / http_job_unref runs on the loop thread.
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
@@ -14,16 +16,37 @@
 typedef struct http_server http_server;
 typedef struct http_conn http_conn;
 
-// One complete request, valid while the handler runs.
+// One complete request, valid while the handler runs; or one the transport refuses.
 typedef struct http_request {
     int method;       // enum http_method (http_parser.h)
     const char *path; // without the query string
     const char *body; // NUL-terminated
     size_t body_len;
-    bool body_too_large;     // over the limit: body holds only a prefix
-    const char *parse_error; // not NULL: the request is malformed (this is http-parser's text)
-    const char *authorization; // the Authorization header (NULL: absent or over 1 KiB)
+    // Not 0: the request is refused before it was read in full, with this status (400 malformed,
+    // 408 too slow, 413 body too large, 431 headers too large) and reason. The handler answers
+    // it (the connection then closes); method, path and body may be incomplete.
+    int refusal;
+    const char *refusal_reason;
+    const char *authorization; // the Authorization header (NULL: absent or too long)
 } http_request;
+
+// The edge's limits and CORS policy.
+typedef struct http_server_opts {
+    size_t max_body;       // bytes (0: 8 MiB)
+    int header_timeout_ms; // from the connection (or the previous response) to the end of the
+                           // headers (0: 10 s); an idle keep-alive connection closes after it
+    int body_timeout_ms;   // the longest pause while a body arrives (0: 30 s)
+    // Comma-separated origins that get CORS headers (the Origin echoed, Vary: Origin); "*" allows
+    // any origin. NULL or "": no CORS headers.
+    const char *cors_allow_origin;
+} http_server_opts;
+
+// Where the Origin of the request being answered stands with the CORS policy.
+typedef enum http_cors {
+    HTTP_CORS_NONE = 0, // no Origin header
+    HTTP_CORS_ALLOWED,
+    HTTP_CORS_DENIED,
+} http_cors;
 
 // The application behind the transport: handle must answer every request it gets, at once or
 // later (http_conn_respond, or http_conn_sse_begin ... http_conn_sse_end). The server owns user:
@@ -34,8 +57,10 @@ typedef struct http_service {
     void *user;
 } http_service;
 
-fl_code http_server_create(uv_loop_t *loop, const char *host, int port, http_service svc,
-                           http_server **out, fl_error *err);
+// opts may be NULL (defaults); its strings are copied.
+fl_code http_server_create(uv_loop_t *loop, const char *host, int port,
+                           const http_server_opts *opts, http_service svc, http_server **out,
+                           fl_error *err);
 // Graceful shutdown, step 1: stop accepting connections (requests on open ones still arrive).
 void http_server_stop_accepting(http_server *s);
 bool http_server_accepting(const http_server *s);
@@ -50,14 +75,20 @@ void http_server_close(http_server *s);
 // The response ends the connection (`connection: close`); call before the response starts.
 void http_conn_close_after_response(http_conn *c);
 
+http_cors http_conn_cors(const http_conn *c);
+
 // A whole response. content_type may be NULL (no header); extra_headers ("name: value\r\n"...)
-// may be NULL. Every response carries `access-control-allow-origin: *`.
+// may be NULL. A request from an allowed origin gets `access-control-allow-origin`.
 void http_conn_respond(http_conn *c, int status, const char *content_type, const char *body,
                        size_t len, const char *extra_headers);
 
 // A 200 text/event-stream response, chunked; a `:` comment goes out after 15 s without events.
 void http_conn_sse_begin(http_conn *c, const char *extra_headers);
-// Sends `data:{json}\n\n` and frees json (NULL: nothing is sent).
+// Sends len bytes of events as they are (e.g. "data: {...}\n\n").
+void http_conn_sse_raw(http_conn *c, const char *data, size_t len);
+// Sends `{prefix}{json}\n\n` and frees json (NULL: nothing is sent).
+void http_conn_sse_data(http_conn *c, const char *prefix, char *json);
+// Sends `data:{json}\n\n` (TGI's framing) and frees json (NULL: nothing is sent).
 void http_conn_sse_event(http_conn *c, char *json);
 void http_conn_sse_end(http_conn *c);
 

@@ -7,6 +7,7 @@
 #include <uv.h>
 
 #include "common/status.h"
+#include "router/config.h"
 #include "router/auth.h"
 #include "router/health.h"
 #include "router/http_conn.h"
@@ -17,7 +18,8 @@ typedef struct http_routes_deps {
     infer *inf;
     health *health; // NULL: always healthy
     const server_info *info;
-    const auth *auth; // NULL: no authentication (router/auth.h)
+    const router_config *cfg; // NULL: defaults (the HTTP edge's limits, CORS, the chat template)
+    const auth *auth;         // NULL: no authentication (router/auth.h)
 } http_routes_deps;
 
 // Serves the routes on host:port. The deps are borrowed and must outlive the server; stop and

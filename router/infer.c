@@ -223,6 +223,7 @@ static bool cand_send(void *user, gen_event *ev) {
         ev->generated_text = NULL;
         r->finish = ev->finish;
         r->generated_tokens = ev->generated_tokens;
+        r->n_input = ev->n_input;
         r->has_seed = ev->has_seed;
         r->seed = ev->seed;
         r->t_queued = ev->t_queued;

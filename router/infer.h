@@ -24,6 +24,7 @@ typedef struct gen_result {
     char *generated_text;
     finish_reason finish;
     uint32_t generated_tokens;
+    int n_input; // prompt tokens
     bool has_seed;
     uint64_t seed;
     gen_token *prefill; // [n_prefill]

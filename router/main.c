@@ -280,6 +280,7 @@ static fl_code router_start(router *r, fl_error *err) {
                          .max_batch_total_tokens = c->max_batch_total_tokens,
                          .waiting_served_ratio = c->waiting_served_ratio,
                          .max_waiting_tokens = c->max_waiting_tokens,
+                         .prefill_chunk_tokens = c->prefill_chunk_tokens,
                          .max_batch_requests = (int)c->max_concurrent_requests};
     if (!r->q) return fl_error_set(err, FL_ENOMEM, "out of memory");
     rc = batcher_create(&bc, r->q, shard_client_api(r->shards), r->tok, &r->b, err);
@@ -299,7 +300,8 @@ static fl_code router_start(router *r, fl_error *err) {
                                  .authorize = auth_rpc_authorize,
                                  .user = r->auth};
 
-    http_routes_deps hd = {.inf = r->inf, .health = r->h, .info = &r->info, .auth = r->auth};
+    http_routes_deps hd = {
+        .inf = r->inf, .health = r->h, .info = &r->info, .cfg = c, .auth = r->auth};
     rc = http_routes_listen(r->loop, c->hostname, c->port, &hd, &r->http, err);
     if (rc != FL_OK) return rc;
     if (c->grpc_port > 0) {

@@ -52,6 +52,7 @@ static Falconlite__Shard__V1__Batch *batch_build(pb_built *b, const shard_batch 
     m->id = sb->id;
     m->size = (uint32_t)sb->n;
     m->max_tokens = sb->max_tokens;
+    m->prefill_chunk_tokens = sb->prefill_chunk_tokens;
     m->n_requests = (size_t)sb->n;
     m->requests = pb_built_alloc(b, sizeof(void *) * (size_t)sb->n);
     if (!m->requests) return NULL;

@@ -88,6 +88,20 @@ int gen_error_http_status(gen_error_kind k) {
     }
 }
 
+const char *gen_error_public(gen_error_kind k, const char *msg) {
+    if (k == GEN_ERR_VALIDATION || k == GEN_ERR_OVERLOADED) return msg;
+    // A path (a socket, a model file) marks a message about the server's insides.
+    if (!strchr(msg, '/')) return msg;
+    switch (k) {
+    case GEN_ERR_GENERATION:
+        return "Request failed during generation: internal error (details in the server log)";
+    case GEN_ERR_INCOMPLETE:
+        return "Incomplete generation";
+    default:
+        return "the model server is unavailable";
+    }
+}
+
 gen_event *gen_event_error(gen_error_kind kind, const char *msg) {
     gen_event *ev = calloc(1, sizeof *ev);
     if (!ev) return NULL;

@@ -98,6 +98,9 @@ typedef enum gen_error_kind {
 } gen_error_kind;
 const char *gen_error_type(gen_error_kind k);
 int gen_error_http_status(gen_error_kind k);
+// The message a client may see for an error of kind k: msg itself, or a generic text when msg
+// shows the server's insides (socket or file paths; the log keeps msg). Borrowed or static.
+const char *gen_error_public(gen_error_kind k, const char *msg);
 
 typedef struct gen_token {
     uint32_t id;
@@ -123,6 +126,7 @@ typedef struct gen_event {
     char *generated_text; // END: decoded with special tokens skipped
     finish_reason finish;
     uint32_t generated_tokens;
+    int n_input;   // END: prompt tokens (after truncation)
     bool has_seed; // END: the request sampled
     uint64_t seed;
     double t_queued, t_batched, t_end; // END: monotonic seconds (metrics, x-*-time headers)

@@ -20,6 +20,10 @@ typedef struct shard_batch {
     shard_request *requests; // [n]
     int n;
     uint32_t max_tokens; // sum of input lengths + sum of max_new_tokens
+    // Chunked prefill: prompt tokens per forward step of this batch and the cached batch it
+    // becomes (0: whole prompts at Prefill). A request whose prompt is not all in yet gets no
+    // generation from a step.
+    uint32_t prefill_chunk_tokens;
 } shard_batch;
 
 // A batch cached in the shards.

@@ -151,6 +151,7 @@ gen_event *stream_push(stream *s, const shard_generation *g) {
     // A request stopped here (stop sequence) is still running in the shards: the router's own
     // count and sampling flag stand in for the shard's.
     ev->generated_tokens = g->finished ? g->generated_tokens : (uint32_t)s->n_ids;
+    ev->n_input = s->req->n_input;
     ev->has_seed = g->finished ? g->sampled : p->sampled;
     ev->seed = p->seed;
     ev->generated_text = final_text(s);

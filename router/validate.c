@@ -1,8 +1,12 @@
 #include "router/validate.h"
 
+#include <float.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+
+#include "common/utf8.h"
 
 uint64_t validate_random_seed(void) {
     uint64_t seed = 0;
@@ -22,10 +26,42 @@ fl_code validate_best_of(const validate_limits *lim, uint32_t best_of, fl_error 
     return FL_OK;
 }
 
+bool validate_utf8(const char *s, size_t len) {
+    return utf8_valid_prefix((const uint8_t *)s, len) == len;
+}
+
+// What TGI's JSON extractor refuses before validation runs: text that is not UTF-8 and floats
+// that no f32 holds (NaN, infinities, 1e309). gRPC carries such values as they are; one check
+// here covers every front-end.
+static fl_code check_representable(const gen_request_in *in, fl_error *err) {
+    const gen_params_in *p = &in->params;
+    const struct {
+        const char *name;
+        bool has;
+        double v;
+    } floats[] = {
+        {"temperature", p->has_temperature, p->temperature},
+        {"repetition_penalty", p->has_repetition_penalty, p->repetition_penalty},
+        {"top_p", p->has_top_p, p->top_p},
+        {"typical_p", p->has_typical_p, p->typical_p},
+    };
+    for (size_t i = 0; i < sizeof floats / sizeof floats[0]; i++)
+        if (floats[i].has && !(isfinite(floats[i].v) && fabs(floats[i].v) <= FLT_MAX))
+            return fl_error_set(err, FL_EINVAL, "`%s` must be a finite number", floats[i].name);
+    if (!validate_utf8(in->inputs ? in->inputs : "", in->inputs_len))
+        return fl_error_set(err, FL_EINVAL, "`inputs` must be valid UTF-8");
+    for (int i = 0; i < p->n_stop; i++)
+        if (!validate_utf8(p->stop[i], strlen(p->stop[i])))
+            return fl_error_set(err, FL_EINVAL, "`stop` sequences must be valid UTF-8");
+    return FL_OK;
+}
+
 fl_code validate_params(const validate_limits *lim, gen_request_in *in, gen_params *out,
                         fl_error *err) {
     const gen_params_in *p = &in->params;
     memset(out, 0, sizeof *out);
+    fl_code rc = check_representable(in, err);
+    if (rc != FL_OK) return rc;
     // best_of 0 behaves as 1, as in TGI (only best_of > 1 takes the best-of path).
     uint32_t best_of = p->has_best_of && p->best_of > 1 ? (uint32_t)p->best_of : 1;
     bool sampling =
@@ -135,6 +171,15 @@ fl_code validate_request(const validate_limits *lim, const tokenizer *tok, gen_r
     gen_params params;
     fl_code rc = validate_params(lim, in, &params, err);
     if (rc != FL_OK) return rc;
+    // A prompt whose bytes already need more tokens than allowed is refused without tokenizing.
+    size_t per_token = tokenizer_max_token_bytes(tok);
+    if (!in->params.has_truncate && per_token &&
+        in->inputs_len > (size_t)lim->max_input_length * per_token) {
+        params_clear(&params);
+        return fl_error_set(err, FL_EINVAL,
+                            "`inputs` must have less than %u tokens. Given: at least %zu",
+                            lim->max_input_length, (in->inputs_len + per_token - 1) / per_token);
+    }
     int32_t *ids = NULL;
     int n = 0;
     fl_error terr;

@@ -1,5 +1,6 @@
 #include "shard/pb_convert.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -68,6 +69,8 @@ static fl_code batch_decode(const PbBatch *pb, svc_batch *out, fl_error *err) {
     memset(out, 0, sizeof *out);
     if (!pb) return fl_error_set(err, FL_EINVAL, "missing batch");
     out->id = pb->id;
+    out->prefill_chunk =
+        pb->prefill_chunk_tokens > INT_MAX ? INT_MAX : (int)pb->prefill_chunk_tokens;
     out->reqs = calloc(pb->n_requests ? pb->n_requests : 1, sizeof *out->reqs);
     if (!out->reqs) return fl_error_set(err, FL_ENOMEM, "batch: out of memory");
     for (size_t i = 0; i < pb->n_requests; i++) {

@@ -148,6 +148,7 @@ static fl_code batch_admit(shard_service *s, kv_cache *kv, const svc_batch *in, 
     if (!b)
         return fl_error_set(err, FL_ENOMEM, "batch %llu: out of memory",
                             (unsigned long long)in->id);
+    b->prefill_chunk = in->prefill_chunk;
     for (int i = 0; i < in->n; i++) {
         svc_request *r = &in->reqs[i];
         if (r->watermark) {
@@ -168,11 +169,12 @@ static fl_code batch_admit(shard_service *s, kv_cache *kv, const svc_batch *in, 
     return FL_OK;
 }
 
-// Runs one generation step over b, replies with its generations (rank 0) and the remaining
-// batch, then releases the requests that finished. Returns the step's status.
+// Runs one generation step over b (prefilling requests take their next prompt chunk within the
+// batch's budget), replies with the generations of the requests that produced a token (rank 0)
+// and the remaining batch, then releases the requests that finished. Returns the step's status.
 static fl_code batch_step_reply(shard_service *s, sbatch *b, rpc_call *call, shard_method m,
                                 fl_error *err) {
-    fl_code rc = gen_batch_step(s->m, s->kv, b->reqs, b->n, err);
+    fl_code rc = gen_batch_step_chunked(s->m, s->kv, b->reqs, b->n, b->prefill_chunk, err);
     if (rc != FL_OK) return rc;
     svc_generation *gens = calloc((size_t)b->n, sizeof *gens);
     seq_request **done = calloc((size_t)b->n, sizeof *done);
@@ -189,7 +191,7 @@ static fl_code batch_step_reply(shard_service *s, sbatch *b, rpc_call *call, sha
         seq_request *r = b->reqs[i];
         if (m == SHARD_PREFILL) // a request is in exactly one Prefill
             lookup += (uint32_t)r->n_prefix_lookup, hit += (uint32_t)r->n_prefix_hit;
-        if (s->opt.rank == 0) {
+        if (s->opt.rank == 0 && !seq_request_prefilling(r)) { // else no token yet: no Generation
             svc_generation *g = &gens[n_gens++];
             g->request_id = r->id;
             g->token = seq_request_last_token(r);

@@ -10,6 +10,7 @@ typedef struct sbatch {
     uint64_t id;
     seq_request **reqs; // [n] in batch order
     int n, cap;
+    int prefill_chunk; // prompt tokens per forward step, from the Prefill's Batch (0: no limit)
 } sbatch;
 
 typedef struct batch_cache {

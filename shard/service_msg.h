@@ -18,6 +18,7 @@ typedef struct svc_batch { // shard.proto Batch
     uint64_t id;
     svc_request *reqs; // [n]
     int n;
+    int prefill_chunk; // prompt tokens per forward step (0: whole prompts)
 } svc_batch;
 
 void svc_batch_clear(svc_batch *b);

@@ -105,9 +105,10 @@ static fl_code bench_batch_create(bench_env *e, bench_batch *bb, int input_len, 
 // Points the forward inputs at the prompts (prefill) or at the last sampled tokens (decode).
 static void bench_batch_feed(bench_batch *bb, int prefill) {
     for (int b = 0; b < bb->batch; b++)
-        bb->fs[b] = prefill ? (fwd_seq){bb->prompt + (size_t)b * bb->input_len, bb->input_len,
-                                        &bb->seqs[b], 0}
-                            : (fwd_seq){&bb->next[b], 1, &bb->seqs[b], 0};
+        bb->fs[b] = prefill ? (fwd_seq){.tokens = bb->prompt + (size_t)b * bb->input_len,
+                                        .n_new = bb->input_len,
+                                        .kv = &bb->seqs[b]}
+                            : (fwd_seq){.tokens = &bb->next[b], .n_new = 1, .kv = &bb->seqs[b]};
 }
 
 static void bench_batch_sample(const bench_env *e, bench_batch *bb) {

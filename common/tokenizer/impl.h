@@ -91,6 +91,8 @@ fl_code tok_pretok_parse(const struct cJSON *j, const char *path, const char *fi
                          tok_pretok **out, fl_error *err);
 void tok_pretok_free(tok_pretok *p);
 int tok_pretok_has_bytelevel(const tok_pretok *p);
+// Whether some Split drops the text it matches (behavior "Removed").
+int tok_pretok_can_remove(const tok_pretok *p);
 // Compiles pattern (UTF-8, Oniguruma default syntax as HF's onig crate uses).
 fl_code tok_regex_compile(const char *pattern, size_t len, regex_t **out, const char *path,
                           const char *field, fl_error *err);
@@ -181,6 +183,7 @@ struct tokenizer {        // typedef in common/tokenizer.h
     int32_t *next_same_first; // [n_added] chain of that list
     tok_pretok *pretok;       // NULL: the whole text is one word
     int has_bytelevel;
+    size_t max_token_bytes; // tokenizer_max_token_bytes (0: no bound)
     tok_bpe bpe;
     tok_decoder decoder;
     tok_bytemap bytemap;

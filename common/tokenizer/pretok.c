@@ -191,6 +191,14 @@ int tok_pretok_has_bytelevel(const tok_pretok *p) {
     return 0;
 }
 
+int tok_pretok_can_remove(const tok_pretok *p) {
+    if (!p) return 0;
+    if (p->kind == TOK_PRETOK_SPLIT && p->behavior == TOK_SPLIT_REMOVED) return 1;
+    for (int i = 0; i < p->n_children; i++)
+        if (tok_pretok_can_remove(p->children[i])) return 1;
+    return 0;
+}
+
 static fl_code tok_match_push(tok_encode_ctx *ctx, size_t *n, size_t start, size_t end,
                               int is_match) {
     if (*n == ctx->cap_matches) {

@@ -364,6 +364,33 @@ static fl_code tok_load_components(tokenizer *tok, const cJSON *root, const char
     return FL_OK;
 }
 
+// Each token then stands for exactly the bytes of its piece, so no token covers more input than
+// the longest piece: ByteLevel maps every input byte to a vocabulary character (no unknown or
+// dropped text), no added token swallows whitespace (lstrip / rstrip), no Split removes text,
+// and no subword prefix or suffix pads the vocabulary strings. Otherwise 0.
+static size_t tok_compute_max_token_bytes(const tokenizer *tok) {
+    if (!tok->has_bytelevel || tok_pretok_can_remove(tok->pretok) ||
+        tok->bpe.continuing_subword_prefix || tok->bpe.end_of_word_suffix)
+        return 0;
+    for (int i = 0; i < tok->n_added; i++)
+        if (tok->added[i].lstrip || tok->added[i].rstrip) return 0;
+    for (int b = 0; b < 256; b++)
+        if (tok_strmap_get(&tok->bpe.vocab, tok->bytemap.utf8[b], tok->bytemap.utf8_len[b]) < 0)
+            return 0;
+    size_t max = 0;
+    for (int id = 0; id < tok->vocab_size; id++)
+        if (tok->piece_len[id] > max) max = tok->piece_len[id];
+    return max;
+}
+
+size_t tokenizer_token_bytes(const tokenizer *tok, int32_t id) {
+    return id >= 0 && id < tok->vocab_size ? tok->piece_len[id] : 0;
+}
+
+size_t tokenizer_max_token_bytes(const tokenizer *tok) {
+    return tok->max_token_bytes;
+}
+
 fl_code tokenizer_load(const char *path, tokenizer **out, fl_error *err) {
     *out = NULL;
     cJSON *root;
@@ -380,6 +407,7 @@ fl_code tokenizer_load(const char *path, tokenizer **out, fl_error *err) {
     if (!rc) rc = tok_load_added(tok, root, path, err);
     if (!rc) rc = tok_load_components(tok, root, path, err);
     if (!rc) rc = tok_build_id_tables(tok, path, err);
+    if (!rc) tok->max_token_bytes = tok_compute_max_token_bytes(tok);
     cJSON_Delete(root);
     if (rc) {
         tokenizer_free(tok);

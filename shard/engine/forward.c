@@ -375,9 +375,10 @@ fl_code model_forward(model *m, kv_cache *kv, const fwd_seq *seqs, int n_seq, fl
         const fwd_seq *q = &seqs[i];
         const kv_seq *ks = q->kv;
         int n_past = ks->n_tokens, ctx = n_past + q->n_new;
-        // Rotary base from the sequence's length after this step (DESIGN.md §3): the prompt
-        // length at prefill, p + 1 when decoding position p.
-        float base = (float)rope_base_for_length(&m->cfg.rope, ctx);
+        // Rotary base from the sequence's rotary length (fwd_seq.rope_len): the prompt length
+        // for every chunk of a prefill, p + 1 when decoding position p.
+        int rope_len = q->rope_len > 0 ? q->rope_len : ctx;
+        float base = (float)rope_base_for_length(&m->cfg.rope, rope_len);
         s->h_seqs[i] =
             (attn_seq){.q_start = t, .n_q = q->n_new, .n_past = n_past, .block_table_offset = bt};
         int seq_blocks = (ctx + KV_BLOCK_SIZE - 1) / KV_BLOCK_SIZE;

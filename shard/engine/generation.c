@@ -86,7 +86,7 @@ static float row_logprob(const float *row, int n_vocab, int32_t id) {
 }
 
 // TGI's StoppingCriteria order: length first, then EOS, then stop tokens.
-static gen_finish gen_request_check_stop(const seq_request *r, int32_t tok) {
+static gen_finish seq_request_check_stop(const seq_request *r, int32_t tok) {
     const seq_params *p = &r->params;
     if (r->n_generated >= p->max_new_tokens) return GEN_FINISH_LENGTH;
     if (!p->ignore_eos && p->eos_id >= 0 && tok == p->eos_id) return GEN_FINISH_EOS;
@@ -96,47 +96,89 @@ static gen_finish gen_request_check_stop(const seq_request *r, int32_t tok) {
 }
 
 fl_code gen_batch_step(model *m, kv_cache *kv, seq_request **reqs, int n, fl_error *err) {
+    return gen_batch_step_chunked(m, kv, reqs, n, 0, err);
+}
+
+// The forward sequence of request r in a step; *budget is what is left of the step's prompt
+// tokens (< 0: no limit) and shrinks by the chunk taken. n_new 0: r sits this step out.
+static fwd_seq step_seq(seq_request *r, int *budget) {
+    if (!seq_request_prefilling(r))
+        return (fwd_seq){
+            .tokens = r->tokens + r->n_prompt + r->n_generated - 1, .n_new = 1, .kv = &r->kv};
+    int done = r->kv.n_tokens, chunk = r->n_prompt - done; // prompt tokens cached / left
+    if (*budget >= 0) {
+        if (chunk > *budget) chunk = *budget;
+        *budget -= chunk;
+    }
+    return (fwd_seq){.tokens = r->tokens + done,
+                     .n_new = chunk,
+                     .kv = &r->kv,
+                     .all_logits = r->params.prompt_logprobs,
+                     .rope_len = r->n_prompt}; // every chunk rotates with base(L_prompt)
+}
+
+// Prompt logprobs of one chunk (q's tokens starting at prompt position `from`): logits row j
+// predicts prompt token from + j + 1. Returns the rows used: all but the last row of the final
+// chunk, which predicts the first generated token.
+static size_t chunk_prompt_logprobs(seq_request *r, const fwd_seq *q, int from, const float *logits,
+                                    int n_vocab) {
+    if (from == 0) r->prompt_logprobs[0] = NAN;
+    int j = 0;
+    for (; j < q->n_new && from + j + 1 < r->n_prompt; j++)
+        r->prompt_logprobs[from + j + 1] =
+            row_logprob(logits + (size_t)j * n_vocab, n_vocab, r->tokens[from + j + 1]);
+    return (size_t)j;
+}
+
+fl_code gen_batch_step_chunked(model *m, kv_cache *kv, seq_request **reqs, int n,
+                               int prefill_budget, fl_error *err) {
     if (n < 1) return FL_OK;
     int n_vocab = model_get_config(m)->n_vocab;
     fwd_seq *seqs = malloc(sizeof *seqs * n);
-    if (!seqs) return fl_error_set(err, FL_ENOMEM, "generation: out of memory");
+    seq_request **in = malloc(sizeof *in * n); // in[k]: the request of seqs[k]
+    if (!seqs || !in) {
+        free(seqs);
+        free(in);
+        return fl_error_set(err, FL_ENOMEM, "generation: out of memory");
+    }
     size_t n_rows = 0;
+    int n_seq = 0, budget = prefill_budget > 0 ? prefill_budget : -1;
     for (int i = 0; i < n; i++) {
         seq_request *r = reqs[i];
         if (r->finish != GEN_RUNNING) {
             free(seqs);
+            free(in);
             return fl_error_set(err, FL_EINVAL, "request %llu has already finished",
                                 (unsigned long long)r->id);
         }
-        int prefill = r->n_generated == 0;
-        seqs[i] = (fwd_seq){
-            .tokens = prefill ? r->tokens + r->n_prefix_hit
-                              : r->tokens + r->n_prompt + r->n_generated - 1,
-            .n_new = prefill ? r->n_prompt - r->n_prefix_hit : 1,
-            .kv = &r->kv,
-            .all_logits = prefill && r->params.prompt_logprobs,
-        };
-        n_rows += seqs[i].all_logits ? (size_t)seqs[i].n_new : 1;
+        fwd_seq q = step_seq(r, &budget);
+        if (q.n_new == 0) continue;
+        in[n_seq] = r;
+        seqs[n_seq++] = q;
+        n_rows += q.all_logits ? (size_t)q.n_new : 1;
     }
-    float *logits = malloc(sizeof *logits * n_rows * n_vocab); // [n_rows, n_vocab]
+    // [n_rows, n_vocab]
+    float *logits = malloc(sizeof *logits * (n_rows ? n_rows : 1) * n_vocab);
     if (!logits) {
         free(seqs);
+        free(in);
         return fl_error_set(err, FL_ENOMEM, "generation: out of memory for %zu logit rows", n_rows);
     }
-    fl_code rc = model_forward(m, kv, seqs, n, logits, err);
-    for (int i = 0; i < n && !rc; i++)
-        if (reqs[i]->n_generated == 0)
-            kv_seq_prefix_publish(kv, &reqs[i]->kv, reqs[i]->tokens, reqs[i]->n_prompt,
-                                  prompt_rope_base(m, reqs[i]->n_prompt));
+    fl_code rc = model_forward(m, kv, seqs, n_seq, logits, err);
+    // Prompt blocks written so far (all of the prompt, or the chunks in) join the prefix cache.
+    for (int k = 0; k < n_seq && !rc; k++)
+        if (seq_request_prefilling(in[k]))
+            kv_seq_prefix_publish(kv, &in[k]->kv, in[k]->tokens, in[k]->kv.n_tokens,
+                                  prompt_rope_base(m, in[k]->n_prompt));
     size_t row = 0;
-    for (int i = 0; i < n && !rc; i++) {
-        seq_request *r = reqs[i];
-        if (seqs[i].all_logits) { // row j predicts prompt token j + 1
-            r->prompt_logprobs[0] = NAN;
-            for (int j = 1; j < r->n_prompt; j++)
-                r->prompt_logprobs[j] =
-                    row_logprob(logits + (row + j - 1) * n_vocab, n_vocab, r->tokens[j]);
-            row += r->n_prompt - 1;
+    for (int k = 0; k < n_seq && !rc; k++) {
+        seq_request *r = in[k];
+        int from = r->kv.n_tokens - seqs[k].n_new; // prompt position of the chunk (prefilling)
+        if (seqs[k].all_logits)
+            row += chunk_prompt_logprobs(r, &seqs[k], from, logits + row * n_vocab, n_vocab);
+        if (seq_request_prefilling(r) && r->kv.n_tokens < r->n_prompt) { // partial: no token
+            if (!seqs[k].all_logits) row++;
+            continue;
         }
         int32_t tok;
         float lp;
@@ -149,9 +191,10 @@ fl_code gen_batch_step(model *m, kv_cache *kv, seq_request **reqs, int n, fl_err
         row++;
         r->tokens[r->n_prompt + r->n_generated] = tok;
         r->logprobs[r->n_generated++] = lp;
-        r->finish = gen_request_check_stop(r, tok);
+        r->finish = seq_request_check_stop(r, tok);
     }
     free(logits);
     free(seqs);
+    free(in);
     return rc;
 }

@@ -60,9 +60,26 @@ static inline int32_t seq_request_last_token(const seq_request *r) {
     return r->tokens[r->n_prompt + r->n_generated - 1];
 }
 
+// True while the request has not produced its first token: its prompt (or the part of it not yet
+// in r->kv, which holds r->kv.n_tokens prompt tokens) is still to be prefilled.
+static inline int seq_request_prefilling(const seq_request *r) {
+    return r->n_generated == 0;
+}
+
 // Advances every request of reqs [n] by one token in one model_forward call: a request with no
 // generated token yet prefills its prompt (after its cached prefix) and publishes its full prompt
 // blocks to the prefix cache, the others decode their last token. All must
 // be running (finish == GEN_RUNNING). Afterwards each has one more token and logprob and, when
-// it stopped, its finish reason set.
+// it stopped, its finish reason set. Same as gen_batch_step_chunked with no prefill budget.
 fl_code gen_batch_step(model *m, kv_cache *kv, seq_request **reqs, int n, fl_error *err);
+
+// One step of a mixed batch with chunked prefill, in one model_forward call: decoding requests
+// advance by one token; prefilling requests, in batch order, take the next chunk of their prompt
+// from a budget of prefill_budget prompt tokens for the whole step (0: no limit, whole prompts),
+// so a long prompt is ingested over several steps while the others keep decoding. A request
+// whose prompt completes in this step samples its first token; one that got a partial chunk (or
+// none, the budget being spent) stays prefilling with no new token. Prompt logprobs are
+// computed chunk by chunk and complete once the first token is out. Every token and logprob is
+// the same as with whole-prompt prefill (each chunk rotates with the full prompt's base).
+fl_code gen_batch_step_chunked(model *m, kv_cache *kv, seq_request **reqs, int n,
+                               int prefill_budget, fl_error *err);

@@ -30,13 +30,19 @@ size_t model_weight_bytes(const model *m);
 fl_code model_kv_cache_create(const model *m, int n_blocks, kv_cache **out, fl_error *err);
 
 // One sequence of a forward batch: n_new tokens appended after the seq->n_tokens already cached
-// (n_tokens == 0 with n_new > 1 is a prefill; n_new == 1 a decode step). The caller has reserved
-// enough blocks in seq. After the call seq->n_tokens has grown by n_new.
+// (n_tokens == 0 with n_new > 1 is a prefill; n_tokens > 0 with n_new > 1 a later chunk of a
+// chunked prefill; n_new == 1 a decode step). The caller has reserved enough blocks in seq.
+// After the call seq->n_tokens has grown by n_new.
 typedef struct fwd_seq {
     const int32_t *tokens; // [n_new]
     int n_new;
     kv_seq *kv;
     int all_logits; // 1: logits for every new token (prompt logprobs); 0: last token only
+    // The sequence length whose dynamic-NTK rotary base rotates the new tokens' Q and K; 0: the
+    // length after this step (n_tokens + n_new). A prompt prefilled in chunks passes its FULL
+    // length for every chunk, so each prompt token is rotated exactly as in a whole-prompt
+    // prefill (base(L_prompt)); decode steps pass 0 (base(p + 1) at position p).
+    int rope_len;
 } fwd_seq;
 
 // Runs the forward pass and writes f32 logits over the full vocabulary (gathered across ranks)

@@ -34,6 +34,10 @@ def main():
     put("fuzz_http_json", "sampled", '{"inputs":"a b c","parameters":{"do_sample":true,"temperature":0.7,'
         '"top_k":10,"top_p":0.9,"typical_p":0.95,"repetition_penalty":1.2,"seed":7,"truncate":4,'
         '"stop":["x","\\n"],"best_of":2,"watermark":false,"return_full_text":true}}')
+    put("fuzz_http_json", "openai_chat", '{"model":"m","messages":[{"role":"system","content":"Be brief."},'
+        '{"role":"user","content":"Hi"}],"max_tokens":8,"temperature":0.5,"n":2,"seed":1,"stop":["x"],'
+        '"stream":true,"stream_options":{"include_usage":true},"logprobs":true}')
+    put("fuzz_http_json", "openai_completion", '{"model":"m","prompt":"Once upon","max_tokens":4,"top_p":0.9}')
     put("fuzz_http_json", "stream", '{"inputs":"\\u00e9\\ud83d\\ude00","stream":true,"parameters":null}')
 
     # fuzz_pb_api: first byte = method (0 Generate, 1 GenerateStream, 2 Tokenize, 4 Health Check)

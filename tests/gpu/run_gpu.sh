@@ -95,22 +95,7 @@ if [[ " $STEPS " == *" e2e "* ]]; then
         env "$BENCH_AB" timeout "${T_BENCH:-600}" "$BUILD/bin/falconlite" bench "${args[@]}" \
             2>/dev/null | tail -6
     fi
-    python3 - "$OUT/bench.json" <<'PY'
-import json, sys
-try:
-    d = json.load(open(sys.argv[1]))
-except Exception as e:
-    print("no bench results:", e); sys.exit(0)
-print(f"{d['device']}; copy {d['copy_bandwidth_bytes_per_s']/1e9:.0f} GB/s; "
-      f"weights/step {d['weight_bytes_per_step']/1e9:.2f} GB")
-print(f"{'input':>6} {'batch':>5} {'TTFT_ms':>9} {'prefill/s':>10} {'decode/s':>9} {'ITL_ms':>7} "
-      f"{'card_TPS':>8} {'GB/s':>7} {'of_copy':>7} {'peak_GiB':>8}")
-for r in d["results"]:
-    print(f"{r['input_length']:>6} {r['batch']:>5} {r['ttft_s']*1e3:>9.1f} {r['prefill_tok_per_s']:>10.1f} "
-          f"{r['decode_tok_per_s']:>9.1f} {r['itl_median_s']*1e3:>7.2f} {r['card_tps']:>8.1f} "
-          f"{r['achieved_bytes_per_s']/1e9:>7.0f} {r['fraction_of_copy_bandwidth']*100:>6.1f}% "
-          f"{r['peak_device_memory_bytes']/2**30:>8.1f}")
-PY
+    python3 tests/gpu/bench_table.py bench "$OUT/bench.json"
 fi
 echo "== summary"
 printf '%s\n' "${summary[@]}"

@@ -89,7 +89,7 @@ run_both() { # task args...: the same run over --server and --model, JSON in $TM
         || fail "eval $task --server: $(tail -3 "$TMP/$task.srv.err")"
     "$BIN" eval "$task" "${LOC[@]}" "$@" --limit 2 --json >"$TMP/$task.loc.json" 2>"$TMP/$task.loc.err" \
         || fail "eval $task --model: $(tail -3 "$TMP/$task.loc.err")"
-    check "$TMP/$task.srv.json" "$COMMON_FIELDS and d['suite'] == '$task' and d['target'] == {'kind': 'server', 'url': '$URL', 'token_counts': 'details.prefill'}" "$task --server fields"
+    check "$TMP/$task.srv.json" "$COMMON_FIELDS and d['suite'] == '$task' and d['target'] == {'kind': 'server', 'url': '$URL', 'token_counts': '/tokenize'}" "$task --server fields"
     # The same prompts, token counts and scores on both paths.
     "$PY" - "$TMP/$task.srv.json" "$TMP/$task.loc.json" <<'PYEOF' || fail "$task: --server and --model differ: $(cat "$TMP/$task.srv.json") vs $(cat "$TMP/$task.loc.json")"
 import json, sys

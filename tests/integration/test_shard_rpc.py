@@ -203,6 +203,35 @@ def test_single(tmp, model_dir, ref):
         run_to_end(sh, PB.DecodeResponse(batch=rm.batch), toks)
         assert toks[20] == p0["tokens"][:5] and toks[30] == p1["tokens"][:3], toks
 
+        # Chunked prefill (Batch.prefill_chunk_tokens 8): the 39-token prompt goes in over its
+        # Prefill and the next Decodes with no generation until its last chunk, while the running
+        # request gets a token every step; tokens and prompt logprobs are unchanged.
+        ra = sh.call("Prefill", PB.PrefillRequest(batch=batch(11, [request(110, p1["ids"], 6)])))
+        toks = {110: [ra.generations[0].token_id]}
+        cb = batch(12, [request(120, p0["ids"], 4, prefill_logprobs=True)])
+        cb.prefill_chunk_tokens = 8
+        rb = sh.call("Prefill", PB.PrefillRequest(batch=cb))
+        assert len(rb.generations) == 0 and list(rb.batch.request_ids) == [120]
+        merged, steps = [cached(ra.batch), cached(rb.batch)], 0
+        first = None
+        while first is None:  # the merged batch keeps batches[0]'s budget: the newcomer's first
+            rm = sh.call("Decode", PB.DecodeRequest(batches=merged[::-1] if steps == 0 else merged))
+            steps += 1
+            for g in rm.generations:
+                toks.setdefault(g.request_id, []).append(g.token_id)
+                if g.request_id == 120:
+                    first = g
+            assert 110 in [g.request_id for g in rm.generations]
+            merged = [cached(rm.batch)]
+        assert steps == -(-(len(p0["ids"]) - 8) // 8), steps
+        lp = list(first.prefill_tokens.logprobs)
+        assert list(first.prefill_tokens.ids) == p0["ids"] and math.isnan(lp[0])
+        assert all(abs(a - b) < LOGPROB_TOL for a, b in zip(lp[1:], p0["prompt_logprobs"]))
+        run_to_end(sh, PB.DecodeResponse(batch=rm.batch), toks)
+        assert toks[120] == p0["tokens"][:4] and toks[110] == p1["tokens"][:6], toks
+        info = sh.call("Info", PB.InfoRequest())
+        assert info.free_tokens == info.max_total_tokens
+
         # The last generation of a request carries its end; it then leaves the batch.
         r = sh.call("Prefill", PB.PrefillRequest(batch=batch(4, [request(40, p0["ids"], 1)])))
         assert not r.HasField("batch")

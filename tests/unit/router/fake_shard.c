@@ -42,18 +42,30 @@ static void to_cached(const fake_batch *b, cached_batch *out) {
     }
 }
 
-// One token for every request of b; finished requests leave the batch.
-static void step(fake_shard *f, fake_batch *b, shard_step *out, const shard_batch *prefill) {
+// One token for every request of b whose prompt is in (prefilling requests first take their
+// chunk of the step's budget); finished requests leave the batch.
+static void step(fake_shard *f, fake_batch *b, shard_step *out) {
     out->gens = calloc((size_t)b->n + 1, sizeof *out->gens);
     int kept = 0;
+    uint32_t budget = b->chunk ? b->chunk : UINT32_MAX, taken = 0;
     for (int i = 0; i < b->n; i++) {
         fake_req *r = &b->reqs[i];
+        uint32_t left = (uint32_t)r->n_input - r->prefilled, c = left < budget ? left : budget;
+        r->prefilled += c;
+        budget -= c;
+        taken += c;
+        if (r->prefilled < (uint32_t)r->n_input) { // still prefilling: no generation
+            if (c > 0) f->n_partial++;
+            b->reqs[kept++] = *r;
+            continue;
+        }
+        bool first = r->generated == 0;
         shard_generation *g = &out->gens[out->n_gens++];
         g->request_id = r->id;
         g->token_id = (uint32_t)r->ids[r->generated % (uint32_t)r->n_input];
         g->token_logprob = -0.5f;
         r->generated++;
-        if (prefill && prefill->requests[i].params->decoder_input_details) {
+        if (first && r->details) {
             g->n_prefill = r->n_input;
             g->prefill_ids = malloc(sizeof(uint32_t) * (size_t)r->n_input);
             g->prefill_logprobs = malloc(sizeof(float) * (size_t)r->n_input);
@@ -74,6 +86,7 @@ static void step(fake_shard *f, fake_batch *b, shard_step *out, const shard_batc
             b->reqs[kept++] = *r;
         }
     }
+    if (taken > f->max_step_prompt) f->max_step_prompt = taken;
     b->n = kept;
     if (kept == 0) {
         batch_drop(f, b);
@@ -88,6 +101,7 @@ static fl_code fake_prefill(void *self, const shard_batch *batch, shard_step *ou
     fake_shard *f = self;
     assert(!f->decoding); // nothing may run between decode_start and decode_finish
     if (f->n_prefill < 16) f->decodes_before_prefill[f->n_prefill] = f->n_decode;
+    if (f->watch && f->n_prefill < 16) f->watch_at_prefill[f->n_prefill] = *f->watch;
     f->n_prefill++;
     if (batch->n > f->max_prefill_size) f->max_prefill_size = batch->n;
     uint32_t need = 0;
@@ -106,6 +120,7 @@ static fl_code fake_prefill(void *self, const shard_batch *batch, shard_step *ou
     b->id = batch->id;
     b->live = true;
     b->n = batch->n;
+    b->chunk = batch->prefill_chunk_tokens;
     b->reqs = calloc((size_t)batch->n, sizeof *b->reqs);
     for (int i = 0; i < batch->n; i++) {
         const shard_request *r = &batch->requests[i];
@@ -116,12 +131,13 @@ static fl_code fake_prefill(void *self, const shard_batch *batch, shard_step *ou
         memcpy(q->ids, r->input_ids, sizeof(int32_t) * (size_t)r->n_input);
         q->max_new = r->params->max_new_tokens;
         q->reserved = blocks_tokens((uint32_t)r->n_input + q->max_new);
+        q->details = r->params->decoder_input_details;
         q->sampled = r->params->do_sample;
         q->seed = r->params->seed;
     }
     f->reserved += need;
     if (f->reserved > f->max_reserved) f->max_reserved = f->reserved;
-    step(f, b, out, batch);
+    step(f, b, out);
     return FL_OK;
 }
 
@@ -148,7 +164,7 @@ static fl_code fake_decode_start(void *self, const cached_batch *batches, int n,
     }
     assert(!f->decoding);
     memset(&f->decoded, 0, sizeof f->decoded);
-    step(f, first, &f->decoded, NULL);
+    step(f, first, &f->decoded);
     f->decoding = true;
     return FL_OK;
 }

@@ -1,7 +1,10 @@
 // A fake shard for router unit tests: an "echo model" whose k-th generated token is the prompt's
 // token k (cycling), so every request's output is known and independent of batching. It keeps
 // TGI's KV bookkeeping (blocks of 16 reserved at prefill, freed on finish / filter / clear) and
-// fails a prefill that would exceed its capacity, so budget bugs in the batcher show up.
+// fails a prefill that would exceed its capacity, so budget bugs in the batcher show up. With a
+// batch's prefill_chunk_tokens set it ingests prompts in chunks as the real shard does: at most
+// that many prompt tokens per step across the batch, in batch order, and no generation for a
+// request until the step that takes its last chunk.
 #pragma once
 #include <stdbool.h>
 #include <stdint.h>
@@ -18,6 +21,8 @@ typedef struct fake_req {
     uint32_t max_new;
     uint32_t generated;
     uint32_t reserved;
+    uint32_t prefilled; // prompt tokens ingested
+    bool details;       // decoder_input_details: prompt logprobs with the first token
     bool sampled;
     uint64_t seed;
 } fake_req;
@@ -27,6 +32,7 @@ typedef struct fake_batch {
     fake_req *reqs;
     int n;
     bool live;
+    uint32_t chunk; // prompt tokens per step (0: whole prompts)
 } fake_batch;
 
 typedef struct fake_shard {
@@ -40,6 +46,9 @@ typedef struct fake_shard {
     int max_prefill_size; // largest prefill batch seen
     int max_decode_batches;
     int decodes_before_prefill[16]; // n_decode when each prefill arrived
+    int watch_at_prefill[16];       // *watch when each prefill arrived
+    uint32_t max_step_prompt;       // most prompt tokens ingested in one step
+    int n_partial;                  // request-steps that ingested a chunk but gave no token
     const int *watch;               // optional: a counter the test advances (tokens delivered)
     int watch_at_decode[64];        // *watch when each decode_start arrived
     bool decoding;                  // a decode_start awaits its decode_finish

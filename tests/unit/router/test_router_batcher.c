@@ -1,6 +1,7 @@
 // The continuous-batching loop against a fake echo shard: results, finish reasons, stop
 // sequences, token budgets, newcomers joining a running batch, client disconnects and failed
-// prefills, each request getting exactly one terminal event.
+// prefills, each request getting exactly one terminal event; chunked prefill (budgets, streams
+// that keep going while a long prompt is ingested, clients leaving mid-prefill).
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -31,6 +32,9 @@ typedef struct result {
     uint32_t generated_tokens;
     bool has_seed;
     int disconnect_after; // > 0: the client goes away after this many tokens
+    int first_at;         // `delivered` when the first token arrived (before counting it)
+    const int *die_when;  // optional: the client goes away once *die_when >= die_at
+    int die_at;
 } result;
 
 static bool res_send(void *user, gen_event *ev) {
@@ -41,6 +45,7 @@ static bool res_send(void *user, gen_event *ev) {
         break;
     case GEN_EVENT_TOKEN:
     case GEN_EVENT_END:
+        if (r->n_tokens == 0) r->first_at = delivered;
         delivered++;
         r->n_tokens++;
         strncat(r->text, ev->token.text, sizeof r->text - strlen(r->text) - 1);
@@ -66,6 +71,7 @@ static bool res_send(void *user, gen_event *ev) {
 
 static bool res_alive(void *user) {
     result *r = user;
+    if (r->die_when && *r->die_when >= r->die_at) return false;
     return !(r->disconnect_after > 0 && r->n_tokens >= r->disconnect_after);
 }
 
@@ -176,16 +182,34 @@ static void test_eos_and_stop_sequence(void **state) {
     fixture_free(&f);
 }
 
+// Request i of the 16 mixed requests of the tests below: four prompts, 3..25 new tokens, every
+// fifth with the stop sequence "o", every third with prompt logprobs when details is set.
+static void submit_mixed(queue *q, result *r, int i, bool details) {
+    static const char *const prompts[4] = {"The quick brown fox", "jumps",
+                                           "over the lazy dog 12345", "!"};
+    submit_ex(q, r, prompts[i % 4], 3 + (uint32_t)(i * 7) % 23, i % 5 == 0 ? "o" : NULL,
+              details && i % 3 == 0);
+}
+
+// a ended exactly once with b's outcome.
+static void assert_same_result(const result *a, const result *b) {
+    assert_true(a->ended);
+    assert_int_equal(a->n_terminal, 1);
+    assert_string_equal(a->generated_text, b->generated_text);
+    assert_int_equal(a->finish, b->finish);
+    assert_int_equal(a->generated_tokens, b->generated_tokens);
+    assert_int_equal(a->n_prefill, b->n_prefill);
+}
+
 // 16 mixed requests submitted together give the same results as each one alone.
 static void test_concurrent_equals_solo(void **state) {
-    const char *prompts[4] = {"The quick brown fox", "jumps", "over the lazy dog 12345", "!"};
     result solo[16], together[16];
     memset(solo, 0, sizeof solo);
     memset(together, 0, sizeof together);
     for (int i = 0; i < 16; i++) {
         fixture f;
         fixture_init(&f, default_cfg(), 16000);
-        submit(f.q, &solo[i], prompts[i % 4], 3 + (uint32_t)(i * 7) % 23, i % 5 == 0 ? "o" : NULL);
+        submit_mixed(f.q, &solo[i], i, false);
         batcher_run_until_idle(f.b);
         fixture_free(&f);
     }
@@ -194,16 +218,10 @@ static void test_concurrent_equals_solo(void **state) {
     cfg.max_batch_total_tokens = 150;     // forces several prefills and newcomers joining later
     fixture_init(&f, cfg, 150 + 16 * 16); // slack for block rounding, as TGI's warmup adds
     for (int i = 0; i < 16; i++)
-        submit(f.q, &together[i], prompts[i % 4], 3 + (uint32_t)(i * 7) % 23,
-               i % 5 == 0 ? "o" : NULL);
+        submit_mixed(f.q, &together[i], i, false);
     batcher_run_until_idle(f.b);
-    for (int i = 0; i < 16; i++) {
-        assert_true(together[i].ended);
-        assert_int_equal(together[i].n_terminal, 1);
-        assert_string_equal(together[i].generated_text, solo[i].generated_text);
-        assert_int_equal(together[i].finish, solo[i].finish);
-        assert_int_equal(together[i].generated_tokens, solo[i].generated_tokens);
-    }
+    for (int i = 0; i < 16; i++)
+        assert_same_result(&together[i], &solo[i]);
     assert_true(f.shard.n_prefill > 1);
     assert_true(f.shard.max_decode_batches == 2); // newcomers were decoded with the running batch
     assert_true(f.shard.max_reserved <= 150 + 16 * 16);
@@ -296,6 +314,115 @@ static void test_prefill_logprobs(void **state) {
     fixture_free(&f);
 }
 
+static batcher_config chunked_cfg(uint32_t chunk) {
+    batcher_config cfg = default_cfg();
+    cfg.prefill_chunk_tokens = chunk;
+    return cfg;
+}
+
+// A prompt of n_words words ("w0 w1 ...") for long requests.
+static char *long_prompt(int n_words) {
+    char *p = calloc((size_t)n_words, 8);
+    for (int i = 0; i < n_words; i++)
+        sprintf(p + strlen(p), "%sw%d", i ? " " : "", i);
+    return p;
+}
+
+// A long prompt arriving while a short stream runs: with chunking the short stream keeps
+// receiving tokens while the long prompt is ingested; without, it gets none between the long
+// request's Prefill and its first token. Outputs are the same either way.
+static void test_chunked_prefill_keeps_streams_going(void **state) {
+    char *prompt = long_prompt(60);
+    int32_t *ids = NULL;
+    int n_long = 0;
+    assert_int_equal(tokenizer_encode(fake_tok, prompt, strlen(prompt), &ids, &n_long, NULL),
+                     FL_OK);
+    free(ids);
+    assert_true(n_long > 64);
+    result runs[2][2]; // [chunk off, on][short, long]
+    memset(runs, 0, sizeof runs);
+    int between[2];
+    for (int k = 0; k < 2; k++) {
+        fixture f;
+        batcher_config cfg = chunked_cfg(k ? 16 : 0);
+        cfg.max_batch_prefill_tokens = (uint32_t)n_long; // the long one cannot join the first
+        fixture_init(&f, cfg, 16000);
+        delivered = 0;
+        f.shard.watch = &delivered;
+        result *shrt = &runs[k][0], *lng = &runs[k][1];
+        submit(f.q, shrt, "Hello world", 40, NULL);
+        submit(f.q, lng, prompt, 5, NULL);
+        batcher_run_until_idle(f.b);
+        assert_true(shrt->ended && lng->ended);
+        assert_int_equal(f.shard.n_prefill, 2);
+        // Tokens delivered from the long request's Prefill to its first token: the short
+        // stream's (the long one has none before its first).
+        between[k] = lng->first_at - f.shard.watch_at_prefill[1];
+        if (k) {
+            assert_true(f.shard.max_step_prompt <= 16);
+            assert_int_equal(f.shard.n_partial, (n_long + 15) / 16 - 1);
+        } else {
+            assert_int_equal(f.shard.n_partial, 0);
+        }
+        fixture_free(&f);
+    }
+    assert_int_equal(between[0], 0);
+    assert_true(between[1] >= (n_long + 15) / 16 - 2);
+    for (int i = 0; i < 2; i++) {
+        assert_string_equal(runs[1][i].generated_text, runs[0][i].generated_text);
+        assert_int_equal(runs[1][i].n_tokens, runs[0][i].n_tokens);
+    }
+    free(prompt);
+}
+
+// The mixed workload of test_concurrent_equals_solo, some with prompt logprobs, with a chunk
+// budget of 3 prompt tokens per step: same results, the budget held in every step.
+static void test_chunked_equals_unchunked(void **state) {
+    result plain[16], chunked[16];
+    memset(plain, 0, sizeof plain);
+    memset(chunked, 0, sizeof chunked);
+    for (int k = 0; k < 2; k++) {
+        result *res = k ? chunked : plain;
+        fixture f;
+        batcher_config cfg = chunked_cfg(k ? 3 : 0);
+        cfg.max_batch_total_tokens = 150;
+        fixture_init(&f, cfg, 150 + 16 * 16);
+        for (int i = 0; i < 16; i++)
+            submit_mixed(f.q, &res[i], i, true);
+        batcher_run_until_idle(f.b);
+        if (k) {
+            assert_true(f.shard.max_step_prompt <= 3);
+            assert_true(f.shard.n_partial > 0);
+        }
+        fixture_free(&f);
+    }
+    for (int i = 0; i < 16; i++)
+        assert_same_result(&chunked[i], &plain[i]);
+}
+
+// A client that leaves while its prompt is still being chunked in gets no event and its request
+// is filtered out of the shards' batch (its KV blocks come back: fixture_free checks).
+static void test_chunked_disconnect_while_prefilling(void **state) {
+    fixture f;
+    fixture_init(&f, chunked_cfg(4), 16000);
+    char *prompt = long_prompt(30);
+    result gone = {0}, stays = {0};
+    gone.die_when = &f.shard.n_decode;
+    gone.die_at = 2;
+    submit(f.q, &stays, "short", 10, NULL);
+    submit(f.q, &gone, prompt, 5, NULL);
+    batcher_run_until_idle(f.b);
+    assert_true(stays.ended);
+    assert_int_equal(stays.generated_tokens, 10);
+    assert_true(gone.released);
+    assert_int_equal(gone.n_tokens, 0);
+    assert_int_equal(gone.n_terminal, 0);
+    assert_int_equal(f.shard.n_filtered_out, 1);
+    assert_int_equal(f.shard.filtered_out[0], 1); // the second request's id
+    fixture_free(&f);
+    free(prompt);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_single_request),
@@ -306,6 +433,9 @@ int main(void) {
         cmocka_unit_test(test_disconnect_frees_blocks),
         cmocka_unit_test(test_failed_prefill_spares_running_batch),
         cmocka_unit_test(test_prefill_logprobs),
+        cmocka_unit_test(test_chunked_prefill_keeps_streams_going),
+        cmocka_unit_test(test_chunked_equals_unchunked),
+        cmocka_unit_test(test_chunked_disconnect_while_prefilling),
     };
     return cmocka_run_group_tests(tests, fake_tok_setup, fake_tok_teardown);
 }

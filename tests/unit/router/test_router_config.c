@@ -39,6 +39,23 @@ static void test_defaults(void **state) {
     assert_int_equal(c.shard_step_timeout_ms, 300000);
     assert_int_equal(c.shutdown_grace_ms, 90000);
     assert_string_equal(c.api_key, "");
+    assert_int_equal(c.prefill_chunk_tokens, 1024);
+}
+
+// --prefill-chunk-tokens and PREFILL_CHUNK_TOKENS (the flag wins); 0 turns chunking off.
+static void test_prefill_chunk_tokens(void **state) {
+    router_config c;
+    fl_error err = {0};
+    setenv("PREFILL_CHUNK_TOKENS", "0", 1);
+    char *env_only[] = {"router", "--model-id", "/m", NULL};
+    assert_int_equal(parse(3, env_only, &c, &err), FL_OK);
+    assert_int_equal(c.prefill_chunk_tokens, 0);
+    char *flag[] = {"router", "--model-id", "/m", "--prefill-chunk-tokens", "256", NULL};
+    assert_int_equal(parse(5, flag, &c, &err), FL_OK);
+    assert_int_equal(c.prefill_chunk_tokens, 256);
+    unsetenv("PREFILL_CHUNK_TOKENS");
+    char *bad[] = {"router", "--model-id", "/m", "--prefill-chunk-tokens", "-1", NULL};
+    assert_int_equal(parse(5, bad, &c, &err), FL_EINVAL);
 }
 
 // start_falconlite.sh: flags on the command line, GPTQ/NTK settings in the environment.
@@ -169,8 +186,11 @@ int main(void) {
     unsetenv("DNTK_ALPHA_SCALER");
     unsetenv("ROPE_SCALING");
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),       cmocka_unit_test(test_model_card_flags_and_env),
-        cmocka_unit_test(test_rules),          cmocka_unit_test(test_hardening_flags),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_prefill_chunk_tokens),
+        cmocka_unit_test(test_model_card_flags_and_env),
+        cmocka_unit_test(test_rules),
+        cmocka_unit_test(test_hardening_flags),
         cmocka_unit_test(test_rope_to_shards),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
