@@ -85,6 +85,9 @@ def main():
             assert r.post("/generate", body, headers={"authorization": "Bearer nope"}).status_code == 401
             assert r.post("/generate", body, headers={"authorization": key}).status_code == 401
             assert requests.get(r.url + "/metrics", timeout=10).status_code == 401
+            oa = {"model": "m", "prompt": PROMPT, "max_tokens": 2}
+            assert r.post("/v1/completions", oa).status_code == 401
+            assert r.post("/v1/completions", oa, headers={"authorization": f"Bearer {key}"}).status_code == 200
             ok = r.post("/generate", body, headers={"authorization": f"Bearer {key}"})
             assert ok.status_code == 200, ok.text
             ch = r.grpc_channel()
