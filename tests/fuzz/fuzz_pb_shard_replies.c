@@ -5,9 +5,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "proto/shard_methods.h"
 #include "router/pb_shard.h"
-#include "tests/fuzz/fuzz_common.h"
+#include "tests/fuzz/fuzz_shard.h"
 
 static void router_side(shard_method m, const ProtobufCMessage *msg) {
     fl_error err = {0};
@@ -36,18 +35,6 @@ static void router_side(shard_method m, const ProtobufCMessage *msg) {
     }
 }
 
-int LLVMFuzzerInitialize(int *argc, char ***argv) {
-    fuzz_quiet();
-    return 0;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    if (size < 1) return 0;
-    shard_method m = (shard_method)((data[0] >> 1) % SHARD_N_METHODS);
-    const shard_method_spec *spec = shard_method_get(m);
-    ProtobufCMessage *msg = protobuf_c_message_unpack(spec->response, NULL, size - 1, data + 1);
-    if (!msg) return 0;
-    router_side(m, msg);
-    protobuf_c_message_free_unpacked(msg, NULL);
-    return 0;
+    return fuzz_shard_message(data, size, true, router_side);
 }
