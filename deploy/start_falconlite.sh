@@ -48,6 +48,8 @@ env_flags=()
 for e in "${env_vars[@]}"; do env_flags+=(--env "$e"); done
 # --shm-size 1g: NCCL's shared-memory transport between the shards, as in the card.
 # The image's router listens on 8080 (a non-root user cannot bind the card's 80).
+# --hostname 0.0.0.0: inside the container the router must listen beyond loopback for the port
+# mapping to reach it (its default is 127.0.0.1; SECURITY.md).
 docker run -d --gpus all "${env_flags[@]}" \
     --shm-size 1g -p "$falconlite_tgi_port":8080 -v "$volume":/data "$docker_image_id" \
-    "${args[@]}"
+    "${args[@]}" --hostname 0.0.0.0

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -71,6 +72,9 @@ struct rpc_server {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int shutdown_done;
+    char *tls_cert, *tls_key; // PEM contents (NULL: plaintext)
+    bool (*authorize)(void *user, const char *method, const char *authorization);
+    void *auth_user;
 };
 
 static grpc_channel_args *server_args(void) {
@@ -113,8 +117,55 @@ fl_code rpc_server_add_method(rpc_server *s, const char *path,
     return FL_OK;
 }
 
+static char *file_read_all(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *buf = NULL;
+    size_t len = 0, cap = 0, n;
+    char chunk[4096];
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        if (len + n + 1 > cap) {
+            cap = (len + n + 1) * 2;
+            char *b = realloc(buf, cap);
+            if (!b) {
+                free(buf);
+                fclose(f);
+                return NULL;
+            }
+            buf = b;
+        }
+        memcpy(buf + len, chunk, n);
+        len += n;
+    }
+    fclose(f);
+    if (buf) buf[len] = 0;
+    return buf;
+}
+
+fl_code rpc_server_secure(rpc_server *s, const rpc_security *sec, fl_error *err) {
+    s->authorize = sec->authorize;
+    s->auth_user = sec->user;
+    if (!sec->tls_cert_file || !sec->tls_cert_file[0]) return FL_OK;
+    free(s->tls_cert);
+    free(s->tls_key);
+    s->tls_cert = file_read_all(sec->tls_cert_file);
+    s->tls_key = sec->tls_key_file ? file_read_all(sec->tls_key_file) : NULL;
+    if (!s->tls_cert || !s->tls_key)
+        return fl_error_set(err, FL_EIO, "rpc server: cannot read the TLS %s %s",
+                            s->tls_cert ? "key" : "certificate",
+                            s->tls_cert ? sec->tls_key_file : sec->tls_cert_file);
+    return FL_OK;
+}
+
+static grpc_server_credentials *server_credentials(const rpc_server *s) {
+    if (!s->tls_cert) return grpc_insecure_server_credentials_create();
+    grpc_ssl_pem_key_cert_pair pair = {.private_key = s->tls_key, .cert_chain = s->tls_cert};
+    return grpc_ssl_server_credentials_create(NULL, &pair, 1, 0, NULL);
+}
+
 fl_code rpc_server_listen(rpc_server *s, const char *addr, fl_error *err) {
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    grpc_server_credentials *creds = server_credentials(s);
+    if (!creds) return fl_error_set(err, FL_EINVAL, "rpc server: bad TLS certificate or key");
     int port = grpc_server_add_http2_port(s->server, addr, creds);
     grpc_server_credentials_release(creds);
     if (port == 0) return fl_error_set(err, FL_EIO, "rpc server: cannot listen on %s", addr);
@@ -282,12 +333,36 @@ static void on_new_call(rpc_server *s, rpc_call *c, int ok) {
     if (c->refs == 0) call_destroy(c);
 }
 
+// The call's "authorization" metadata, copied into buf (NULL when absent or too long).
+static const char *call_authorization(const rpc_call *c, char *buf, size_t cap) {
+    for (size_t i = 0; i < c->req_md.count; i++) {
+        const grpc_metadata *md = &c->req_md.metadata[i];
+        if (!grpc_slice_str_cmp(md->key, "authorization")) {
+            size_t n = GRPC_SLICE_LENGTH(md->value);
+            if (n >= cap) return NULL;
+            memcpy(buf, GRPC_SLICE_START_PTR(md->value), n);
+            buf[n] = 0;
+            return buf;
+        }
+    }
+    return NULL;
+}
+
+static bool call_authorized(const rpc_call *c) {
+    const rpc_server *s = c->srv;
+    if (!s->authorize) return true;
+    char buf[1024];
+    return s->authorize(s->auth_user, c->method, call_authorization(c, buf, sizeof buf));
+}
+
 static void on_recv(rpc_call *c, int ok) {
     // The handler's reference; released by rpc_call_finish / rpc_call_fail.
     pthread_mutex_lock(&c->mu);
     c->refs++;
     pthread_mutex_unlock(&c->mu);
-    if (!c->m) {
+    if (!call_authorized(c)) {
+        rpc_call_fail(c, GRPC_STATUS_UNAUTHENTICATED, "missing or wrong bearer token");
+    } else if (!c->m) {
         rpc_call_fail(c, GRPC_STATUS_UNIMPLEMENTED, "unknown method");
     } else if (!ok || !c->recv_bb) {
         rpc_call_fail(c, GRPC_STATUS_INTERNAL, "no request message");
@@ -382,9 +457,10 @@ void rpc_server_shutdown(rpc_server *s, int grace_ms) {
     int rc = 0;
     while (!s->shutdown_done && rc != ETIMEDOUT)
         rc = pthread_cond_timedwait(&s->cv, &s->mu, &until);
+    int done = s->shutdown_done; // read under mu: the server thread sets it (TSan found the race)
     pthread_mutex_unlock(&s->mu);
     // Calls still open after the grace period are cancelled so shutdown completes.
-    if (!s->shutdown_done) grpc_server_cancel_all_calls(s->server);
+    if (!done) grpc_server_cancel_all_calls(s->server);
     pthread_join(s->thread, NULL);
     s->started = 0;
 }
@@ -411,6 +487,8 @@ void rpc_server_free(rpc_server *s) {
     for (int i = 0; i < s->n_methods; i++)
         free(s->methods[i].path);
     free(s->methods);
+    free(s->tls_cert);
+    free(s->tls_key);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);

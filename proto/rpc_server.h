@@ -4,6 +4,7 @@
 // the handler or later from any thread; sends on one call are queued and issued in order.
 #pragma once
 #include <grpc/status.h>
+#include <stdbool.h>
 #include <protobuf-c/protobuf-c.h>
 
 #include "common/status.h"
@@ -21,7 +22,20 @@ rpc_server *rpc_server_create(fl_error *err);
 fl_code rpc_server_add_method(rpc_server *s, const char *path,
                               const ProtobufCMessageDescriptor *req_desc, rpc_handler_fn fn,
                               void *user, fl_error *err);
-// Binds an address before rpc_server_start: "unix:/path/sock" or "host:port" (insecure).
+// Transport security and per-call authorization of a public server (none by default).
+typedef struct rpc_security {
+    const char *tls_cert_file; // PEM certificate chain; with tls_key_file: TLS (else plaintext)
+    const char *tls_key_file;  // PEM private key
+    // Called on the server thread before a call's handler: false fails the call with
+    // UNAUTHENTICATED. authorization is the call's "authorization" metadata (NULL: absent).
+    bool (*authorize)(void *user, const char *method, const char *authorization);
+    void *user;
+} rpc_security;
+
+// Sets security before rpc_server_listen (the PEM files are read here; sec is copied).
+fl_code rpc_server_secure(rpc_server *s, const rpc_security *sec, fl_error *err);
+// Binds an address before rpc_server_start: "unix:/path/sock" or "host:port" (TLS when
+// rpc_server_secure gave a certificate, else insecure).
 fl_code rpc_server_listen(rpc_server *s, const char *addr, fl_error *err);
 // Starts serving on a new thread.
 fl_code rpc_server_start(rpc_server *s, fl_error *err);

@@ -45,7 +45,9 @@ static bool get_int(const cJSON *obj, const char *name, double lo, double hi, bo
         return false;
     }
     *has = true;
-    *out = (int64_t)v->valuedouble;
+    // usize fields reach 1.8e19: past int64's range the value saturates (converting it would be
+    // undefined; found by tests/fuzz/fuzz_http_json). Any such value is over every limit anyway.
+    *out = v->valuedouble >= 9223372036854775808.0 ? INT64_MAX : (int64_t)v->valuedouble;
     return true;
 }
 

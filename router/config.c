@@ -32,15 +32,40 @@ static fl_code hostname_parse(const char *v, bool from_env, void *dst, fl_error 
     return FL_OK;
 }
 
+// Whole seconds (1 .. 1 day) stored as milliseconds.
+static fl_code seconds_parse(const char *v, bool from_env, void *dst, fl_error *err) {
+    (void)from_env;
+    char *end;
+    long s = strtol(v, &end, 10);
+    if (end == v || *end || s < 1 || s > 86400)
+        return fl_error_set(err, FL_EINVAL, "expected seconds in [1, 86400], got '%s'", v);
+    *(int *)dst = (int)(s * 1000);
+    return FL_OK;
+}
+
+// The key's first line (a trailing newline is not part of it).
+static fl_code key_file_parse(const char *v, bool from_env, void *dst, fl_error *err) {
+    (void)from_env;
+    FILE *f = fopen(v, "r");
+    if (!f) return fl_error_set(err, FL_EIO, "--api-key-file: cannot open %s", v);
+    size_t cap = sizeof((router_config *)0)->api_key;
+    char *out = dst;
+    bool ok = fgets(out, (int)cap, f) != NULL;
+    fclose(f);
+    if (ok) out[strcspn(out, "\r\n")] = 0;
+    if (!ok || !out[0]) return fl_error_set(err, FL_EINVAL, "--api-key-file: %s is empty", v);
+    return FL_OK;
+}
+
 static const char *const backends[] = {"cpu", "cuda", "auto", NULL};
 static const char *const off_on[] = {"off", "on", NULL};
 
-enum { N_TGI = 17, N_FALCONLITE = 7 };
+enum { N_TGI = 17, N_FALCONLITE = 7, N_HARDEN = 6 };
 
 // The router's flags bound to c: TGI 0.9.2's launcher flags (each with its upper-case
 // environment variable) and falconlite's own; the --rope-* group is rope_opts_bind's.
 static void router_opts_bind(router_config *c, opt_spec tgi[N_TGI], opt_spec fl[N_FALCONLITE],
-                             opt_spec rope[ROPE_OPTS_N]) {
+                             opt_spec harden[N_HARDEN], opt_spec rope[ROPE_OPTS_N]) {
     const opt_spec t[N_TGI] = {
         OPT("model-id", OPT_STRING, c->model_id, "model directory (also --model)",
             .env = "MODEL_ID", .cap = sizeof c->model_id),
@@ -72,10 +97,12 @@ static void router_opts_bind(router_config *c, opt_spec tgi[N_TGI], opt_spec fl[
             .env = "VALIDATION_WORKERS", OPT_MIN(1)),
         OPT("port", OPT_INT, &c->port, "HTTP port", .env = "PORT", .short_name = 'p',
             OPT_RANGE(0, 65535)),
-        OPT("hostname", OPT_CUSTOM, c->hostname, "HTTP address (default 0.0.0.0)",
+        OPT("hostname", OPT_CUSTOM, c->hostname,
+            "HTTP and gRPC address (default 127.0.0.1; 0.0.0.0: every interface)",
             .env = "HOSTNAME", .parse = hostname_parse),
-        OPT("shard-uds-path", OPT_STRING, c->shard_uds_path, "shard socket prefix",
-            .env = "SHARD_UDS_PATH", .cap = sizeof c->shard_uds_path),
+        OPT("shard-uds-path", OPT_STRING, c->shard_uds_path,
+            "shard socket prefix (default: a private directory)", .env = "SHARD_UDS_PATH",
+            .cap = sizeof c->shard_uds_path),
     };
     const opt_spec f[N_FALCONLITE] = {
         OPT("grpc-port", OPT_INT, &c->grpc_port, "public gRPC port (0: off)", .env = "GRPC_PORT",
@@ -94,8 +121,26 @@ static void router_opts_bind(router_config *c, opt_spec tgi[N_TGI], opt_spec fl[
             "prompt tokens per forward step while running requests decode (0: whole prompts)",
             .env = "PREFILL_CHUNK_TOKENS"),
     };
+    const opt_spec h[N_HARDEN] = {
+        OPT("shard-step-timeout", OPT_CUSTOM, &c->shard_step_timeout_ms,
+            "seconds one Prefill/Decode may take before the shards count as hung (default 300)",
+            .env = "SHARD_STEP_TIMEOUT", .parse = seconds_parse),
+        OPT("shutdown-timeout", OPT_CUSTOM, &c->shutdown_grace_ms,
+            "seconds SIGTERM waits for requests in flight (default 90)", .env = "SHUTDOWN_TIMEOUT",
+            .parse = seconds_parse),
+        OPT("api-key", OPT_STRING, c->api_key,
+            "bearer token required on every API call but /health (default: none)", .env = "API_KEY",
+            .cap = sizeof c->api_key),
+        OPT("api-key-file", OPT_CUSTOM, c->api_key, "read --api-key from this file",
+            .env = "API_KEY_FILE", .parse = key_file_parse),
+        OPT("tls-cert", OPT_STRING, c->tls_cert, "PEM certificate chain for the gRPC server",
+            .env = "TLS_CERT", .cap = sizeof c->tls_cert),
+        OPT("tls-key", OPT_STRING, c->tls_key, "PEM private key for the gRPC server",
+            .env = "TLS_KEY", .cap = sizeof c->tls_key),
+    };
     memcpy(tgi, t, sizeof t);
     memcpy(fl, f, sizeof f);
+    memcpy(harden, h, sizeof h);
     rope_opts_bind(&c->rope, rope);
 }
 
@@ -165,25 +210,26 @@ fl_code router_config_parse(int argc, char **argv, router_config *c, bool *help,
     c->max_stop_sequences = 4;
     c->validation_workers = 2;
     c->port = 3000;
-    snprintf(c->hostname, sizeof c->hostname, "0.0.0.0");
-    snprintf(c->shard_uds_path, sizeof c->shard_uds_path, "/tmp/text-generation-server");
+    snprintf(c->hostname, sizeof c->hostname, "127.0.0.1");
     c->grpc_port = 50051;
     snprintf(c->backend, sizeof c->backend, "auto");
     c->shutdown_grace_ms = 90000;
     c->prefix_cache = 1;
+    c->shard_step_timeout_ms = 300000;
     c->prefill_chunk_tokens = 1024;
     c->rope = ROPE_OVERRIDES_NONE;
     default_shard_bin(c->shard_bin, sizeof c->shard_bin);
     c->http_header_timeout = 10;
     c->http_body_timeout = 30;
 
-    opt_spec tgi[N_TGI], fl[N_FALCONLITE], rope[ROPE_OPTS_N];
-    router_opts_bind(c, tgi, fl, rope);
+    opt_spec tgi[N_TGI], fl[N_FALCONLITE], harden[N_HARDEN], rope[ROPE_OPTS_N];
+    router_opts_bind(c, tgi, fl, harden, rope);
     opt_spec http[N_HTTP];
     http_opts_bind(c, http);
     const opt_group groups[] = {
         OPT_GROUP("TGI 0.9.2 launcher flags (each also read from its upper-case env var)", tgi),
         OPT_GROUP("falconlite", fl),
+        OPT_GROUP("hardening (SECURITY.md)", harden),
         OPT_GROUP("rotary scaling (DNTK_ALPHA_SCALER / PRETRAINED_MAX_TOKENS in the environment "
                   "select falconlite)",
                   rope),
@@ -222,6 +268,8 @@ fl_code router_config_parse(int argc, char **argv, router_config *c, bool *help,
             err, FL_EINVAL,
             "`max_total_tokens` must be <= `max_batch_total_tokens`. Given: %u and %u",
             c->max_total_tokens, c->max_batch_total_tokens);
+    if (!c->tls_cert[0] != !c->tls_key[0])
+        return fl_error_set(err, FL_EINVAL, "--tls-cert and --tls-key go together");
     return FL_OK;
 }
 

@@ -24,8 +24,8 @@ typedef struct router_config {
     uint32_t max_stop_sequences;       // 4
     uint32_t validation_workers;       // 2 (reported in /info; validation runs on the API threads)
     int port;                          // 3000
-    char hostname[256];                // 0.0.0.0
-    char shard_uds_path[400];          // /tmp/text-generation-server
+    char hostname[256];                // 127.0.0.1 (loopback unless asked: see SECURITY.md)
+    char shard_uds_path[400];          // "": a private 0700 directory made at start (launcher.h)
     int grpc_port;                     // 50051 (0: no public gRPC server)
     char backend[16];                  // cpu | cuda | auto
     int threads;                       // per shard (0: the shard's default)
@@ -33,7 +33,13 @@ typedef struct router_config {
     // --rope-* and FalconLite's DNTK_ALPHA_SCALER / PRETRAINED_MAX_TOKENS, checked, passed to
     // every shard as explicit --rope-* flags (fields not given: see rope_overrides).
     rope_overrides rope;
-    int shutdown_grace_ms; // 90000 (TGI's launcher grace period)
+    int shutdown_grace_ms; // 90000 (TGI's launcher grace period; --shutdown-timeout in seconds)
+    // Hardening (SECURITY.md): a Prefill or Decode that takes longer than this marks the shards
+    // hung: the step's requests fail, /health turns 503 and the shards are restarted.
+    int shard_step_timeout_ms; // 300000 (--shard-step-timeout, seconds)
+    char api_key[256];         // "": no authentication (--api-key, API_KEY, --api-key-file)
+    char tls_cert[512];        // PEM files for the public gRPC server ("": plaintext)
+    char tls_key[512];
     int prefix_cache;      // 1: shards reuse cached prompt prefixes (--prefix-cache off|on)
     // The HTTP edge (router/http_conn.c).
     char cors_allow_origin[1024]; // comma list of origins given CORS headers ("": none)

@@ -192,6 +192,7 @@ fl_code grpc_api_start(const char *addr, const grpc_api_deps *deps, grpc_api **o
     for (size_t i = 0; rc == FL_OK && i < sizeof methods / sizeof methods[0]; i++)
         rc = rpc_server_add_method(api->srv, pb_api_path(methods[i].m),
                                    pb_api_request_desc(methods[i].m), methods[i].fn, api, err);
+    if (rc == FL_OK && deps->security) rc = rpc_server_secure(api->srv, deps->security, err);
     if (rc == FL_OK) rc = rpc_server_listen(api->srv, addr, err);
     if (rc == FL_OK) rc = rpc_server_start(api->srv, err);
     if (rc != FL_OK) {

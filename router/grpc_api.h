@@ -3,6 +3,7 @@
 // Stream tokens go from the batcher thread straight to the call (rpc_call_send), no loop hop.
 #pragma once
 #include "common/status.h"
+#include "proto/rpc_server.h"
 #include "router/health.h"
 #include "router/infer.h"
 #include "router/server_info.h"
@@ -13,6 +14,7 @@ typedef struct grpc_api_deps {
     infer *inf;
     health *health; // NULL: always serving
     const server_info *info;
+    const rpc_security *security; // NULL: plaintext, no authentication
 } grpc_api_deps;
 
 // addr: "host:port" (e.g. "0.0.0.0:50051") or "unix:/path".

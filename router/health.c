@@ -61,6 +61,9 @@ static bool liveness_prefill(health *h) {
 
 bool health_check(health *h) {
     if (!atomic_load(&h->shards_up)) return false;
+    // Alive is not enough: a step past its deadline means the engine makes no progress (and an
+    // RPC to a stopped shard would only wait for its own deadline).
+    if (shard_client_stalled(h->shards)) return false;
     if (batcher_healthy(h->b)) {
         fl_error err = {0};
         if (shard_client_health(h->shards, &err) == FL_OK) return true;

@@ -1,7 +1,9 @@
 // Router health (TGI health.rs): while the last Prefill/Decode succeeded, a shard Health RPC on
 // every rank decides; after a failure, a one-token liveness Prefill that skips the queue does
 // (and clears the failure when it works). The launcher marks the shards down while it restarts
-// one. Checks block (RPCs): run them off the event loop.
+// one, and a Prefill/Decode past --shard-step-timeout (shard_client_stalled) makes the check fail
+// at once: live processes that make no progress are unhealthy. Checks block (RPCs): run them off
+// the event loop.
 #pragma once
 #include <stdbool.h>
 

@@ -21,6 +21,7 @@ enum {
     LINGER_MS = 2000,            // after a refusal: input discarded until EOF or this long
     SSE_KEEPALIVE_MS = 15000,    // axum KeepAlive::default()
     MAX_ORIGIN = 256,
+    MAX_AUTHORIZATION = 512, // "Bearer " + an --api-key (at most 255 bytes)
 };
 
 // Where a connection is in its life. IDLE -> HEADERS -> BODY (bytes are parsed in these three
@@ -54,9 +55,9 @@ struct http_job {
 
 // The header being parsed (http-parser may hand a name or value over in pieces).
 typedef struct header_acc {
-    char name[16]; // only short names matter (expect, origin)
+    char name[16]; // only short names matter (expect, origin, authorization)
     size_t name_len;
-    char value[MAX_ORIGIN];
+    char value[MAX_AUTHORIZATION];
     size_t value_len;
     bool in_value, value_overflow;
 } header_acc;
@@ -77,6 +78,7 @@ struct http_conn {
     header_acc hdr;
     char origin[MAX_ORIGIN]; // "" when absent or too long
     bool has_origin;
+    char authorization[MAX_AUTHORIZATION]; // "" when absent or too long
     size_t header_bytes;
     char *url;
     size_t url_len;
@@ -489,7 +491,8 @@ static void conn_dispatch(http_conn *c, int refusal, const char *reason) {
                         .body = c->body && !refusal ? c->body : "",
                         .body_len = refusal ? 0 : c->body_len,
                         .refusal = refusal,
-                        .refusal_reason = reason};
+                        .refusal_reason = reason,
+                        .authorization = c->authorization[0] ? c->authorization : NULL};
     c->refused = refusal != 0;
     c->keep_alive = !refusal && http_should_keep_alive(&c->parser) && !s->closing;
     conn_enter(c, CONN_ANSWERING);
@@ -532,6 +535,7 @@ static int on_message_begin(http_parser *p) {
     c->url_len = c->body_len = 0;
     c->expect_continue = c->has_origin = false;
     c->origin[0] = 0;
+    c->authorization[0] = 0;
     c->header_bytes = 0;
     memset(&c->hdr, 0, sizeof c->hdr);
     conn_enter(c, CONN_HEADERS);
@@ -587,9 +591,12 @@ static void header_end(http_conn *c) {
                              !strncasecmp(h->value, "100-continue", 12);
     if (header_is(h, "origin")) {
         c->has_origin = true;
-        snprintf(c->origin, sizeof c->origin, "%.*s", h->value_overflow ? 0 : (int)h->value_len,
-                 h->value);
+        bool fits = !h->value_overflow && h->value_len < sizeof c->origin;
+        snprintf(c->origin, sizeof c->origin, "%.*s", fits ? (int)h->value_len : 0, h->value);
     }
+    if (header_is(h, "authorization"))
+        snprintf(c->authorization, sizeof c->authorization, "%.*s",
+                 h->value_overflow ? 0 : (int)h->value_len, h->value);
     memset(h, 0, sizeof *h);
 }
 

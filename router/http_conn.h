@@ -27,6 +27,7 @@ typedef struct http_request {
     // it (the connection then closes); method, path and body may be incomplete.
     int refusal;
     const char *refusal_reason;
+    const char *authorization; // the Authorization header (NULL: absent or too long)
 } http_request;
 
 // The edge's limits and CORS policy.

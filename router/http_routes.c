@@ -714,6 +714,10 @@ static void routes_handle(void *user, http_conn *c, const http_request *req) {
             "content-type, authorization\r\n");
         return;
     }
+    if (!auth_request_allowed(r->deps.auth, req->path, req->authorization)) {
+        respond_error_for(c, req->path, 401, "missing or wrong bearer token", "unauthorized");
+        return;
+    }
     const route *rt = NULL;
     if (m == HTTP_GET || m == HTTP_HEAD)
         rt = route_find(ROUTE_GET, req->path);

@@ -8,6 +8,7 @@
 
 #include "common/status.h"
 #include "router/config.h"
+#include "router/auth.h"
 #include "router/health.h"
 #include "router/http_conn.h"
 #include "router/infer.h"
@@ -18,6 +19,7 @@ typedef struct http_routes_deps {
     health *health; // NULL: always healthy
     const server_info *info;
     const router_config *cfg; // NULL: defaults (the HTTP edge's limits, CORS, the chat template)
+    const auth *auth;         // NULL: no authentication (router/auth.h)
 } http_routes_deps;
 
 // Serves the routes on host:port. The deps are borrowed and must outlive the server; stop and

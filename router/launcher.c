@@ -1,5 +1,7 @@
 #include "router/launcher.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -247,6 +249,42 @@ static void on_grace_over(uv_timer_t *t) {
     launcher *l = t->data;
     log_warn("shards still running after the grace period: killing them");
     kill_all(l, SIGKILL);
+}
+
+void launcher_restart(launcher *l) {
+    if (l->state != L_RUNNING) return;
+    log_warn("restarting the shards: a step passed --shard-step-timeout");
+    kill_all(l, SIGKILL); // on_exit_cb then restarts every rank
+}
+
+fl_code launcher_socket_dir_create(char *prefix, size_t prefix_cap, char *dir, size_t dir_cap,
+                                   fl_error *err) {
+    const char *base = getenv("XDG_RUNTIME_DIR");
+    if (!base || base[0] != '/' || strlen(base) > 256) base = "/tmp";
+    char tmpl[300];
+    snprintf(tmpl, sizeof tmpl, "%s/falconlite-XXXXXX", base);
+    if (!mkdtemp(tmpl)) // mode 0700
+        return fl_error_set(err, FL_EIO, "cannot create a socket directory in %s: %s", base,
+                            strerror(errno));
+    snprintf(dir, dir_cap, "%s", tmpl);
+    snprintf(prefix, prefix_cap, "%s/shard", tmpl);
+    return FL_OK;
+}
+
+void launcher_socket_dir_remove(const char *dir) {
+    if (!dir || !dir[0]) return;
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        char path[1024];
+        while ((e = readdir(d)) != NULL) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            unlink(path);
+        }
+        closedir(d);
+    }
+    if (rmdir(dir) != 0) log_warn("cannot remove socket directory %s: %s", dir, strerror(errno));
 }
 
 void launcher_stop(launcher *l, int grace_ms, void (*done)(void *user), void *user) {

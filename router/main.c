@@ -9,6 +9,7 @@
 
 #include "common/log.h"
 #include "common/tokenizer.h"
+#include "router/auth.h"
 #include "router/batcher.h"
 #include "router/config.h"
 #include "router/grpc_api.h"
@@ -36,7 +37,11 @@ typedef struct router {
     health *h;
     http_server *http;
     grpc_api *grpc;
+    auth *auth;
+    rpc_security security;
+    char socket_dir[300]; // the private shard socket directory made at start ("": given by flag)
     server_info info;
+    uv_async_t hung_async; // a shard step passed its deadline (from the batcher thread)
     uv_signal_t sigterm, sigint;
     uv_timer_t drain_timer;
     uv_work_t work; // re-warm after a respawn, or the shutdown drain
@@ -132,6 +137,17 @@ static void work_after(uv_work_t *w, int status) {
     r->working = false;
 }
 
+// Batcher or health thread: the shards are alive but stuck; the loop thread restarts them.
+static void on_shards_hung(void *user) {
+    router *r = user;
+    uv_async_send(&r->hung_async);
+}
+
+static void on_hung_async(uv_async_t *a) {
+    router *r = a->data;
+    if (r->launch && !r->shutting_down) launcher_restart(r->launch);
+}
+
 static void on_shards_respawned(void *user) {
     router *r = user;
     if (r->working || r->shutting_down) return;
@@ -148,6 +164,8 @@ static void on_shards_stopped(void *user) {
     uv_close((uv_handle_t *)&r->sigterm, on_handle_closed);
     uv_close((uv_handle_t *)&r->sigint, on_handle_closed);
     uv_close((uv_handle_t *)&r->drain_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&r->hung_async, on_handle_closed);
+    launcher_socket_dir_remove(r->socket_dir);
     log_info("router stopped");
 }
 
@@ -234,7 +252,12 @@ static void info_fill(router *r, const shard_info *si) {
 }
 
 static fl_code router_start(router *r, fl_error *err) {
-    const router_config *c = &r->cfg;
+    router_config *c = &r->cfg;
+    if (!c->shard_uds_path[0]) {
+        fl_code rc = launcher_socket_dir_create(c->shard_uds_path, sizeof c->shard_uds_path,
+                                                r->socket_dir, sizeof r->socket_dir, err);
+        if (rc != FL_OK) return rc;
+    }
     char path[700];
     snprintf(path, sizeof path, "%s/tokenizer.json", c->model_id);
     fl_code rc = tokenizer_load(path, &r->tok, err);
@@ -244,6 +267,8 @@ static fl_code router_start(router *r, fl_error *err) {
                          &r->launch, err);
     if (rc == FL_OK) rc = launcher_start(r->launch, SHARD_START_TIMEOUT_MS, err);
     if (rc == FL_OK) rc = shard_client_create(c->shard_uds_path, c->num_shard, &r->shards, err);
+    if (rc == FL_OK)
+        shard_client_set_step_timeout(r->shards, c->shard_step_timeout_ms, on_shards_hung, r);
     if (rc == FL_OK) rc = shards_prepare(r, err);
     if (rc == FL_OK && r->shutting_down)
         rc = fl_error_set(err, FL_EIO, "interrupted during startup");
@@ -271,22 +296,29 @@ static fl_code router_start(router *r, fl_error *err) {
                        .max_concurrent_requests = c->max_concurrent_requests};
     r->inf = infer_create(&ic, r->q, r->tok);
     r->h = health_create(r->shards, r->b, r->tok);
-    if (!r->inf || !r->h) return fl_error_set(err, FL_ENOMEM, "out of memory");
+    r->auth = auth_create(c->api_key);
+    if (!r->inf || !r->h || !r->auth) return fl_error_set(err, FL_ENOMEM, "out of memory");
+    r->security = (rpc_security){.tls_cert_file = c->tls_cert,
+                                 .tls_key_file = c->tls_key,
+                                 .authorize = auth_rpc_authorize,
+                                 .user = r->auth};
 
-    http_routes_deps hd = {.inf = r->inf, .health = r->h, .info = &r->info, .cfg = c};
+    http_routes_deps hd = {
+        .inf = r->inf, .health = r->h, .info = &r->info, .cfg = c, .auth = r->auth};
     rc = http_routes_listen(r->loop, c->hostname, c->port, &hd, &r->http, err);
     if (rc != FL_OK) return rc;
     char addr[300] = "off";
     if (c->grpc_port > 0) {
         snprintf(addr, sizeof addr, "%s:%d", c->hostname, c->grpc_port);
-        grpc_api_deps gd = {.inf = r->inf, .health = r->h, .info = &r->info};
+        grpc_api_deps gd = {
+            .inf = r->inf, .health = r->h, .info = &r->info, .security = &r->security};
         rc = grpc_api_start(addr, &gd, &r->grpc, err);
         if (rc != FL_OK) return rc;
-        log_info("grpc listening addr=%s", addr);
+        log_info("grpc listening addr=%s tls=%s", addr, c->tls_cert[0] ? "on" : "off");
     }
     r->ready = true;
-    log_info("ready: HTTP on %s:%d, gRPC on %s (model=%s shards=%d)", c->hostname, c->port, addr,
-             c->model_id, c->num_shard);
+    log_info("ready: HTTP on %s:%d, gRPC on %s (model=%s shards=%d api_key=%s)", c->hostname,
+             c->port, addr, c->model_id, c->num_shard, auth_enabled(r->auth) ? "on" : "off");
     return FL_OK;
 }
 
@@ -301,6 +333,7 @@ static void router_free(router *r) {
     health_free(r->h);
     shard_client_free(r->shards);
     tokenizer_free(r->tok);
+    auth_free(r->auth);
 }
 
 int main(int argc, char **argv) {
@@ -321,7 +354,8 @@ int main(int argc, char **argv) {
     uv_signal_init(r.loop, &r.sigterm);
     uv_signal_init(r.loop, &r.sigint);
     uv_timer_init(r.loop, &r.drain_timer);
-    r.sigterm.data = r.sigint.data = r.drain_timer.data = &r;
+    uv_async_init(r.loop, &r.hung_async, on_hung_async);
+    r.sigterm.data = r.sigint.data = r.drain_timer.data = r.hung_async.data = &r;
     uv_signal_start(&r.sigterm, on_signal, SIGTERM);
     uv_signal_start(&r.sigint, on_signal, SIGINT);
 

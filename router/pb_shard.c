@@ -144,7 +144,9 @@ static fl_code cached_from(const Falconlite__Shard__V1__CachedBatch *c, cached_b
     out->max_tokens = c->max_tokens;
     out->request_ids = malloc(sizeof(uint64_t) * (c->n_request_ids ? c->n_request_ids : 1));
     if (!out->request_ids) return fl_error_set(err, FL_ENOMEM, "shard response: out of memory");
-    memcpy(out->request_ids, c->request_ids, sizeof(uint64_t) * c->n_request_ids);
+    // An empty repeated field decodes as a NULL array: memcpy must not see it.
+    if (c->n_request_ids)
+        memcpy(out->request_ids, c->request_ids, sizeof(uint64_t) * c->n_request_ids);
     return FL_OK;
 }
 

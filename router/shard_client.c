@@ -1,9 +1,11 @@
 #include "router/shard_client.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/log.h"
 #include "proto/rpc_client.h"
@@ -11,7 +13,7 @@
 #include "router/pb_shard.h"
 
 // Channels reconnect by themselves when a restarted shard listens on the same socket again.
-// Per-step RPCs have no deadline: a long prefill may take minutes on the CPU backend.
+// Per-step RPCs have the step timeout (generous: a long prefill may take minutes on the CPU).
 enum { CONTROL_TIMEOUT_MS = 60000 };
 
 struct shard_client {
@@ -26,7 +28,40 @@ struct shard_client {
     rpc_fanout *decoder;
     rpc_result *decode_res; // [n]
     shard_api api;
+    // Progress: the monotonic ms the running Prefill/Decode began (0: none), and a hang seen.
+    int step_timeout_ms;
+    atomic_uint_fast64_t step_since_ms;
+    atomic_bool hung;
+    void (*on_hung)(void *user);
+    void *hung_user;
 };
+
+static uint64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+// A step is starting (called with step_mu held).
+static void step_begin(shard_client *c) {
+    atomic_store(&c->step_since_ms, now_ms());
+}
+
+// A step ended: a deadline that passed on any rank marks the shards hung (the first time: the
+// owner is told, and restarts them); success clears it.
+static void step_end(shard_client *c, fl_code rc, const rpc_result *res) {
+    atomic_store(&c->step_since_ms, 0);
+    bool deadline = false;
+    for (int i = 0; rc != FL_OK && i < c->n; i++)
+        deadline |= res[i].status == GRPC_STATUS_DEADLINE_EXCEEDED;
+    if (rc == FL_OK) {
+        atomic_store(&c->hung, false);
+    } else if (deadline && !atomic_exchange(&c->hung, true)) {
+        log_error("a shard step took longer than --shard-step-timeout (%d s): shards hung",
+                  c->step_timeout_ms / 1000);
+        if (c->on_hung) c->on_hung(c->hung_user);
+    }
+}
 
 static fl_code channel_open(shard_client *c, int rank, fl_error *err) {
     char target[512];
@@ -75,6 +110,17 @@ static fl_code step_all(shard_client *c, shard_method m, pb_built *req, int time
     return rc;
 }
 
+// Prefill: a step with the step deadline and progress tracking.
+static fl_code step_timed(shard_client *c, shard_method m, pb_built *req, rpc_result **res,
+                          fl_error *err) {
+    pthread_mutex_lock(&c->step_mu);
+    step_begin(c);
+    fl_code rc = call_all(c, m, req, c->step_timeout_ms, res, err);
+    step_end(c, rc, *res);
+    pthread_mutex_unlock(&c->step_mu);
+    return rc;
+}
+
 static void results_free(shard_client *c, rpc_result *res) {
     for (int i = 0; res && i < c->n; i++)
         rpc_result_clear(&res[i]);
@@ -84,7 +130,7 @@ static void results_free(shard_client *c, rpc_result *res) {
 static fl_code sc_prefill(void *self, const shard_batch *batch, shard_step *out, fl_error *err) {
     shard_client *c = self;
     rpc_result *res;
-    fl_code rc = step_all(c, SHARD_PREFILL, pb_shard_prefill_request(batch), 0, &res, err);
+    fl_code rc = step_timed(c, SHARD_PREFILL, pb_shard_prefill_request(batch), &res, err);
     if (rc == FL_OK) rc = pb_shard_step_from(res[0].resp, out, err);
     if (rc == FL_OK) {
         uint32_t lookup, hit;
@@ -100,7 +146,9 @@ static fl_code sc_decode_start(void *self, const cached_batch *batches, int n, f
     pb_built *req = pb_shard_decode_request(batches, n);
     if (!req) return fl_error_set(err, FL_ENOMEM, "Decode: out of memory");
     pthread_mutex_lock(&c->step_mu);
-    rpc_fanout_start(c->decoder, shard_method_get(SHARD_DECODE)->path, pb_built_msg(req), 0);
+    step_begin(c);
+    rpc_fanout_start(c->decoder, shard_method_get(SHARD_DECODE)->path, pb_built_msg(req),
+                     c->step_timeout_ms);
     pb_built_free(req); // the calls hold their own encoding
     return FL_OK;
 }
@@ -109,6 +157,7 @@ static fl_code sc_decode_finish(void *self, shard_step *out, fl_error *err) {
     shard_client *c = self;
     rpc_result *res = c->decode_res;
     fl_code rc = rpc_fanout_finish(c->decoder, shard_method_get(SHARD_DECODE)->response, res, err);
+    step_end(c, rc, res);
     pthread_mutex_unlock(&c->step_mu);
     if (rc != FL_OK) rank_error(c, SHARD_DECODE, res, err);
     if (rc == FL_OK) rc = pb_shard_step_from(res[0].resp, out, err);
@@ -208,7 +257,21 @@ fl_code shard_client_clear_all(shard_client *c, fl_error *err) {
     fl_code rc = step_all(c, SHARD_CLEAR_CACHE, pb_shard_clear_request(NULL, 0), CONTROL_TIMEOUT_MS,
                           &res, err);
     results_free(c, res);
+    if (rc == FL_OK) atomic_store(&c->hung, false); // fresh (restarted) shards answer again
     return rc;
+}
+
+void shard_client_set_step_timeout(shard_client *c, int step_timeout_ms,
+                                   void (*on_hung)(void *user), void *user) {
+    c->step_timeout_ms = step_timeout_ms;
+    c->on_hung = on_hung;
+    c->hung_user = user;
+}
+
+bool shard_client_stalled(shard_client *c) {
+    if (atomic_load(&c->hung)) return true;
+    uint64_t since = atomic_load(&c->step_since_ms);
+    return since && c->step_timeout_ms > 0 && now_ms() - since > (uint64_t)c->step_timeout_ms;
 }
 
 fl_code shard_client_warmup(shard_client *c, const shard_batch *batch, uint32_t max_total_tokens,

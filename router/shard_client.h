@@ -25,3 +25,14 @@ fl_code shard_client_warmup(shard_client *c, const shard_batch *batch, uint32_t 
                             uint32_t *capacity, fl_error *err);
 
 const shard_api *shard_client_api(shard_client *c);
+
+// ---- progress (a shard that is alive but stuck) -------------------------------------------
+
+// Prefill and Decode get a deadline of step_timeout_ms (0: none). When one passes, the client
+// counts the shards as hung until a later step or shard_client_clear_all succeeds, and calls
+// on_hung(user) on the thread that saw it (once per hang). Set before serving.
+void shard_client_set_step_timeout(shard_client *c, int step_timeout_ms,
+                                   void (*on_hung)(void *user), void *user);
+// True while hung, or while a Prefill/Decode has been running for longer than the step timeout
+// (any thread, no RPC: the health check asks this first).
+bool shard_client_stalled(shard_client *c);

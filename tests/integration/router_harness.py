@@ -71,22 +71,24 @@ class Router:
     """A running falconlite-router; use as a context manager (stops it with SIGTERM)."""
 
     def __init__(self, *extra, num_shard=1, max_input=256, max_total=512, prefill=512,
-                 batch_total=2048, model=MODEL):
+                 batch_total=2048, model=MODEL, defaults=False, env=None):
+        """defaults: leave --hostname and --shard-uds-path to the router's defaults."""
         self.tmp = tempfile.mkdtemp(prefix="fl_router_")
         self.port, self.grpc_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = os.path.join(self.tmp, "router.log")
         args = [os.path.join(BIN, "falconlite-router"), "--model-id", model, "--backend", "cpu",
-                "--num-shard", str(num_shard), "--hostname", "127.0.0.1",
-                "--port", str(self.port), "--grpc-port", str(self.grpc_port),
-                "--shard-uds-path", os.path.join(self.tmp, "sock", "shard"),
+                "--num-shard", str(num_shard), "--port", str(self.port), "--grpc-port", str(self.grpc_port),
+                *([] if defaults else ["--hostname", "127.0.0.1",
+                                       "--shard-uds-path", os.path.join(self.tmp, "sock", "shard")]),
                 "--max-input-length", str(max_input), "--max-total-tokens", str(max_total),
                 "--max-batch-prefill-tokens", str(prefill), "--max-batch-total-tokens", str(batch_total),
                 "--threads", "1", *extra]
-        env = dict(os.environ)
-        env.pop("HOSTNAME", None)
+        run_env = dict(os.environ)
+        run_env.pop("HOSTNAME", None)
+        run_env.update(env or {})
         self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env=run_env)
 
     def __enter__(self):
         deadline = time.time() + 120

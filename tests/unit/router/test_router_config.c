@@ -8,6 +8,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "router/config.h"
 
@@ -32,7 +33,12 @@ static void test_defaults(void **state) {
     assert_int_equal(c.max_best_of, 2);
     assert_int_equal(c.max_stop_sequences, 4);
     assert_int_equal(c.port, 3000);
-    assert_string_equal(c.shard_uds_path, "/tmp/text-generation-server");
+    // Loopback and a private socket directory unless asked otherwise (SECURITY.md).
+    assert_string_equal(c.hostname, "127.0.0.1");
+    assert_string_equal(c.shard_uds_path, "");
+    assert_int_equal(c.shard_step_timeout_ms, 300000);
+    assert_int_equal(c.shutdown_grace_ms, 90000);
+    assert_string_equal(c.api_key, "");
     assert_int_equal(c.prefill_chunk_tokens, 1024);
 }
 
@@ -87,10 +93,37 @@ static void test_model_card_flags_and_env(void **state) {
     assert_string_equal(c.quantize, "gptq");
     assert_int_equal(c.max_concurrent_requests, 7); // from the environment
     assert_int_equal(c.port, 443);                  // the flag wins over PORT
-    assert_string_equal(c.hostname, "0.0.0.0");
+    assert_string_equal(c.hostname, "127.0.0.1");   // HOSTNAME held no address
     unsetenv("MAX_CONCURRENT_REQUESTS");
     unsetenv("PORT");
     unsetenv("HOSTNAME");
+}
+
+// The hardening flags: seconds, the key from the environment or a file, TLS files in pairs.
+static void test_hardening_flags(void **state) {
+    char key_path[] = "/tmp/fl_test_keyXXXXXX";
+    int fd = mkstemp(key_path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "s3cret\n", 7), 7);
+    close(fd);
+    router_config c;
+    fl_error err = {0};
+    setenv("API_KEY", "from-env", 1);
+    char *a1[] = {"router", "--model-id",         "m", "--shard-step-timeout",
+                  "5",      "--shutdown-timeout", "2", NULL};
+    assert_int_equal(parse(7, a1, &c, &err), FL_OK);
+    assert_int_equal(c.shard_step_timeout_ms, 5000);
+    assert_int_equal(c.shutdown_grace_ms, 2000);
+    assert_string_equal(c.api_key, "from-env");
+    unsetenv("API_KEY");
+    char *a2[] = {"router", "--model-id", "m", "--api-key-file", key_path, NULL};
+    assert_int_equal(parse(5, a2, &c, &err), FL_OK);
+    assert_string_equal(c.api_key, "s3cret");
+    unlink(key_path);
+    char *a3[] = {"router", "--model-id", "m", "--tls-cert", "c.pem", NULL};
+    assert_int_equal(parse(5, a3, &c, &err), FL_EINVAL);
+    char *a4[] = {"router", "--model-id", "m", "--shard-step-timeout", "0", NULL};
+    assert_int_equal(parse(5, a4, &c, &err), FL_EINVAL);
 }
 
 static void test_rules(void **state) {
@@ -157,6 +190,7 @@ int main(void) {
         cmocka_unit_test(test_prefill_chunk_tokens),
         cmocka_unit_test(test_model_card_flags_and_env),
         cmocka_unit_test(test_rules),
+        cmocka_unit_test(test_hardening_flags),
         cmocka_unit_test(test_rope_to_shards),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
