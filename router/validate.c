@@ -63,7 +63,10 @@ fl_code validate_params(const validate_limits *lim, gen_request_in *in, gen_para
     fl_code rc = check_representable(in, err);
     if (rc != FL_OK) return rc;
     // best_of 0 behaves as 1, as in TGI (only best_of > 1 takes the best-of path).
-    uint32_t best_of = p->has_best_of && p->best_of > 1 ? (uint32_t)p->best_of : 1;
+    // Saturated, not truncated: 2^32 + 2 must not pass as 2.
+    uint32_t best_of = !p->has_best_of || p->best_of <= 1 ? 1
+                       : p->best_of > UINT32_MAX          ? UINT32_MAX
+                                                          : (uint32_t)p->best_of;
     bool sampling =
         p->do_sample || p->has_temperature || p->has_top_k || p->has_top_p || p->has_typical_p;
     if (best_of > 1 && !sampling)

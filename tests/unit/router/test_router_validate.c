@@ -93,6 +93,18 @@ static void test_messages_and_order(void **state) {
     set_inputs(&in, "hi");
     in.params.has_best_of = true, in.params.best_of = 2;
     assert_string_equal(check(&in), "you must use sampling when `best_of` is > 1");
+    // A best_of past 32 bits saturates, so --max-best-of refuses it (found by fuzzing: 2^32 + 2
+    // used to pass as 2).
+    {
+        gen_params p;
+        fl_error err = {0};
+        in.params.do_sample = true, in.params.best_of = 4294967298LL;
+        assert_int_equal(validate_params(&lim, &in, &p, &err), FL_OK);
+        assert_int_equal(p.best_of, UINT32_MAX);
+        assert_int_not_equal(validate_best_of(&lim, p.best_of, &err), FL_OK);
+        free(p.stop);
+        in.params.do_sample = false, in.params.best_of = 2;
+    }
     // Sampling present: the next failing rule wins (temperature before top_p).
     in.params.do_sample = true;
     in.params.has_temperature = true, in.params.temperature = 0;
