@@ -12,15 +12,17 @@
 #   base    the same bench rows with BASE_BUILD (an older build) for an A/B on the same card
 #   server  falconlite-router on the checkpoint, 32 streaming clients at input 3300
 #           (bench-server), chunked prefill on (default) and off
+#   prefix  the prefix cache (tests/gpu/prefix_bench.py through the router): a 10K-token document
+#           with 5 questions (TTFT of each), 16 clients on a shared vs distinct 3300-token prefix
 # Usage: tests/gpu/run_perf.sh BUILD_DIR [BASE_BUILD_DIR]   (dirs with bin/ and lib/)
 # Env: OUT (logs, default /tmp/falconlite-perf), STEPS (default all of the above), MODEL_DIR,
-#      NEW_TOKENS (256), SERVER_REQUESTS (32), SERVER_CHUNKS ("1024 0").
+#      NEW_TOKENS (256), SERVER_REQUESTS (32), SERVER_CHUNKS ("1024 0"), PROFILE_FUSED ("1 0").
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 B=${1:?build dir}/bin
 BASE=${2:-}
 OUT=${OUT:-/tmp/falconlite-perf}
-STEPS=${STEPS:-"test kernels bench profile base server"}
+STEPS=${STEPS:-"test kernels bench profile base server prefix"}
 # The checkpoint (22.3 GB) goes to RAM-backed /dev/shm when it has room, else to /tmp.
 shm_free=$(df -Pk /dev/shm 2>/dev/null | awk 'NR == 2 {print $4}')
 M=${MODEL_DIR:-$([ "${shm_free:-0}" -gt 25000000 ] && echo /dev/shm || echo /tmp)/falconlite-40b-gptq}
@@ -76,7 +78,7 @@ if has bench; then
 fi
 if has profile; then
     stamp "bench --profile"
-    for fused in 1 0; do
+    for fused in ${PROFILE_FUSED:-1 0}; do
         FALCONLITE_FUSED=$fused timeout 200 "$B/falconlite" bench --model "$M" --backend cuda \
             --input-lengths 20 --batch 1,16 --new-tokens 16 --ignore-eos --profile \
             >"$OUT/profile_fused$fused.txt" 2>&1
@@ -123,5 +125,23 @@ PY
         kill -TERM $router
         wait $router
     done
+fi
+if has prefix; then
+    stamp "router with the prefix cache: 10K-token document, 5 questions; 16 clients shared prefix"
+    "$B/falconlite-router" --model-id "$M" --num-shard 1 --backend cuda --port 3301 \
+        --grpc-port 0 --max-input-length 10100 --max-total-tokens 10400 \
+        --max-batch-prefill-tokens 10400 --max-batch-total-tokens 131072 \
+        --max-concurrent-requests 256 --shard-uds-path /tmp/fl-prefix >"$OUT/router_prefix.log" 2>&1 &
+    router=$!
+    for _ in $(seq 1 300); do
+        curl -sf localhost:3301/health >/dev/null 2>&1 && break
+        kill -0 $router 2>/dev/null || break
+        sleep 1
+    done
+    stamp "router ready"
+    timeout 240 python3 tests/gpu/prefix_bench.py --url http://127.0.0.1:3301 --doc-tokens 10000 \
+        --shared-tokens 3300 --clients 16 --rounds 2 --new-tokens 64 --json "$OUT/prefix.json"
+    kill -TERM $router
+    wait $router
 fi
 stamp done
