@@ -134,7 +134,7 @@ if has prefix; then
         --max-concurrent-requests 256 --shard-uds-path /tmp/fl-prefix >"$OUT/router_prefix.log" 2>&1 &
     router=$!
     for _ in $(seq 1 300); do
-        curl -sf localhost:3301/health >/dev/null 2>&1 && break
+        python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:3301/health', timeout=5)" 2>/dev/null && break
         kill -0 $router 2>/dev/null || break
         sleep 1
     done
