@@ -1,13 +1,11 @@
-// config.json (+ quantize_config.json, + GPTQ environment) -> model_config. Field names and
-// defaults follow transformers' FalconConfig / LlamaConfig; the legacy RefinedWeb / RefinedWebModel
-// names (n_embed, n_head, n_head_kv, n_layer) are accepted in every Falcon config.
+// config.json (+ quantize_config.json, + the operator's GPTQ overrides) -> model_config; reads no
+// environment. Field names and defaults follow transformers' FalconConfig / LlamaConfig; the
+// legacy RefinedWeb / RefinedWebModel names (n_embed, n_head, n_head_kv, n_layer) are accepted
+// in every Falcon config.
 #include "common/model_config.h"
 
-#include <errno.h>
 #include <limits.h>
-#include <math.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -137,24 +135,13 @@ static fl_code llama_parse(const cJSON *c, const char *where, model_config *cfg,
     return FL_OK;
 }
 
-// An environment variable as a strict integer; *set = 0 when unset or empty.
-static fl_code env_int(const char *name, int *out, int *set, fl_error *err) {
-    const char *s = getenv(name);
-    *set = s && *s;
-    if (!*set) return FL_OK;
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || *end || v < INT_MIN || v > INT_MAX)
-        return fl_error_set(err, FL_EINVAL, "environment: %s='%s' must be an integer", name, s);
-    *out = (int)v;
-    return FL_OK;
-}
-
 // GPTQ settings: quantize_config.json (AutoGPTQ), else config.json's "quantization_config"
-// (transformers' copy of it); GPTQ_BITS / GPTQ_GROUPSIZE fill what neither gives.
+// (transformers' copy of it); the operator's overrides o (NULL: none) fill what neither gives.
+// The one place GPTQ settings are checked; messages name what gave the bad value.
 static fl_code quant_parse(const char *dir, const cJSON *config, const char *config_path,
-                           model_config *cfg, fl_error *err) {
+                           const quant_overrides *o, model_config *cfg, fl_error *err) {
+    static const quant_overrides none = {0};
+    if (!o) o = &none;
     quant_config *q = &cfg->quant;
     char path[4096];
     snprintf(path, sizeof path, "%s/quantize_config.json", dir);
@@ -173,7 +160,7 @@ static fl_code quant_parse(const char *dir, const cJSON *config, const char *con
         qc = cJSON_GetObjectItemCaseSensitive(config, "quantization_config");
         where = config_path;
     }
-    int bits = 0, group = 0, env_bits = 0, env_group = 0, has_env_bits, has_env_group;
+    int bits = 0, group = 0;
     const char *method = "gptq";
     memset(q, 0, sizeof *q);
     q->sym = 1;
@@ -192,30 +179,30 @@ static fl_code quant_parse(const char *dir, const cJSON *config, const char *con
         return rc;
     }
     cJSON_Delete(file);
-    if ((rc = env_int("GPTQ_BITS", &env_bits, &has_env_bits, err)) ||
-        (rc = env_int("GPTQ_GROUPSIZE", &env_group, &has_env_group, err)))
-        return rc;
-    q->gptq = qc || has_env_bits || has_env_group;
+    q->gptq = qc || quant_overrides_given(o);
     if (!q->gptq) return FL_OK;
-    q->bits = bits ? bits : env_bits;
-    q->group_size = group ? group : env_group;
+    q->bits = bits ? bits : o->bits;
+    q->group_size = group ? group : o->group_size;
     if (!q->bits || !q->group_size) {
+        const char *given = qc        ? where
+                            : o->bits ? quant_overrides_bits_source(o)
+                                      : quant_overrides_group_source(o);
         return fl_error_set(err, FL_ENOTFOUND,
-                            "%s: GPTQ %s not given (set it in "
-                            "quantize_config.json or GPTQ_%s)",
-                            qc ? where : "environment", !q->bits ? "bits" : "group_size",
-                            !q->bits ? "BITS" : "GROUPSIZE");
+                            "%s: GPTQ %s not given (set it in quantize_config.json, --gptq-%s "
+                            "or GPTQ_%s)",
+                            given, !q->bits ? "bits" : "group_size",
+                            !q->bits ? "bits" : "groupsize", !q->bits ? "BITS" : "GROUPSIZE");
     }
     if (q->bits != 2 && q->bits != 3 && q->bits != 4 && q->bits != 8)
         return fl_error_set(err, FL_EUNSUPPORTED, "%s: GPTQ bits %d (2, 3, 4 or 8)",
-                            qc ? where : "environment: GPTQ_BITS", q->bits);
+                            bits ? where : quant_overrides_bits_source(o), q->bits);
     if (q->group_size != -1 &&
         (q->group_size <= 0 || cfg->d_model % q->group_size || cfg->d_ff % q->group_size)) {
         return fl_error_set(err, FL_EINVAL,
                             "%s: GPTQ group_size %d must be -1 or divide d_model "
                             "(%d) and d_ff (%d)",
-                            qc ? where : "environment: GPTQ_GROUPSIZE", q->group_size, cfg->d_model,
-                            cfg->d_ff);
+                            group ? where : quant_overrides_group_source(o), q->group_size,
+                            cfg->d_model, cfg->d_ff);
     }
     return FL_OK;
 }
@@ -249,7 +236,8 @@ static fl_code config_validate(const model_config *cfg, const char *where, fl_er
     return FL_OK;
 }
 
-fl_code model_config_load(const char *model_dir, model_config *cfg, fl_error *err) {
+fl_code model_config_load(const char *model_dir, const quant_overrides *gptq, model_config *cfg,
+                          fl_error *err) {
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", model_dir);
     memset(cfg, 0, sizeof *cfg);
@@ -279,7 +267,7 @@ fl_code model_config_load(const char *model_dir, model_config *cfg, fl_error *er
     if (!rc)
         rc = rope_config_parse(root, path, cfg->max_position_embeddings, cfg->head_dim, &cfg->rope,
                                err);
-    if (!rc) rc = quant_parse(model_dir, root, path, cfg, err);
+    if (!rc) rc = quant_parse(model_dir, root, path, gptq, cfg, err);
     cJSON_Delete(root);
     return rc;
 }

@@ -1,7 +1,8 @@
 // Model hyperparameters read from a model directory's config.json (+ quantize_config.json and
-// the GPTQ_BITS / GPTQ_GROUPSIZE environment), and the architecture described as data so that
+// the operator's GPTQ overrides), and the architecture described as data so that
 // Falcon (both layouts) and Llama share one forward driver.
 #pragma once
+#include "common/quant_overrides.h"
 #include "common/rope.h"
 #include "common/status.h"
 
@@ -44,7 +45,9 @@ typedef struct model_config {
     quant_config quant;
 } model_config;
 
-// Reads <dir>/config.json and, when present, <dir>/quantize_config.json. GPTQ_BITS and
-// GPTQ_GROUPSIZE in the environment fill bits / group size when the file lacks them. The rotary
-// settings are config.json's; operator overrides (common/rope.h) are applied by the caller.
-fl_code model_config_load(const char *model_dir, model_config *cfg, fl_error *err);
+// Reads <dir>/config.json and, when present, <dir>/quantize_config.json; reads no environment.
+// gptq (NULL: none) fills the GPTQ bits / group size the files lack and, given alone, marks the
+// model GPTQ; the result is checked here. The rotary settings are config.json's; operator
+// overrides (common/rope.h) are applied by the caller.
+fl_code model_config_load(const char *model_dir, const quant_overrides *gptq, model_config *cfg,
+                          fl_error *err);

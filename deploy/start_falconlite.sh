@@ -32,7 +32,8 @@ args=(
     --trust-remote-code                                   # accepted and ignored (no Python here)
     --quantize gptq                                       # informational: GPTQ is read from the checkpoint
 )
-# Read by every shard, exactly as the card's patched TGI reads them:
+# Read by the router (which passes them to every shard as --gptq-* / --rope-* flags), with the
+# meaning the card's patched TGI gives them:
 #   GPTQ_BITS / GPTQ_GROUPSIZE fill what the checkpoint's quantize_config.json does not give;
 #   DNTK_ALPHA_SCALER selects FalconLite's dynamic-NTK rotary scaling (alpha 0.25).
 env_vars=(GPTQ_BITS=4 GPTQ_GROUPSIZE=128 DNTK_ALPHA_SCALER=0.25)

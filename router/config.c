@@ -226,6 +226,8 @@ fl_code router_config_parse(int argc, char **argv, router_config *c, bool *help,
     router_opts_bind(c, tgi, fl, harden, rope);
     opt_spec http[N_HTTP];
     http_opts_bind(c, http);
+    opt_spec gptq[QUANT_OPTS_N];
+    quant_opts_bind(&c->gptq, gptq);
     const opt_group groups[] = {
         OPT_GROUP("TGI 0.9.2 launcher flags (each also read from its upper-case env var)", tgi),
         OPT_GROUP("falconlite", fl),
@@ -234,6 +236,9 @@ fl_code router_config_parse(int argc, char **argv, router_config *c, bool *help,
                   "select falconlite)",
                   rope),
         OPT_GROUP("HTTP edge", http),
+        OPT_GROUP("GPTQ (GPTQ_BITS / GPTQ_GROUPSIZE in the environment fill what the flags leave "
+                  "open)",
+                  gptq),
         OPT_GROUP(NULL, ignored),
     };
     enum { N_GROUPS = sizeof groups / sizeof groups[0] };
@@ -247,6 +252,8 @@ fl_code router_config_parse(int argc, char **argv, router_config *c, bool *help,
     // FalconLite's start script selects its rotary scaling through the environment; the shards get
     // it as explicit flags.
     if ((rc = rope_overrides_add_env(&c->rope, err))) return rc;
+    // TGI's launcher reads GPTQ_BITS / GPTQ_GROUPSIZE; the shards get them as --gptq-* flags.
+    if ((rc = quant_overrides_add_env(&c->gptq, err))) return rc;
     if (!c->num_shard) c->num_shard = !strcmp(c->backend, "cpu") ? 1 : visible_devices();
     if (!c->model_id[0])
         return fl_error_set(err, FL_EINVAL, "--model-id is required (a model directory)");
@@ -273,21 +280,34 @@ fl_code router_config_parse(int argc, char **argv, router_config *c, bool *help,
     return FL_OK;
 }
 
-int router_config_rope_args(const router_config *c, char *buf, size_t cap, char **args) {
-    const rope_overrides *r = &c->rope;
-    int n = 0;
-    size_t used = 0;
-    // One "--flag" and its value per given field; floats with 9 digits round-trip exactly.
-#define ROPE_ARG(flag, ...)                                                                        \
+// One "--flag" and its value into args[n] (the value's text at buf + used), for the shard
+// argument writers below.
+#define SHARD_ARG(flag, ...)                                                                       \
     do {                                                                                           \
         args[n++] = flag;                                                                          \
         args[n++] = buf + used;                                                                    \
         used += (size_t)snprintf(buf + used, cap - used, __VA_ARGS__) + 1;                         \
     } while (0)
-    if (r->mode >= 0) ROPE_ARG("--rope-scaling", "%s", rope_mode_name((rope_mode)r->mode));
-    if (!isnan(r->alpha)) ROPE_ARG("--rope-alpha", "%.9g", r->alpha);
-    if (r->threshold) ROPE_ARG("--rope-threshold", "%d", r->threshold);
-    if (!isnan(r->factor)) ROPE_ARG("--rope-factor", "%.9g", r->factor);
-#undef ROPE_ARG
+
+int router_config_rope_args(const router_config *c, char *buf, size_t cap, char **args) {
+    const rope_overrides *r = &c->rope;
+    int n = 0;
+    size_t used = 0;
+    // One "--flag" and its value per given field; floats with 9 digits round-trip exactly.
+    if (r->mode >= 0) SHARD_ARG("--rope-scaling", "%s", rope_mode_name((rope_mode)r->mode));
+    if (!isnan(r->alpha)) SHARD_ARG("--rope-alpha", "%.9g", r->alpha);
+    if (r->threshold) SHARD_ARG("--rope-threshold", "%d", r->threshold);
+    if (!isnan(r->factor)) SHARD_ARG("--rope-factor", "%.9g", r->factor);
     return n;
 }
+
+// ---- GPTQ overrides to the shards (GPTQ_BITS / GPTQ_GROUPSIZE read here, once)
+// -------------------
+int router_config_quant_args(const router_config *c, char *buf, size_t cap, char **args) {
+    int n = 0;
+    size_t used = 0;
+    if (c->gptq.bits) SHARD_ARG("--gptq-bits", "%d", c->gptq.bits);
+    if (c->gptq.group_size) SHARD_ARG("--gptq-groupsize", "%d", c->gptq.group_size);
+    return n;
+}
+#undef SHARD_ARG

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/quant_overrides.h"
 #include "common/rope.h"
 #include "common/status.h"
 
@@ -33,6 +34,9 @@ typedef struct router_config {
     // --rope-* and FalconLite's DNTK_ALPHA_SCALER / PRETRAINED_MAX_TOKENS, checked, passed to
     // every shard as explicit --rope-* flags (fields not given: see rope_overrides).
     rope_overrides rope;
+    // --gptq-bits / --gptq-groupsize and TGI's GPTQ_BITS / GPTQ_GROUPSIZE, passed to every shard
+    // as explicit --gptq-* flags (0: not given).
+    quant_overrides gptq;
     int shutdown_grace_ms; // 90000 (TGI's launcher grace period; --shutdown-timeout in seconds)
     // Hardening (SECURITY.md): a Prefill or Decode that takes longer than this marks the shards
     // hung: the step's requests fail, /health turns 503 and the shards are restarted.
@@ -57,3 +61,5 @@ fl_code router_config_parse(int argc, char **argv, router_config *cfg, bool *hel
 // the strings live in buf, which must outlive args; 128 bytes suffice). Returns the number of
 // entries.
 int router_config_rope_args(const router_config *cfg, char *buf, size_t cap, char **args);
+// The same for the --gptq-* arguments that pass cfg->gptq (4 entries at most; 32 bytes suffice).
+int router_config_quant_args(const router_config *cfg, char *buf, size_t cap, char **args);

@@ -132,13 +132,14 @@ static void on_exit_cb(uv_process_t *proc, int64_t status, int term_signal) {
 static int spawn_rank(launcher *l, int rank) {
     const router_config *c = &l->cfg;
     char sock[512], rank_s[16], world_s[16], threads_s[16], comm_id[64], rope_s[160];
+    char gptq_s[32];
     socket_path(l, rank, sock, sizeof sock);
     unlink(sock); // stale socket from an earlier run (TGI does the same)
     snprintf(rank_s, sizeof rank_s, "%d", rank);
     snprintf(world_s, sizeof world_s, "%d", l->n);
     snprintf(threads_s, sizeof threads_s, "%d", c->threads);
     snprintf(comm_id, sizeof comm_id, "fl-%d-%d", (int)getpid(), l->generation);
-    char *args[32];
+    char *args[48];
     int n = 0;
     args[n++] = (char *)c->shard_bin;
     args[n++] = "--model", args[n++] = (char *)c->model_id;
@@ -149,6 +150,7 @@ static int spawn_rank(launcher *l, int rank) {
     args[n++] = "--comm-id", args[n++] = comm_id;
     if (c->threads > 0) args[n++] = "--threads", args[n++] = threads_s;
     n += router_config_rope_args(c, rope_s, sizeof rope_s, args + n);
+    n += router_config_quant_args(c, gptq_s, sizeof gptq_s, args + n);
     args[n++] = "--prefix-cache", args[n++] = c->prefix_cache ? "on" : "off";
     args[n] = NULL;
 

@@ -21,7 +21,8 @@ static void usage(FILE *f, const opt_group *groups, int n_groups) {
     fprintf(f,
             "usage: falconlite-shard --model DIR --uds-path PATH [--rank R --world W] [options]\n"
             "Serves rank R of W on unix:PATH-R. --comm-id names the ranks' rendezvous (required\n"
-            "when W > 1, unique per launch). --rope-* override config.json's rotary scaling.\n");
+            "when W > 1, unique per launch). --rope-* override config.json's rotary scaling;\n"
+            "--gptq-* fill the GPTQ settings the checkpoint does not give.\n");
     opts_usage(f, groups, n_groups, 0);
 }
 
@@ -86,8 +87,12 @@ int main(int argc, char **argv) {
     };
     opt_spec rope_opts[ROPE_OPTS_N];
     rope_opts_bind(&rope, rope_opts);
-    const opt_group groups[] = {OPT_GROUP(NULL, shard_opts),
-                                OPT_GROUP("rotary scaling", rope_opts)};
+    // GPTQ overrides: flags only (the router passes GPTQ_BITS / GPTQ_GROUPSIZE as these).
+    opt_spec quant_opts[QUANT_OPTS_N];
+    quant_opts_bind(&o.gptq, quant_opts);
+    const opt_group groups[] = {
+        OPT_GROUP(NULL, shard_opts), OPT_GROUP("rotary scaling", rope_opts),
+        OPT_GROUP("GPTQ (what quantize_config.json does not give)", quant_opts)};
     enum { N_GROUPS = sizeof groups / sizeof groups[0] };
     bool help;
     fl_error err = {0};

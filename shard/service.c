@@ -445,7 +445,8 @@ fl_code shard_service_create(const shard_options *opt, shard_service **out, fl_e
         model_options mo = {.rank = opt->rank,
                             .world = opt->world,
                             .comm = s->comm,
-                            .rope_override = opt->rope_override};
+                            .rope_override = opt->rope_override,
+                            .gptq = opt->gptq};
         rc = model_load(opt->model_dir, &mo, s->be, &s->m, err);
     }
     if (rc != FL_OK) {

@@ -12,6 +12,7 @@ typedef struct shard_options {
     const char *backend;                 // "cpu", "cuda" or "auto"
     int threads;                         // CPU backend workers (0: default)
     const rope_overrides *rope_override; // NULL: from config.json as written
+    quant_overrides gptq;                // --gptq-bits / --gptq-groupsize (0: not given)
     const char *comm_id;                 // rendezvous name shared by the ranks (world > 1)
     const char *comm_dir;                // rendezvous directory (NULL: /dev/shm)
     int prefix_cache;                    // 1: reuse cached prompt prefixes (kv_cache.h)

@@ -38,6 +38,11 @@ int cli_rope_env(const char *cmd, rope_overrides *rope) {
     return rope_overrides_add_env(rope, &err) ? cli_fail("%s: %s", cmd, err.msg) : 0;
 }
 
+int cli_gptq_env(const char *cmd, quant_overrides *gptq) {
+    fl_error err = {0};
+    return quant_overrides_add_env(gptq, &err) ? cli_fail("%s: %s", cmd, err.msg) : 0;
+}
+
 int cli_args_parse_rope(const char *cmd, const char *summary, int argc, char **argv,
                         const opt_spec *opts, int n_opts, rope_overrides *rope) {
     opt_spec rope_opts[ROPE_OPTS_N];

@@ -395,7 +395,11 @@ int cmd_bench(int argc, char **argv) {
         be->free(be);
         return 1;
     }
-    model_options mo = {0, 1, NULL, rope_overrides_given(&rope) ? &rope : NULL};
+    model_options mo = {0, 1, NULL, rope_overrides_given(&rope) ? &rope : NULL, {0}};
+    if (cli_gptq_env("bench", &mo.gptq)) {
+        be->free(be);
+        return 1;
+    }
     double tl = cli_now_s();
     fl_code code = model_load(model_dir, &mo, be, &e.m, &err);
     if (code != FL_OK) {

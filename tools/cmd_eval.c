@@ -50,6 +50,7 @@ static int eval_args_check(const char *suite, const eval_args *a, eval_opts *o) 
                      .verbose = a->verbose,
                      .json = a->json,
                      .rope_override = rope_overrides_given(&a->rope) ? &a->rope : NULL};
+    if (a->dir && cli_gptq_env("eval", &o->gptq)) return 1;
     o->max_new = a->max_new > 0           ? a->max_new
                  : is_passkey             ? 10
                  : !strcmp(suite, "topics") ? 50

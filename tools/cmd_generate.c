@@ -127,6 +127,7 @@ static int generate_run(const gen_args *a, gen_run *g) {
     if (!(g->be = backend_create(a->backend, &err))) return cli_fail("%s", err.msg);
     model_options mo = {
         .rank = 0, .world = 1, .rope_override = rope_overrides_given(&a->rope) ? &a->rope : NULL};
+    if (cli_gptq_env("generate", &mo.gptq)) return 1;
     if (model_load(a->dir, &mo, g->be, &g->m, &err)) return cli_fail("%s", err.msg);
     if (cli_tokenizer_load(a->dir, &g->tok, &err)) return cli_fail("%s", err.msg);
     if (a->chat && chat_prompt_build(a, g, &err)) return cli_fail("%s", err.msg);

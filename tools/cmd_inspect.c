@@ -81,7 +81,9 @@ int cmd_inspect(int argc, char **argv) {
     model_config cfg;
     fl_error err = {0};
     rope_overrides rope = ROPE_OVERRIDES_NONE;
-    if (model_config_load(dir, &cfg, &err)) return cli_fail("%s", err.msg);
+    quant_overrides gptq = {0};
+    if (cli_gptq_env("inspect", &gptq)) return 1;
+    if (model_config_load(dir, &gptq, &cfg, &err)) return cli_fail("%s", err.msg);
     if (cli_rope_env("inspect", &rope)) return 1;
     if (rope_overrides_given(&rope) &&
         rope_config_apply_overrides(&cfg.rope, cfg.max_position_embeddings, &rope, &cfg.rope, &err))

@@ -24,6 +24,7 @@ typedef struct eval_opts {
     const char *server;        // --server URL (NULL: local)
     int threads;
     const rope_overrides *rope_override; // --rope-* flags and environment; NULL: config.json's
+    quant_overrides gptq;                // GPTQ_BITS / GPTQ_GROUPSIZE (0: not given)
     rope_config rope;          // effective rotary scaling (set once the model is loaded)
     const chat_template *tmpl; // wraps each prompt ("none": the prompt as is)
     const char *tmpl_name;     // --template's value; "auto:<kind>" for the model's own

@@ -17,7 +17,7 @@ fl_code eval_engine_open(const eval_opts *o, eval_engine *e, fl_error *err) {
         setenv("FALCONLITE_THREADS", threads, 1);
     }
     if (!(e->be = backend_create(o->backend, err))) return err ? err->code : FL_EBACKEND;
-    model_options mo = {.rank = 0, .world = 1, .rope_override = o->rope_override};
+    model_options mo = {.rank = 0, .world = 1, .rope_override = o->rope_override, .gptq = o->gptq};
     fl_code rc = model_load(o->dir, &mo, e->be, &e->m, err);
     if (!rc) rc = cli_tokenizer_load(o->dir, &e->tok, err);
     if (rc) return rc;

@@ -12,7 +12,7 @@ fl_code model_load(const char *dir, const model_options *opt, backend *be, model
                             opt->world);
     model *m = calloc(1, sizeof *m);
     if (!m) return fl_error_set(err, FL_ENOMEM, "model %s: out of memory", dir);
-    fl_code rc = model_config_load(dir, &m->cfg, err);
+    fl_code rc = model_config_load(dir, &opt->gptq, &m->cfg, err);
     if (!rc && opt->rope_override)
         rc = rope_config_apply_overrides(&m->cfg.rope, m->cfg.max_position_embeddings,
                                          opt->rope_override, &m->cfg.rope, err);

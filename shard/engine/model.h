@@ -14,12 +14,14 @@ typedef struct model_options {
     int rank, world;       // tensor-parallel position; 0, 1 for a single process
     comm *comm;            // all-reduce / all-gather between ranks (NULL when world == 1)
     const rope_overrides *rope_override; // NULL: rotary scaling from config.json as written
+    quant_overrides gptq; // GPTQ bits / group size the checkpoint lacks (0: not given)
 } model_options;
 
 typedef struct model model;
 
-// Loads config.json (once; opt->rope_override applied on top), quantize_config.json and this
-// rank's slice of the safetensors weights from dir onto the backend. Bad files give one error naming the file and tensor or field.
+// Loads config.json (once; opt->rope_override applied on top), quantize_config.json (opt->gptq
+// filling what it lacks) and this rank's slice of the safetensors weights from dir onto the
+// backend. Bad files give one error naming the file and tensor or field.
 fl_code model_load(const char *dir, const model_options *opt, backend *be, model **out,
                    fl_error *err);
 void model_free(model *m);

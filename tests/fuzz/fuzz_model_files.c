@@ -52,7 +52,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         char dir[128];
         snprintf(dir, sizeof dir, "%.*s", (int)(strrchr(path, '/') - path), path);
         model_config c;
-        model_config_load(dir, &c, &err);
+        model_config_load(dir, NULL, &c, &err);
         break;
     }
     }

@@ -464,9 +464,17 @@ static void test_model_config_mutations(void **state) {
             else
                 unsetenv(env_names[e]);
         }
+        // The edges' readers fill the overrides model_config_load takes (it reads no environment).
         model_config c;
         fl_error err = {0};
-        fl_code rc = model_config_load(tmpdir, &c, &err);
+        quant_overrides gptq = {0};
+        rope_overrides rope = ROPE_OVERRIDES_NONE;
+        fl_code rc = quant_overrides_add_env(&gptq, &err);
+        if (rc == FL_OK) rc = model_config_load(tmpdir, &gptq, &c, &err);
+        if (rc == FL_OK) rc = rope_overrides_add_env(&rope, &err);
+        if (rc == FL_OK)
+            rc = rope_config_apply_overrides(&c.rope, c.max_position_embeddings, &rope, &c.rope,
+                                             &err);
         expect_ok_or_error(rc, &err, "model_config_load", iter);
         if (rc == FL_OK) {
             config_check_loaded(&c, iter, &b);

@@ -1,6 +1,7 @@
 // config.json parsing: HF `falcon` (40B new-arch and 7B multi-query), the legacy RefinedWeb /
 // RefinedWebModel configs as published, Llama, rotary settings (rope_theta, rope_parameters,
-// rope_scaling), the GPTQ and DNTK environment, malformed configs, and the rotary base against
+// rope_scaling), GPTQ (files, the --gptq-* / GPTQ_* overrides read at the edges), the DNTK
+// environment, malformed configs, and the rotary base against
 // FalconLite's table.
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,12 +18,14 @@
 #include "common/model_config.h"
 
 static char tmpdir[256];
+static quant_overrides gptq; // the operator's GPTQ overrides the loads below pass
 static const char *const env_vars[] = {"GPTQ_BITS", "GPTQ_GROUPSIZE", "DNTK_ALPHA_SCALER",
                                        "PRETRAINED_MAX_TOKENS"};
 
 static int env_clear(void **state) {
     for (size_t i = 0; i < sizeof env_vars / sizeof env_vars[0]; i++)
         unsetenv(env_vars[i]);
+    gptq = (quant_overrides){0};
     char path[300];
     snprintf(path, sizeof path, "%s/quantize_config.json", tmpdir);
     unlink(path);
@@ -53,7 +56,7 @@ static model_config load_ok(const char *config_json) {
     file_put("config.json", config_json);
     model_config cfg;
     fl_error err = {0};
-    if (model_config_load(tmpdir, &cfg, &err)) fail_msg("%s", err.msg);
+    if (model_config_load(tmpdir, &gptq, &cfg, &err)) fail_msg("%s", err.msg);
     return cfg;
 }
 
@@ -63,7 +66,7 @@ static void load_fails(const char *config_json, fl_code code, const char *file,
     file_put("config.json", config_json);
     model_config cfg;
     fl_error err = {0};
-    fl_code rc = model_config_load(tmpdir, &cfg, &err);
+    fl_code rc = model_config_load(tmpdir, &gptq, &cfg, &err);
     if (rc != code) {
         fail_msg("expected %s, got %s: %s (config %s)", fl_code_name(code), fl_code_name(rc),
                  err.msg, config_json);
@@ -384,9 +387,8 @@ static void test_gptq(void **state) {
     assert_int_equal(c.quant.group_size, 128);
     assert_int_equal(c.quant.desc_act, 1);
     assert_int_equal(c.quant.sym, 1);
-    // The environment fills what the file lacks; the file wins where it has a value.
-    setenv("GPTQ_BITS", "8", 1);
-    setenv("GPTQ_GROUPSIZE", "64", 1);
+    // The overrides fill what the file lacks; the file wins where it has a value.
+    gptq = (quant_overrides){.bits = 8, .group_size = 64};
     file_put("quantize_config.json", "{\"bits\":4,\"desc_act\":false}");
     c = load_ok("{" SMALL_FALCON "}");
     assert_int_equal(c.quant.bits, 4);
@@ -406,25 +408,67 @@ static void test_gptq(void **state) {
     load_fails("{" SMALL_FALCON "}", FL_EFORMAT, "quantize_config.json", NULL);
     env_clear(state);
 
-    // No file: the environment alone marks the model GPTQ (the FalconLite start script).
+    // No file: the overrides alone mark the model GPTQ; messages name the flag that gave a value.
     c = load_ok("{" SMALL_FALCON "}");
     assert_int_equal(c.quant.gptq, 0);
-    setenv("GPTQ_BITS", "4", 1);
-    setenv("GPTQ_GROUPSIZE", "128", 1);
+    gptq = (quant_overrides){.bits = 4, .group_size = 128};
     c = load_ok("{" SMALL_FALCON "}");
     assert_int_equal(c.quant.gptq, 1);
     assert_int_equal(c.quant.bits, 4);
     assert_int_equal(c.quant.group_size, 128);
-    unsetenv("GPTQ_GROUPSIZE");
-    load_fails("{" SMALL_FALCON "}", FL_ENOTFOUND, "environment", "GPTQ_GROUPSIZE");
-    setenv("GPTQ_GROUPSIZE", "12x", 1);
-    load_fails("{" SMALL_FALCON "}", FL_EINVAL, "environment", "GPTQ_GROUPSIZE");
-    setenv("GPTQ_GROUPSIZE", "384", 1);
-    load_fails("{" SMALL_FALCON "}", FL_EINVAL, "GPTQ_GROUPSIZE", "384");
+    gptq.group_size = 0;
+    load_fails("{" SMALL_FALCON "}", FL_ENOTFOUND, "--gptq-bits", "--gptq-groupsize");
+    gptq.group_size = 384;
+    load_fails("{" SMALL_FALCON "}", FL_EINVAL, "--gptq-groupsize", "384");
+    gptq = (quant_overrides){.bits = 5, .group_size = 128};
+    load_fails("{" SMALL_FALCON "}", FL_EUNSUPPORTED, "--gptq-bits", "5");
     env_clear(state);
+}
 
+// GPTQ_BITS / GPTQ_GROUPSIZE: model_config_load ignores them; the edges read them into the
+// overrides (flags win), and messages then name the variable.
+static void test_gptq_env(void **state) {
+    setenv("GPTQ_BITS", "4", 1);
+    setenv("GPTQ_GROUPSIZE", "128", 1);
+    model_config c = load_ok("{" SMALL_FALCON "}");
+    assert_int_equal(c.quant.gptq, 0); // model_config_load reads no GPTQ environment
+    fl_error err = {0};
+    assert_int_equal(quant_overrides_add_env(&gptq, &err), FL_OK);
+    c = load_ok("{" SMALL_FALCON "}");
+    assert_int_equal(c.quant.gptq, 1);
+    assert_int_equal(c.quant.bits, 4);
+    assert_int_equal(c.quant.group_size, 128);
+    // A flag wins, field by field.
+    gptq = (quant_overrides){.bits = 8};
+    assert_int_equal(quant_overrides_add_env(&gptq, &err), FL_OK);
+    assert_int_equal(gptq.bits, 8);
+    assert_int_equal(gptq.group_size, 128);
+    assert_string_equal(quant_overrides_bits_source(&gptq), "--gptq-bits");
+    assert_string_equal(quant_overrides_group_source(&gptq), "environment: GPTQ_GROUPSIZE");
+    unsetenv("GPTQ_GROUPSIZE");
+    gptq = (quant_overrides){0};
+    assert_int_equal(quant_overrides_add_env(&gptq, &err), FL_OK);
+    load_fails("{" SMALL_FALCON "}", FL_ENOTFOUND, "environment: GPTQ_BITS", "GPTQ_GROUPSIZE");
+    setenv("GPTQ_GROUPSIZE", "12x", 1);
+    gptq = (quant_overrides){0};
+    assert_int_equal(quant_overrides_add_env(&gptq, &err), FL_EINVAL);
+    assert_string_equal(err.msg, "environment: GPTQ_GROUPSIZE='12x' must be an integer");
+    setenv("GPTQ_GROUPSIZE", "384", 1);
+    gptq = (quant_overrides){0};
+    assert_int_equal(quant_overrides_add_env(&gptq, &err), FL_OK);
+    load_fails("{" SMALL_FALCON "}", FL_EINVAL, "environment: GPTQ_GROUPSIZE", "384");
+    // Empty or 0: not given.
+    setenv("GPTQ_BITS", "", 1);
+    setenv("GPTQ_GROUPSIZE", "0", 1);
+    gptq = (quant_overrides){0};
+    assert_int_equal(quant_overrides_add_env(&gptq, &err), FL_OK);
+    assert_false(quant_overrides_given(&gptq));
+}
+
+static void test_gptq_in_config(void **state) {
     // transformers' copy inside config.json.
-    c = load_ok("{" SMALL_FALCON ",\"quantization_config\":{\"quant_method\":\"gptq\",\"bits\":4,"
+    model_config c =
+        load_ok("{" SMALL_FALCON ",\"quantization_config\":{\"quant_method\":\"gptq\",\"bits\":4,"
                 "\"group_size\":32,\"desc_act\":true}}");
     assert_int_equal(c.quant.gptq, 1);
     assert_int_equal(c.quant.group_size, 32);
@@ -477,7 +521,7 @@ static void test_malformed(void **state) {
     fl_error err = {0};
     char missing[300];
     snprintf(missing, sizeof missing, "%s/nowhere", tmpdir);
-    assert_int_equal(model_config_load(missing, &cfg, &err), FL_EIO);
+    assert_int_equal(model_config_load(missing, NULL, &cfg, &err), FL_EIO);
     assert_non_null(strstr(err.msg, "nowhere/config.json"));
 }
 
@@ -507,6 +551,8 @@ int main(void) {
         cmocka_unit_test(test_rope_falconlite_table),
         cmocka_unit_test_setup_teardown(test_env_dntk, env_clear, env_clear),
         cmocka_unit_test_setup_teardown(test_gptq, env_clear, env_clear),
+        cmocka_unit_test_setup_teardown(test_gptq_env, env_clear, env_clear),
+        cmocka_unit_test_setup_teardown(test_gptq_in_config, env_clear, env_clear),
         cmocka_unit_test_setup(test_malformed, env_clear),
         cmocka_unit_test(test_rope_mode_names),
     };

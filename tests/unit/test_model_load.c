@@ -287,7 +287,7 @@ static void test_tp_needs_comm_and_kv_groups(void **state) {
     // Multi-query: one KV head cannot be split over two ranks.
     model_config cfg;
     model_weights w;
-    assert_int_equal(model_config_load(dir, &cfg, &err), FL_OK);
+    assert_int_equal(model_config_load(dir, NULL, &cfg, &err), FL_OK);
     assert_int_equal(model_weights_load(&w, dir, &cfg, 1, 2, be, &err), FL_EINVAL);
     assert_non_null(strstr(err.msg, "KV heads"));
 }
@@ -355,7 +355,7 @@ static void tp_slices_check(const char *name) {
     golden_dir(name, dir, sizeof dir);
     fl_error err = {0};
     model_config cfg;
-    assert_int_equal(model_config_load(dir, &cfg, &err), FL_OK);
+    assert_int_equal(model_config_load(dir, NULL, &cfg, &err), FL_OK);
     model_weights full, part[2];
     if (model_weights_load(&full, dir, &cfg, 0, 1, be, &err) ||
         model_weights_load(&part[0], dir, &cfg, 0, 2, be, &err) ||

@@ -181,6 +181,40 @@ static void test_rope_to_shards(void **state) {
     assert_int_equal(parse(5, mode, &c, &err), FL_EINVAL);
 }
 
+// TGI's GPTQ_BITS / GPTQ_GROUPSIZE are read here, once, and reach the shards as explicit
+// --gptq-* flags (the flags win, field by field); the shards read no GPTQ environment.
+static void test_gptq_to_shards(void **state) {
+    router_config c;
+    fl_error err = {0};
+    char buf[32], *args[4];
+    char *plain[] = {"router", "--model-id", "/m", NULL};
+    assert_int_equal(parse(3, plain, &c, &err), FL_OK);
+    assert_int_equal(router_config_quant_args(&c, buf, sizeof buf, args), 0);
+    setenv("GPTQ_BITS", "4", 1);
+    setenv("GPTQ_GROUPSIZE", "128", 1);
+    assert_int_equal(parse(3, plain, &c, &err), FL_OK);
+    int n = router_config_quant_args(&c, buf, sizeof buf, args);
+    assert_int_equal(n, 4);
+    const char *want[] = {"--gptq-bits", "4", "--gptq-groupsize", "128"};
+    for (int i = 0; i < n; i++)
+        assert_string_equal(args[i], want[i]);
+    char *flags[] = {"router", "--model-id", "/m", "--gptq-groupsize", "-1", NULL};
+    assert_int_equal(parse(5, flags, &c, &err), FL_OK);
+    n = router_config_quant_args(&c, buf, sizeof buf, args);
+    const char *want_flag[] = {"--gptq-bits", "4", "--gptq-groupsize", "-1"};
+    assert_int_equal(n, 4);
+    for (int i = 0; i < n; i++)
+        assert_string_equal(args[i], want_flag[i]);
+    setenv("GPTQ_BITS", "four", 1);
+    assert_int_equal(parse(3, plain, &c, &err), FL_EINVAL);
+    assert_string_equal(err.msg, "environment: GPTQ_BITS='four' must be an integer");
+    unsetenv("GPTQ_BITS");
+    unsetenv("GPTQ_GROUPSIZE");
+    char *bad[] = {"router", "--model-id", "/m", "--gptq-bits", "x", NULL};
+    assert_int_equal(parse(5, bad, &c, &err), FL_EINVAL);
+    assert_non_null(strstr(err.msg, "--gptq-bits"));
+}
+
 int main(void) {
     unsetenv("MODEL_ID");
     unsetenv("DNTK_ALPHA_SCALER");
@@ -192,6 +226,7 @@ int main(void) {
         cmocka_unit_test(test_rules),
         cmocka_unit_test(test_hardening_flags),
         cmocka_unit_test(test_rope_to_shards),
+        cmocka_unit_test(test_gptq_to_shards),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
