@@ -250,17 +250,17 @@ void cuda_gptq_matmul(cuda_ctx *c, __half *out, const __half *x, const bk_matrix
         const __half *xt = x + (size_t)t0 * K;
         float *at = acc + (size_t)t0 * N;
         __half *yt = out + (size_t)t0 * N;
-        // rows per weight batch: deeper for 1 and 2 rows, whose accumulators leave registers free
+        // packed rows per weight batch: 4, or 8 at 2 rows (FALCONLITE_GEMV_ROWS=4|8 sets both;
+        // on the H200, 8 or 16 at one row measured slower)
         const int rb = c->gemv_rows_per_batch;
         switch (m) {
         case 1:
-            if (rb >= 16) launch_gemv<1, 16>(c, at, yt, xt, w);
-            else if (rb >= 8) launch_gemv<1, 8>(c, at, yt, xt, w);
+            if (rb == 8) launch_gemv<1, 8>(c, at, yt, xt, w);
             else launch_gemv<1, 4>(c, at, yt, xt, w);
             break;
         case 2:
-            if (rb >= 8) launch_gemv<2, 8>(c, at, yt, xt, w);
-            else launch_gemv<2, 4>(c, at, yt, xt, w);
+            if (rb == 4) launch_gemv<2, 4>(c, at, yt, xt, w);
+            else launch_gemv<2, 8>(c, at, yt, xt, w);
             break;
         case 3: launch_gemv<3, 4>(c, at, yt, xt, w); break;
         case 4: launch_gemv<4, 4>(c, at, yt, xt, w); break;

@@ -356,9 +356,10 @@ void cuda_gptq_mma_setup(cuda_ctx *c) {
     // Tuning knob for sweeps: at most this many resident blocks per SM (default: all that fit).
     const char *bps = getenv("FALCONLITE_GPTQ_MMA_BLOCKS_PER_SM");
     const int cap = bps ? atoi(bps) : 0;
-    // The GEMV's weight batch depth at 1-2 rows (gptq_matmul.cu): 4, 8 (default) or 16 rows.
+    // The GEMV's weight batch depth at 1-2 rows (gptq_matmul.cu): 4 or 8 packed rows for both,
+    // 0 (default) = 4 at one row, 8 at two.
     const char *gr = getenv("FALCONLITE_GEMV_ROWS");
-    c->gemv_rows_per_batch = gr && atoi(gr) > 0 ? atoi(gr) : 8;
+    c->gemv_rows_per_batch = gr ? atoi(gr) : 0;
     c->mma_blocks_per_sm[0] = mma_occupancy<1>(c, cap);
     c->mma_blocks_per_sm[1] = mma_occupancy<2>(c, cap);
     c->mma_blocks_per_sm[2] = mma_occupancy<3>(c, cap);
