@@ -41,6 +41,7 @@ typedef struct cuda_ctx {
     int n_sm;
     size_t smem_optin; // max dynamic shared memory per block
     int gemv_blocks_per_sm; // GPTQ GEMV grid target (FALCONLITE_GEMV_BLOCKS_PER_SM, default 4)
+    int gemv_rows_per_batch; // GPTQ GEMV packed rows per weight batch at 1-2 rows (FALCONLITE_GEMV_ROWS)
     int gptq_mma;           // FALCONLITE_GPTQ_MMA: -1 auto, 0 never, 1 wherever it applies
     int mma_blocks_per_sm[4]; // resident GPTQ mma blocks per SM for 1..4 m16 tiles (0: unusable)
     cudaStream_t stream;
@@ -99,6 +100,42 @@ static inline cuda_ctx *cuda_ctx_of(backend *b) { return (cuda_ctx *)b->ctx; }
 
 __device__ __forceinline__ __half2 u32_as_half2(uint32_t u) {
     return *reinterpret_cast<__half2 *>(&u);
+}
+
+// p[0..3] += v (one 16-byte atomic from sm_90 on; p 16-byte aligned).
+__device__ __forceinline__ void atomic_add4(float *p, float4 v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    atomicAdd(reinterpret_cast<float4 *>(p), v);
+#else
+    atomicAdd(p, v.x);
+    atomicAdd(p + 1, v.y);
+    atomicAdd(p + 2, v.z);
+    atomicAdd(p + 3, v.w);
+#endif
+}
+
+// The GPTQ decode kernels' finalize of 4 output columns: y[0..3] = f16(acc[0..3] + bias[0..3])
+// (bias may be NULL) and acc[0..3] = 0 for the next call. acc 16-byte aligned.
+__device__ __forceinline__ void gptq_finalize4(float *acc, __half *y, const float *bias) {
+    float4 *a = reinterpret_cast<float4 *>(acc);
+    float4 v = __ldcg(a);
+    __stcg(a, make_float4(0.0f, 0.0f, 0.0f, 0.0f));
+    if (bias) {
+        v.x += bias[0];
+        v.y += bias[1];
+        v.z += bias[2];
+        v.w += bias[3];
+    }
+    if (((uintptr_t)y & 3) == 0) {
+        __half2 *o = reinterpret_cast<__half2 *>(y);
+        o[0] = __floats2half2_rn(v.x, v.y);
+        o[1] = __floats2half2_rn(v.z, v.w);
+    } else {
+        y[0] = __float2half_rn(v.x);
+        y[1] = __float2half_rn(v.y);
+        y[2] = __float2half_rn(v.z);
+        y[3] = __float2half_rn(v.w);
+    }
 }
 
 // Records the first error; later ones are dropped (sync() reports the first).

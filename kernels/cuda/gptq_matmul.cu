@@ -56,7 +56,7 @@ __device__ __forceinline__ void gemv_row(uint4 qv, const __half *xs, int n_k, co
     }
 }
 
-template <int M>
+template <int M, int RB>
 __global__ void __launch_bounds__(GEMV_THREADS)
     k_gptq_gemv(float *__restrict__ acc, const __half *__restrict__ x,
                 const uint32_t *__restrict__ qw, const __half *__restrict__ scales,
@@ -72,14 +72,14 @@ __global__ void __launch_bounds__(GEMV_THREADS)
     const int n4 = blockIdx.x * blockDim.x + threadIdx.x;
     const bool active = n4 * GEMV_COLS_PER_THREAD < N;
     const int r_end = r0 + n_rows;
-    // The slice's packed rows stream in batches of 4 (64 bytes per thread), double-buffered: the
-    // next batch is in flight while this one is computed. The first batch is issued before the
-    // activations are staged, so the block's first weight bytes do not wait for them.
+    // The slice's packed rows stream in batches of RB (16 RB bytes per thread), double-buffered:
+    // the next batch is in flight while this one is computed. The first batch is issued before
+    // the activations are staged, so the block's first weight bytes do not wait for them.
     const uint4 *wcol = reinterpret_cast<const uint4 *>(qw) + n4;
     const size_t wstride = (size_t)N / 4; // uint4 per packed row
-    uint4 cur[4];
+    uint4 cur[RB];
 #pragma unroll
-    for (int u = 0; u < 4; u++)
+    for (int u = 0; u < RB; u++)
         cur[u] = active && r0 + u < r_end ? __ldcs(wcol + (size_t)(r0 + u) * wstride)
                                           : make_uint4(0, 0, 0, 0);
     for (int i = threadIdx.x; i < M * n_k; i += blockDim.x) {
@@ -100,14 +100,14 @@ __global__ void __launch_bounds__(GEMV_THREADS)
     int g = g0 - 1, g_end = r0; // current group and its first row past the end
     __half2 bias[4];            // -(1024 + z) / 16 per column: hfma2(1024 + q, 1/16, bias) = (q - z)/16
     float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    for (int r = active ? r0 : r_end; r < r_end; r += 4) {
-        uint4 nxt[4];
+    for (int r = active ? r0 : r_end; r < r_end; r += RB) {
+        uint4 nxt[RB];
 #pragma unroll
-        for (int u = 0; u < 4; u++)
-            nxt[u] = r + 4 + u < r_end ? __ldcs(wcol + (size_t)(r + 4 + u) * wstride)
-                                       : make_uint4(0, 0, 0, 0);
+        for (int u = 0; u < RB; u++)
+            nxt[u] = r + RB + u < r_end ? __ldcs(wcol + (size_t)(r + RB + u) * wstride)
+                                        : make_uint4(0, 0, 0, 0);
 #pragma unroll
-        for (int u = 0; u < 4; u++) {
+        for (int u = 0; u < RB; u++) {
             const int rr = r + u;
             if (rr >= r_end) break;
             while (rr == g_end) { // entering the next (non-empty) group: apply the last one's scale
@@ -134,7 +134,7 @@ __global__ void __launch_bounds__(GEMV_THREADS)
             gemv_row<M>(cur[u], xs + (rr - r0) * 8, n_k, bias, gacc);
         }
 #pragma unroll
-        for (int u = 0; u < 4; u++) cur[u] = nxt[u];
+        for (int u = 0; u < RB; u++) cur[u] = nxt[u];
     }
 #pragma unroll
     for (int m = 0; m < M; m++)
@@ -143,8 +143,8 @@ __global__ void __launch_bounds__(GEMV_THREADS)
     if (active)
 #pragma unroll
         for (int m = 0; m < M; m++)
-#pragma unroll
-            for (int c = 0; c < 4; c++) atomicAdd(&acc[(size_t)m * N + 4 * n4 + c], out[m][c]);
+            atomic_add4(&acc[(size_t)m * N + 4 * n4],
+                        make_float4(out[m][0], out[m][1], out[m][2], out[m][3]));
     // The last K slice to finish a column block writes y = f16(acc + bias) for it and leaves the
     // accumulator and its arrival counter at zero for the next call (no finalize launch).
     __shared__ bool last;
@@ -156,13 +156,8 @@ __global__ void __launch_bounds__(GEMV_THREADS)
     if (active)
 #pragma unroll
         for (int m = 0; m < M; m++)
-#pragma unroll
-            for (int c = 0; c < 4; c++) {
-                const size_t i = (size_t)m * N + 4 * n4 + c;
-                const float v = __ldcg(&acc[i]) + (bias_out ? bias_out[4 * n4 + c] : 0.0f);
-                acc[i] = 0.0f;
-                y[i] = __float2half_rn(v);
-            }
+            gptq_finalize4(acc + (size_t)m * N + 4 * n4, y + (size_t)m * N + 4 * n4,
+                           bias_out ? bias_out + 4 * n4 : NULL);
     if (threadIdx.x == 0) arrivals[blockIdx.x] = 0;
 }
 
@@ -192,7 +187,7 @@ __global__ void k_permute_cols(__half *dst, const __half *x, const int32_t *perm
     dst[i] = k >= 0 ? x[t * K + k] : __float2half(0.0f);
 }
 
-template <int M>
+template <int M, int RB>
 static void launch_gemv(cuda_ctx *c, float *acc, __half *y, const __half *x, const bk_matrix *w) {
     const int N = w->n_out, G = w->n_groups;
     const int blocks_n = (int)cuda_blocks((size_t)N / GEMV_COLS_PER_THREAD, GEMV_THREADS);
@@ -205,7 +200,7 @@ static void launch_gemv(cuda_ctx *c, float *acc, __half *y, const __half *x, con
     if (gps < 1) gps = 1;
     const size_t smem = (size_t)M * gps * w->max_group_rows * 8 * sizeof(__half);
     dim3 grid(blocks_n, (G + gps - 1) / gps);
-    k_gptq_gemv<M><<<grid, GEMV_THREADS, smem, c->stream>>>(
+    k_gptq_gemv<M, RB><<<grid, GEMV_THREADS, smem, c->stream>>>(
         acc, x, w->qweight, w->scales, w->zeros, w->group_row, w->perm, w->n_in, N, G, gps,
         (unsigned *)c->gemv_acc.p, y, w->bias);
     CUDA_LAUNCHED(c, "gptq gemv");
@@ -255,15 +250,24 @@ void cuda_gptq_matmul(cuda_ctx *c, __half *out, const __half *x, const bk_matrix
         const __half *xt = x + (size_t)t0 * K;
         float *at = acc + (size_t)t0 * N;
         __half *yt = out + (size_t)t0 * N;
+        // packed rows per weight batch: 4, or 8 at 2 rows (FALCONLITE_GEMV_ROWS=4|8 sets both;
+        // on the H200, 8 or 16 at one row measured slower)
+        const int rb = c->gemv_rows_per_batch;
         switch (m) {
-        case 1: launch_gemv<1>(c, at, yt, xt, w); break;
-        case 2: launch_gemv<2>(c, at, yt, xt, w); break;
-        case 3: launch_gemv<3>(c, at, yt, xt, w); break;
-        case 4: launch_gemv<4>(c, at, yt, xt, w); break;
-        case 5: launch_gemv<5>(c, at, yt, xt, w); break;
-        case 6: launch_gemv<6>(c, at, yt, xt, w); break;
-        case 7: launch_gemv<7>(c, at, yt, xt, w); break;
-        default: launch_gemv<8>(c, at, yt, xt, w); break;
+        case 1:
+            if (rb == 8) launch_gemv<1, 8>(c, at, yt, xt, w);
+            else launch_gemv<1, 4>(c, at, yt, xt, w);
+            break;
+        case 2:
+            if (rb == 4) launch_gemv<2, 4>(c, at, yt, xt, w);
+            else launch_gemv<2, 8>(c, at, yt, xt, w);
+            break;
+        case 3: launch_gemv<3, 4>(c, at, yt, xt, w); break;
+        case 4: launch_gemv<4, 4>(c, at, yt, xt, w); break;
+        case 5: launch_gemv<5, 4>(c, at, yt, xt, w); break;
+        case 6: launch_gemv<6, 4>(c, at, yt, xt, w); break;
+        case 7: launch_gemv<7, 4>(c, at, yt, xt, w); break;
+        default: launch_gemv<8, 4>(c, at, yt, xt, w); break;
         }
     }
 }

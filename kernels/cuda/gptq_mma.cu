@@ -101,17 +101,6 @@ __device__ __forceinline__ void mma_16816(float *d, const uint32_t *a, uint32_t 
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-__device__ __forceinline__ void atomic_add4(float *p, float4 v) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    atomicAdd(reinterpret_cast<float4 *>(p), v);
-#else
-    atomicAdd(p, v.x);
-    atomicAdd(p + 1, v.y);
-    atomicAdd(p + 2, v.z);
-    atomicAdd(p + 3, v.w);
-#endif
-}
-
 __device__ __forceinline__ uint32_t half2_as_u32(__half2 h) {
     return *reinterpret_cast<uint32_t *>(&h);
 }
@@ -195,7 +184,7 @@ __global__ void __launch_bounds__(MMA_THREADS, MT == 1 ? 3 : 2) k_gptq_mma(const
         while (r0 >= pg_end) pg_end = p.group_row[++pg + 1];
         if (r0 + nrows <= pg_end) { // the common case: one group holds the whole unit
             load_group(0);
-            if (tid < MMA_RS) slot[tid] = 0; // rows past R too: their inputs are 0
+            if (tid <= MMA_RS) slot[tid] = tid == MMA_RS; // rows past R too: their inputs are 0
             return;
         }
         int cur = -1, s = 0;
@@ -209,7 +198,7 @@ __global__ void __launch_bounds__(MMA_THREADS, MT == 1 ? 3 : 2) k_gptq_mma(const
             if (tid == 0) slot[i] = (uint8_t)s;
         }
         if (tid == 0)
-            for (int i = nrows; i < MMA_RS; i++) slot[i] = 0;
+            for (int i = nrows; i <= MMA_RS; i++) slot[i] = 0;
     };
 
     float acc[MT][4][4];
@@ -245,28 +234,50 @@ __global__ void __launch_bounds__(MMA_THREADS, MT == 1 ? 3 : 2) k_gptq_mma(const
         const uint32_t *zs = reinterpret_cast<const uint32_t *>(st + MMA_W_BYTES + MMA_S_BYTES);
         const uint8_t *slot = st + MMA_W_BYTES + MMA_S_BYTES + MMA_Z_BYTES;
         const __half *as = reinterpret_cast<const __half *>(st + MMA_FIXED_BYTES);
-#pragma unroll
-        for (int c = 0; c < MMA_RS / 4; c++) {
-            if (4 * c >= nrows) break;
-            const int row = 4 * c + tq, s = slot[row];
-            const uint4 wq = *reinterpret_cast<const uint4 *>(ws + row * MMA_WSTRIDE + 32 * warp +
-                                                              4 * gid);
+        // Per n-tile j, as half2 pairs: zz = 1024 + z, zh = -(64 + z), sv = s (duplicated).
+        // Computed once per unit when one group holds it (slot[MMA_RS] set), else per chunk
+        // from the thread's own row's slot.
+        uint32_t zz[4], zh[4], sv[4];
+        auto group_consts = [&](int s) {
             const uint2 sc = *reinterpret_cast<const uint2 *>(ss + s * MMA_SSTRIDE + 32 * warp +
                                                               4 * gid);
             const uint32_t zw = zs[s * MMA_ZSTRIDE + 8 * warp + gid];
+            sv[0] = __byte_perm(sc.x, 0, 0x1010);
+            sv[1] = __byte_perm(sc.x, 0, 0x3232);
+            sv[2] = __byte_perm(sc.y, 0, 0x1010);
+            sv[3] = __byte_perm(sc.y, 0, 0x3232);
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                // zero-point byte j under the 0x64 exponent byte; 960 - (1024 + z) is exact
+                zz[j] = __byte_perm(zw, 0x64, 0x4040 + 0x0101 * j);
+                zh[j] = half2_as_u32(__hsub2(__float2half2_rn(960.0f), u32_as_half2(zz[j])));
+            }
+        };
+        const bool one_group = MT <= 2 && slot[MMA_RS] != 0; // (hoisting spills at 3-4 tiles)
+        if (one_group) group_consts(0);
+#pragma unroll
+        for (int c = 0; c < MMA_RS / 4; c++) {
+            if (4 * c >= nrows) break;
+            const int row = 4 * c + tq;
+            if (!one_group) group_consts(slot[row]);
+            const uint4 wq = *reinterpret_cast<const uint4 *>(ws + row * MMA_WSTRIDE + 32 * warp +
+                                                              4 * gid);
             const uint32_t wj[4] = {wq.x, wq.y, wq.z, wq.w};
-            const uint32_t sj[4] = {__byte_perm(sc.x, 0, 0x1010), __byte_perm(sc.x, 0, 0x3232),
-                                    __byte_perm(sc.y, 0, 0x1010), __byte_perm(sc.y, 0, 0x3232)};
+            const __half2 sixteenth = __float2half2_rn(1.0f / 16.0f);
             uint32_t b[4][4]; // [n-tile j][nibble pair (e, e + 4)] = (q - z) * s as half2
 #pragma unroll
             for (int j = 0; j < 4; j++) {
-                // half2 (1024 + z, 1024 + z): zero-point byte j under the 0x64 exponent byte
-                const __half2 zz = u32_as_half2(__byte_perm(zw, 0x64, 0x4040 + 0x0101 * j));
-                const __half2 sv = u32_as_half2(sj[j]);
+                const __half2 z0 = u32_as_half2(zz[j]), z1 = u32_as_half2(zh[j]);
+                const __half2 s2 = u32_as_half2(sv[j]);
 #pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const uint32_t q = ((wj[j] >> (4 * e)) & 0x000f000fu) | 0x64006400u;
-                    b[j][e] = half2_as_u32(__hmul2(__hsub2(u32_as_half2(q), zz), sv));
+                for (int h = 0; h < 2; h++) { // pairs (2h, 2h + 4) and (2h + 1, 2h + 5)
+                    const uint32_t w = wj[j] >> (8 * h);
+                    // 1024 + q and 1024 + 16 q: (1024 + 16 q) / 16 - (64 + z) = q - z, exact
+                    const uint32_t q0 = (w & 0x000f000fu) | 0x64006400u;
+                    const uint32_t q1 = (w & 0x00f000f0u) | 0x64006400u;
+                    b[j][2 * h] = half2_as_u32(__hmul2(__hsub2(u32_as_half2(q0), z0), s2));
+                    b[j][2 * h + 1] =
+                        half2_as_u32(__hmul2(__hfma2(u32_as_half2(q1), sixteenth, z1), s2));
                 }
             }
 #pragma unroll
@@ -315,19 +326,9 @@ __global__ void __launch_bounds__(MMA_THREADS, MT == 1 ? 3 : 2) k_gptq_mma(const
         if (!last) continue;
         for (int k = tid; k < p.n_tok * (MMA_NB / 4); k += MMA_THREADS) {
             const int m = k / (MMA_NB / 4), n = n0 + 4 * (k % (MMA_NB / 4));
-            if (n >= N) continue;
-            float4 *a = reinterpret_cast<float4 *>(p.acc + (size_t)m * N + n);
-            float4 v = __ldcg(a);
-            __stcg(a, make_float4(0.0f, 0.0f, 0.0f, 0.0f));
-            if (p.bias) {
-                v.x += p.bias[n];
-                v.y += p.bias[n + 1];
-                v.z += p.bias[n + 2];
-                v.w += p.bias[n + 3];
-            }
-            __half2 *o = reinterpret_cast<__half2 *>(p.y + (size_t)m * N + n);
-            o[0] = __floats2half2_rn(v.x, v.y);
-            o[1] = __floats2half2_rn(v.z, v.w);
+            if (n < N)
+                gptq_finalize4(p.acc + (size_t)m * N + n, p.y + (size_t)m * N + n,
+                               p.bias ? p.bias + n : NULL);
         }
         if (tid == 0) p.arrivals[t] = 0;
     }
@@ -355,6 +356,10 @@ void cuda_gptq_mma_setup(cuda_ctx *c) {
     // Tuning knob for sweeps: at most this many resident blocks per SM (default: all that fit).
     const char *bps = getenv("FALCONLITE_GPTQ_MMA_BLOCKS_PER_SM");
     const int cap = bps ? atoi(bps) : 0;
+    // The GEMV's weight batch depth at 1-2 rows (gptq_matmul.cu): 4 or 8 packed rows for both,
+    // 0 (default) = 4 at one row, 8 at two.
+    const char *gr = getenv("FALCONLITE_GEMV_ROWS");
+    c->gemv_rows_per_batch = gr ? atoi(gr) : 0;
     c->mma_blocks_per_sm[0] = mma_occupancy<1>(c, cap);
     c->mma_blocks_per_sm[1] = mma_occupancy<2>(c, cap);
     c->mma_blocks_per_sm[2] = mma_occupancy<3>(c, cap);

@@ -267,7 +267,9 @@ int main(int argc, char **argv) {
     }
     const double copy = cuda_copy_bandwidth(0, (size_t)1 << 30, 10);
     const char *bps = getenv("FALCONLITE_GEMV_BLOCKS_PER_SM");
-    printf("gemv blocks per SM: %s\n", bps ? bps : "default");
+    const char *gr = getenv("FALCONLITE_GEMV_ROWS");
+    printf("gemv blocks per SM: %s, rows per batch: %s\n", bps ? bps : "default",
+           gr ? gr : "default");
     printf("device: %s, %d SMs; copy bandwidth (read+write, 1 GiB D2D): %.1f GB/s\n", info.name,
            info.n_sm, copy / 1e9);
     printf("%-34s %5s %10s %9s %8s\n", "kernel (N x K)", "rows", "us/call", "GB/s", "of_copy");
