@@ -60,7 +60,9 @@ static fl_code key_file_parse(const char *v, bool from_env, void *dst, fl_error 
 static const char *const backends[] = {"cpu", "cuda", "auto", NULL};
 static const char *const off_on[] = {"off", "on", NULL};
 
-enum { N_TGI = 17, N_FALCONLITE = 7, N_HARDEN = 6 };
+enum { N_TGI = 17, N_FALCONLITE = 8, N_HARDEN = 6 };
+
+const char *const router_nccl_stream_modes[] = {"auto", "on", "off", NULL};
 
 // The router's flags bound to c: TGI 0.9.2's launcher flags (each with its upper-case
 // environment variable) and falconlite's own; the --rope-* group is rope_opts_bind's.
@@ -117,6 +119,10 @@ static void router_opts_bind(router_config *c, opt_spec tgi[N_TGI], opt_spec fl[
             OPT_MIN(0)),
         OPT("prefix-cache", OPT_ENUM, &c->prefix_cache, "shards reuse cached prompt prefixes",
             .env = "PREFIX_CACHE", .choices = off_on),
+        OPT("nccl-stream", OPT_ENUM, &c->nccl_stream,
+            "tensor parallelism on GPUs: NCCL all-reduces on the compute stream, captured in "
+            "decode graphs (off: a host wait per all-reduce; auto: on)",
+            .choices = router_nccl_stream_modes),
         OPT("prefill-chunk-tokens", OPT_U32, &c->prefill_chunk_tokens,
             "prompt tokens per forward step while running requests decode (0: whole prompts)",
             .env = "PREFILL_CHUNK_TOKENS"),

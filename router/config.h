@@ -45,6 +45,7 @@ typedef struct router_config {
     char tls_cert[512];        // PEM files for the public gRPC server ("": plaintext)
     char tls_key[512];
     int prefix_cache;      // 1: shards reuse cached prompt prefixes (--prefix-cache off|on)
+    int nccl_stream;       // --nccl-stream: index in router_nccl_stream_modes, passed to shards
     // The HTTP edge (router/http_conn.c).
     char cors_allow_origin[1024]; // comma list of origins given CORS headers ("": none)
     float http_header_timeout;    // seconds to receive a request's headers (10)
@@ -63,3 +64,6 @@ fl_code router_config_parse(int argc, char **argv, router_config *cfg, bool *hel
 int router_config_rope_args(const router_config *cfg, char *buf, size_t cap, char **args);
 // The same for the --gptq-* arguments that pass cfg->gptq (4 entries at most; 32 bytes suffice).
 int router_config_quant_args(const router_config *cfg, char *buf, size_t cap, char **args);
+
+// The --nccl-stream values (auto, on, off; NULL-terminated), as the shards take them.
+extern const char *const router_nccl_stream_modes[];

@@ -152,6 +152,7 @@ static int spawn_rank(launcher *l, int rank) {
     n += router_config_rope_args(c, rope_s, sizeof rope_s, args + n);
     n += router_config_quant_args(c, gptq_s, sizeof gptq_s, args + n);
     args[n++] = "--prefix-cache", args[n++] = c->prefix_cache ? "on" : "off";
+    args[n++] = "--nccl-stream", args[n++] = (char *)router_nccl_stream_modes[c->nccl_stream];
     args[n] = NULL;
 
     shard_proc *p = &l->procs[rank];

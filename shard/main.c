@@ -73,6 +73,7 @@ int main(int argc, char **argv) {
     rope_overrides rope = ROPE_OVERRIDES_NONE;
     static const char *const backends[] = {"cpu", "cuda", "auto", NULL};
     static const char *const off_on[] = {"off", "on", NULL};
+    static const char *const stream_modes[] = {"auto", "on", "off", NULL}; // comm_stream order
     const opt_spec shard_opts[] = {
         OPT("model", OPT_STRING, &o.model_dir, "model directory"),
         OPT("uds-path", OPT_STRING, &o.uds_path, "socket path prefix (the socket is PATH-RANK)"),
@@ -82,6 +83,9 @@ int main(int argc, char **argv) {
         OPT("threads", OPT_INT, &o.threads, "CPU backend workers (0: all cores)", OPT_MIN(0)),
         OPT("comm-id", OPT_STRING, &o.comm_id, "rendezvous name shared by the ranks"),
         OPT("comm-dir", OPT_STRING, &o.comm_dir, "rendezvous directory (default /dev/shm)"),
+        OPT("nccl-stream", OPT_ENUM, &o.nccl_stream,
+            "NCCL all-reduces on the compute stream, in decode graphs (auto: on)",
+            .choices = stream_modes),
         OPT("prefix-cache", OPT_ENUM, &o.prefix_cache, "reuse the KV of prompt prefixes seen before",
             .choices = off_on),
     };

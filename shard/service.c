@@ -439,7 +439,7 @@ fl_code shard_service_create(const shard_options *opt, shard_service **out, fl_e
             rc = fl_error_set(err, FL_EINVAL, "shard: --comm-id is required when world > 1");
         else
             rc = comm_create(s->be, opt->rank, opt->world, opt->comm_id, opt->comm_dir,
-                             COMM_JOIN_TIMEOUT_MS, &s->comm, err);
+                             opt->nccl_stream, COMM_JOIN_TIMEOUT_MS, &s->comm, err);
     }
     if (rc == FL_OK) {
         model_options mo = {.rank = opt->rank,

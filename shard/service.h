@@ -4,6 +4,7 @@
 #pragma once
 #include "common/model_config.h"
 #include "common/status.h"
+#include "shard/engine/comm.h"
 
 typedef struct shard_options {
     const char *model_dir;
@@ -15,6 +16,7 @@ typedef struct shard_options {
     quant_overrides gptq;                // --gptq-bits / --gptq-groupsize (0: not given)
     const char *comm_id;                 // rendezvous name shared by the ranks (world > 1)
     const char *comm_dir;                // rendezvous directory (NULL: /dev/shm)
+    comm_stream nccl_stream;             // where NCCL queues all-reduces (0: AUTO = on)
     int prefix_cache;                    // 1: reuse cached prompt prefixes (kv_cache.h)
 } shard_options;
 

@@ -30,6 +30,8 @@ typedef struct preset {
 static const preset presets[] = {
     // vocabulary sized like the golden tokenizer (1600 BPE ids + 5 OpenAssistant tokens)
     {"tiny", 256, 4, 8, 2, 1024, 1605, 1, 1600},
+    // as tiny with 8 KV heads (16 query heads of 16): splits over 2, 4 or 8 tensor-parallel ranks
+    {"tiny-tp", 256, 2, 16, 8, 1024, 1605, 1, 1600},
     {"falcon-7b", 4544, 32, 71, 1, 18176, 65024, 0, -1},
     // FalconLite: 65024 + 5 OpenAssistant tokens, padded to a multiple of 16
     {"falcon-40b", 8192, 60, 128, 8, 32768, 65040, 1, 65024},
@@ -290,7 +292,7 @@ int cmd_mkmodel(int argc, char **argv) {
     uint64_t seed = 0;
     opt_spec opts[] = {
         OPT("preset", OPT_STRING, &preset_name,
-            "tiny | falcon-7b | falcon-40b (FalconLite's shapes)"),
+            "tiny | tiny-tp | falcon-7b | falcon-40b (FalconLite's shapes)"),
         OPT("gptq", OPT_BOOL, &gptq, "4-bit GPTQ linear layers (AutoGPTQ v1 layout)"),
         OPT("group-size", OPT_INT, &group_size,
             "GPTQ group size (default 128, or 64 for falcon-7b)"),
@@ -310,13 +312,13 @@ int cmd_mkmodel(int argc, char **argv) {
         argc, argv, opts, sizeof opts / sizeof opts[0]);
     if (rc) return rc < 0 ? 2 : 0;
     if (!preset_name)
-        return cli_fail("mkmodel: --preset is required (tiny, falcon-7b, falcon-40b)");
+        return cli_fail("mkmodel: --preset is required (tiny, tiny-tp, falcon-7b, falcon-40b)");
     if (!out) return cli_fail("mkmodel: --out is required");
     const preset *pr = NULL;
     for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++)
         if (!strcmp(preset_name, presets[i].name)) pr = &presets[i];
     if (!pr)
-        return cli_fail("mkmodel: unknown preset '%s' (tiny, falcon-7b, falcon-40b)", preset_name);
+        return cli_fail("mkmodel: unknown preset '%s' (tiny, tiny-tp, falcon-7b, falcon-40b)", preset_name);
     preset sized;
     if (n_layer < 0) return cli_fail("mkmodel: --layers must be positive");
     if (n_layer) {

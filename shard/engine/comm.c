@@ -27,10 +27,12 @@ int comm_dead_peer(const comm *c, const int32_t *pids) {
 }
 
 fl_code comm_create(backend *be, int rank, int world, const char *id, const char *dir,
-                    int timeout_ms, comm **out, fl_error *err) {
+                    comm_stream stream, int timeout_ms, comm **out, fl_error *err) {
     *out = NULL;
     if (world < 1 || rank < 0 || rank >= world)
         return fl_error_set(err, FL_EINVAL, "comm: rank %d out of range for world %d", rank, world);
+    if (stream < COMM_STREAM_AUTO || stream > COMM_STREAM_OFF)
+        return fl_error_set(err, FL_EINVAL, "comm: unknown stream mode %d", (int)stream);
     comm *c = calloc(1, sizeof *c);
     if (!c) return fl_error_set(err, FL_ENOMEM, "comm: out of memory");
     c->rank = rank;
@@ -40,7 +42,7 @@ fl_code comm_create(backend *be, int rank, int world, const char *id, const char
     if (rc == FL_OK) {
 #ifdef FALCONLITE_HAVE_CUDA
         if (strcmp(be->name, "cuda") == 0)
-            rc = comm_nccl_create(c, be, path, timeout_ms, err);
+            rc = comm_nccl_create(c, be, path, stream, timeout_ms, err);
         else
 #endif
             rc = comm_shm_create(c, path, timeout_ms, err);

@@ -29,5 +29,6 @@ fl_code comm_rendezvous_path(const char *dir, const char *id, const char *suffix
 
 fl_code comm_shm_create(comm *c, const char *path, int timeout_ms, fl_error *err);
 #ifdef FALCONLITE_HAVE_CUDA
-fl_code comm_nccl_create(comm *c, backend *be, const char *path, int timeout_ms, fl_error *err);
+fl_code comm_nccl_create(comm *c, backend *be, const char *path, comm_stream stream, int timeout_ms,
+                         fl_error *err);
 #endif

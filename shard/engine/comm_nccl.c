@@ -2,12 +2,12 @@
 // the rendezvous directory; the others read it and every rank joins with ncclCommInitRank on its
 // current device (set by the CUDA backend).
 //
-// Default (validated on 2x H200): all-reduces run on the legacy default stream between a backend
-// sync and a host wait: correct whatever stream the backend uses, at a round trip per collective.
-// FALCONLITE_NCCL_STREAM=1 (not yet run on GPUs) queues them on the backend's stream instead
+// COMM_STREAM_ON (the default, AUTO): all-reduces are queued on the backend's stream
 // (backend.native_stream): stream order puts them between the ops, with no host round trip per
-// layer, and a decode step's graph capture can include them; the host waits once per step
-// (comm_step_wait).
+// layer, prefill and decode alike, and a decode step's graph capture includes them; the host
+// waits once per step (comm_step_wait). COMM_STREAM_OFF (the path first validated on 2x H200,
+// kept for A/B runs): they run on the legacy default stream between a backend sync and a host
+// wait, correct whatever stream the backend uses, at a round trip per collective.
 // Waits poll, so that a peer rank that died (NCCL would block forever) aborts the communicator
 // with an error. Host all-gathers always run on the default stream with a wait: the host needs
 // their result at once.
@@ -204,7 +204,8 @@ static fl_code id_read(const char *path, int timeout_ms, ncclUniqueId *id, fl_er
     }
 }
 
-fl_code comm_nccl_create(comm *c, backend *be, const char *path, int timeout_ms, fl_error *err) {
+fl_code comm_nccl_create(comm *c, backend *be, const char *path, comm_stream stream, int timeout_ms,
+                         fl_error *err) {
     char id_path[4200];
     snprintf(id_path, sizeof id_path, "%s.nccl", path);
     ncclUniqueId id;
@@ -250,12 +251,10 @@ fl_code comm_nccl_create(comm *c, backend *be, const char *path, int timeout_ms,
         c->ops = NULL;
         return rc;
     }
-    // The stream path is opt-in until it has run on GPUs (tests/unit/test_comm's NCCL case and
-    // tests/gpu/run_server_tp.sh); the default stays the host-synchronised one.
-    const char *on = getenv("FALCONLITE_NCCL_STREAM");
-    void *stream = be->native_stream ? be->native_stream(be) : NULL;
-    if (stream && on && strcmp(on, "1") == 0) {
-        nc->stream = (cudaStream_t)stream;
+    // Queued on the backend's stream unless told otherwise (or the backend has no stream).
+    void *native = be->native_stream ? be->native_stream(be) : NULL;
+    if (native && stream != COMM_STREAM_OFF) {
+        nc->stream = (cudaStream_t)native;
         c->capturable = 1;
     }
     return FL_OK;

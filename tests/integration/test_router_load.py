@@ -1,16 +1,20 @@
 """The router under concurrency and failure (CPU shards, tiny golden checkpoint): 16 concurrent
 mixed requests each equal to its solo result, overload -> 429, a client that disconnects
 mid-stream is dropped (and its KV freed) while others go on, SIGTERM with requests in flight
-finishes them and exits cleanly, and two tensor-parallel shards give the one-shard results."""
+finishes them and exits cleanly, and two or four tensor-parallel shards give the one-shard results
+(four on a `falconlite mkmodel --preset tiny-tp` checkpoint: the golden ones have 2 KV heads)."""
 
 import concurrent.futures as cf
 import json
 import os
+import shutil
 import signal
 import socket
+import subprocess
+import tempfile
 import time
 
-from router_harness import Checks, Router, requests, stubs
+from router_harness import BIN, Checks, Router, requests, stubs
 
 PROMPTS = ["Hello world", "The quick brown fox jumps", "1 2 3 4 5 6", "<|prompter|>Hi<|endoftext|><|assistant|>"]
 
@@ -176,6 +180,24 @@ def main():
         assert [w[1] for w in want] == [g[1] for g in got], (want, got)
 
     checks.run("tensor_parallel_2", tensor_parallel_2)
+
+    def tensor_parallel_4():
+        tmp = tempfile.mkdtemp(prefix="fl_tp4_")
+        try:
+            model = os.path.join(tmp, "tiny-tp")
+            subprocess.run([os.path.join(BIN, "falconlite"), "mkmodel", "--preset", "tiny-tp", "--out", model],
+                           check=True, capture_output=True)
+            bodies = [{"inputs": p, "parameters": {"max_new_tokens": 12, "details": True}} for p in PROMPTS]
+            with Router(model=model) as one:
+                want = [summary(one.post("/generate", b).json()) for b in bodies]
+            # --nccl-stream reaches the shards (the shared-memory comm has no stream to use).
+            with Router("--nccl-stream", "off", model=model, num_shard=4) as four:
+                got = [summary(four.post("/generate", b).json()) for b in bodies]
+            assert [w[1] for w in want] == [g[1] for g in got], (want, got)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    checks.run("tensor_parallel_4", tensor_parallel_4)
 
     def shard_restart():
         with Router() as r:

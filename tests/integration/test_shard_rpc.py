@@ -3,7 +3,9 @@ generated from proto/ at test time: Info, Warmup, Prefill, Decode (incl. merging
 FilterBatch, ClearCache, error paths, SIGTERM; and TP=2 (shared-memory comm) against TP=1.
 Greedy tokens must equal the HF reference of the tiny golden checkpoints (tests/golden).
 Exit 77 (skipped) when grpcio / grpcio-tools, the binary or the fixtures are missing, and on the
-CUDA backend (FL_SHARD_BACKEND=cuda: the ctest entry test_shard_rpc_cuda) without a GPU."""
+CUDA backend (FL_SHARD_BACKEND=cuda: the ctest entry test_shard_rpc_cuda) without a GPU; there TP=2
+runs over NCCL when 2 GPUs are present, FL_NCCL_STREAM (auto, on, off) choosing the shards'
+--nccl-stream for A/B runs."""
 import json
 import math
 import os
@@ -22,6 +24,7 @@ MODELS = os.path.join(DATA, "golden", "data", "models")
 # cpu (CI) or cuda (GPU hosts: f16 activations, so logprobs match the f32 reference less tightly)
 BACKEND = os.environ.get("FL_SHARD_BACKEND", "cpu")
 LOGPROB_TOL = 1e-3 if BACKEND == "cpu" else 5e-2
+NCCL_STREAM = os.environ.get("FL_NCCL_STREAM", "auto")
 
 try:
     import grpc
@@ -54,7 +57,8 @@ class Shards:
         comm_id = f"test-{os.getpid()}-{name}"
         for rank in range(world):
             cmd = [BIN, "--model", model, "--uds-path", self.uds, "--rank", str(rank), "--world",
-                   str(world), "--backend", BACKEND, "--threads", "1", "--comm-id", comm_id]
+                   str(world), "--backend", BACKEND, "--threads", "1", "--comm-id", comm_id,
+                   "--nccl-stream", NCCL_STREAM]
             self.procs.append(subprocess.Popen(cmd))
         self.stubs = []
         for rank in range(world):
@@ -343,6 +347,7 @@ def main():
                 print(f"skip TP=2 {case}: needs 2 GPUs on {BACKEND}, found {gpus}")
             elif tp2:
                 test_tp2(tmp, model_dir, ref)
+                print(f"ok {case} TP=2 (--nccl-stream {NCCL_STREAM})")
             else:
                 test_single(tmp, model_dir, ref)
             print(f"ok {case}")

@@ -1,10 +1,10 @@
-// Shared-memory communicator (shard/engine/comm.h) across two real processes: the test is rank 0 and
-// forks rank 1. Checks all-reduce and all-gather results for odd sizes (including ones that span
-// several chunks), many repetitions to shake out barrier races, and that a dead peer or a missing
-// peer gives an error instead of a hang. With --gpu (its own ctest entry, test_comm_nccl; exits 77
-// unless two GPUs are present), the same for NCCL on the backend's stream (collectives queued, one
-// wait per step, captured in a graph and replayed) and on the default host-synchronised path
-// (FALCONLITE_NCCL_STREAM=1 opts into the stream one).
+// Shared-memory communicator (shard/engine/comm.h) across real processes: the test is rank 0 and
+// forks the other ranks (2 and 4 of them). Checks all-reduce and all-gather results for odd sizes
+// (including ones that span several chunks), many repetitions to shake out barrier races, and that
+// a dead peer or a missing peer gives an error instead of a hang. With --gpu (its own ctest entry,
+// test_comm_nccl; exits 77 unless two GPUs are present), the same for NCCL on the backend's stream
+// (COMM_STREAM_AUTO, the default: collectives queued, one wait per step, captured in a graph and
+// replayed) and on the host-synchronised path (COMM_STREAM_OFF).
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -35,7 +35,8 @@ static backend cpu_like = {.name = "cpu", .act_dtype = DTYPE_F32, .sync = cpu_sy
 static const size_t sizes[] = {1, 3, 17, 1023, 4097, 65537, 1048576 + 7}; // last: 2 chunks
 
 static float value(int rank, int iter, size_t i) {
-    // Small integers and halves: sums are exact in f32, so results compare with ==.
+    // Small integers and halves: sums (of up to 4 ranks) are exact in f32, so results compare
+    // with ==.
     return (float)((i * 7 + (size_t)iter * 13 + (size_t)rank * 101) % 1000) * 0.5f;
 }
 
@@ -43,33 +44,46 @@ static void make_id(char *id, size_t cap, const char *what) {
     snprintf(id, cap, "test-%d-%s", (int)getpid(), what);
 }
 
-// Runs body(rank) in this process as rank 0 and in a forked child as rank 1; returns the child's
-// exit status (0 = its checks passed) and the parent's body result through *parent_ok.
-static int run_two(int (*body)(int rank, const char *id), const char *id, int *parent_ok) {
+// Runs body(rank, world) in this process as rank 0 and in forked children as ranks 1..world-1;
+// returns 0 when every child's checks passed (else the first failing exit status) and the
+// parent's body result through *parent_ok.
+static int run_world(int (*body)(int rank, int world, const char *id), int world, const char *id,
+                     int *parent_ok) {
+    pid_t pids[8];
+    assert_true(world <= 8);
     fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) _exit(body(1, id) ? 0 : 1);
-    *parent_ok = body(0, id);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+    for (int r = 1; r < world; r++) {
+        pids[r] = fork();
+        if (pids[r] == 0) _exit(body(r, world, id) ? 0 : 1);
+    }
+    *parent_ok = body(0, world, id);
+    int first_bad = 0;
+    for (int r = 1; r < world; r++) {
+        int status = 0;
+        waitpid(pids[r], &status, 0);
+        int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+        if (code && !first_bad) first_bad = code;
+    }
+    return first_bad;
 }
 
-static int reduce_and_gather(int rank, const char *id) {
+static int reduce_and_gather(int rank, int world, const char *id) {
     comm *c = NULL;
     fl_error err;
-    if (comm_create(&cpu_like, rank, 2, id, NULL, 10000, &c, &err) != FL_OK) {
+    if (comm_create(&cpu_like, rank, world, id, NULL, COMM_STREAM_AUTO, 10000, &c, &err) != FL_OK) {
         fprintf(stderr, "rank %d: %s\n", rank, err.msg);
         return 0;
     }
     // Host collectives are done when they return: nothing a graph could capture.
-    int ok = comm_rank(c) == rank && comm_world(c) == 2 && !comm_capturable(c);
+    int ok = comm_rank(c) == rank && comm_world(c) == world && !comm_capturable(c);
     size_t max_n = sizes[sizeof sizes / sizeof sizes[0] - 1];
     float *buf = malloc(max_n * sizeof(float));
-    float *out = malloc(2 * max_n * sizeof(float));
+    float *out = malloc((size_t)world * max_n * sizeof(float));
     for (size_t si = 0; ok && si < sizeof sizes / sizeof sizes[0]; si++) {
         size_t n = sizes[si];
-        int iters = n > 100000 ? 3 : 300;
+        // Fewer repetitions with more ranks than cores: every barrier then waits for the
+        // scheduler, and the races show within a few dozen.
+        int iters = n > 100000 ? 3 : world > 2 ? 60 : 300;
         for (int it = 0; ok && it < iters; it++) {
             for (size_t i = 0; i < n; i++)
                 buf[i] = value(rank, it, i);
@@ -81,12 +95,16 @@ static int reduce_and_gather(int rank, const char *id) {
                 break;
             }
             ok = cpu_syncs == syncs + 1; // the step wait syncs the backend
-            for (size_t i = 0; i < n && ok; i++)
-                if (buf[i] != value(0, it, i) + value(1, it, i)) {
+            for (size_t i = 0; i < n && ok; i++) {
+                float want = 0; // the ranks' values summed in rank order, as the comm does
+                for (int r = 0; r < world; r++)
+                    want += value(r, it, i);
+                if (buf[i] != want) {
                     fprintf(stderr, "rank %d: all-reduce n=%zu iter %d [%zu] = %g\n", rank, n, it,
                             i, buf[i]);
                     ok = 0;
                 }
+            }
             for (size_t i = 0; i < n; i++)
                 buf[i] = value(rank, it + 1, i);
             if (comm_all_gather_f32(c, buf, out, n, &err) != FL_OK) {
@@ -94,7 +112,7 @@ static int reduce_and_gather(int rank, const char *id) {
                 ok = 0;
                 break;
             }
-            for (int r = 0; r < 2 && ok; r++)
+            for (int r = 0; r < world && ok; r++)
                 for (size_t i = 0; i < n && ok; i++)
                     if (out[(size_t)r * n + i] != value(r, it + 1, i)) {
                         fprintf(stderr, "rank %d: all-gather n=%zu iter %d rank %d [%zu]\n", rank,
@@ -109,20 +127,30 @@ static int reduce_and_gather(int rank, const char *id) {
     return ok;
 }
 
-static void test_all_reduce_all_gather(void **state) {
-    char id[64];
-    make_id(id, sizeof id, "ops");
+static void all_reduce_all_gather(int world) {
+    char id[64], what[16];
+    snprintf(what, sizeof what, "ops%d", world);
+    make_id(id, sizeof id, what);
     int parent_ok = 0;
-    int child = run_two(reduce_and_gather, id, &parent_ok);
+    int child = run_world(reduce_and_gather, world, id, &parent_ok);
     assert_int_equal(child, 0);
     assert_true(parent_ok);
+}
+
+static void test_all_reduce_all_gather(void **state) {
+    all_reduce_all_gather(2);
+}
+
+static void test_all_reduce_all_gather_4(void **state) {
+    all_reduce_all_gather(4);
 }
 
 // Rank 1 joins and exits at once; rank 0's next collective must fail, not hang.
 static int join_then_leave(int rank, const char *id) {
     comm *c = NULL;
     fl_error err;
-    if (comm_create(&cpu_like, rank, 2, id, NULL, 10000, &c, &err) != FL_OK) return 0;
+    if (comm_create(&cpu_like, rank, 2, id, NULL, COMM_STREAM_AUTO, 10000, &c, &err) != FL_OK)
+        return 0;
     if (rank == 1) _exit(0); // dies without comm_free, as a crashed shard would
     int status;
     wait(&status); // reaped: the peer's pid is gone
@@ -150,7 +178,7 @@ static void test_missing_peer_times_out(void **state) {
     make_id(id, sizeof id, "alone");
     comm *c = NULL;
     fl_error err;
-    assert_int_not_equal(comm_create(&cpu_like, 0, 2, id, NULL, 300, &c, &err), FL_OK);
+    assert_int_not_equal(comm_create(&cpu_like, 0, 2, id, NULL, COMM_STREAM_AUTO, 300, &c, &err), FL_OK);
     assert_null(c);
     assert_non_null(strstr(err.msg, "300 ms"));
 }
@@ -158,8 +186,12 @@ static void test_missing_peer_times_out(void **state) {
 static void test_bad_arguments(void **state) {
     comm *c = NULL;
     fl_error err;
-    assert_int_equal(comm_create(&cpu_like, 2, 2, "x", NULL, 100, &c, &err), FL_EINVAL);
-    assert_int_equal(comm_create(&cpu_like, 0, 2, "a/b", NULL, 100, &c, &err), FL_EINVAL);
+    assert_int_equal(comm_create(&cpu_like, 2, 2, "x", NULL, COMM_STREAM_AUTO, 100, &c, &err),
+                     FL_EINVAL);
+    assert_int_equal(comm_create(&cpu_like, 0, 2, "a/b", NULL, COMM_STREAM_AUTO, 100, &c, &err),
+                     FL_EINVAL);
+    assert_int_equal(comm_create(&cpu_like, 0, 1, "x", NULL, (comm_stream)7, 100, &c, &err),
+                     FL_EINVAL);
     assert_null(c);
 }
 
@@ -169,7 +201,7 @@ static void test_world_one(void **state) {
     fl_error err;
     char id[64];
     make_id(id, sizeof id, "one");
-    assert_int_equal(comm_create(&cpu_like, 0, 1, id, NULL, 1000, &c, &err), FL_OK);
+    assert_int_equal(comm_create(&cpu_like, 0, 1, id, NULL, COMM_STREAM_AUTO, 1000, &c, &err), FL_OK);
     float x[3] = {1, 2, 3}, y[3];
     assert_int_equal(comm_all_reduce_sum(c, &cpu_like, x, 3, &err), FL_OK);
     assert_int_equal(comm_all_gather_f32(c, x, y, 3, &err), FL_OK);
@@ -256,11 +288,10 @@ static int graph_steps(comm *c, backend *be, int rank) {
     return ok;
 }
 
-// on_stream 1 opts into the stream path (FALCONLITE_NCCL_STREAM=1); 0 keeps the default
+// on_stream 1: the default (COMM_STREAM_AUTO), the backend's stream; 0: COMM_STREAM_OFF, the
 // host-synchronised path although the backend has a stream.
 static int nccl_body(int rank, const char *id, int on_stream) {
     alarm(120); // a hang (a collective or an abort that never returns) fails instead of blocking
-    setenv("FALCONLITE_NCCL_STREAM", on_stream ? "1" : "0", 1);
     if (cudaSetDevice(rank) != cudaSuccess ||
         cudaStreamCreateWithFlags(&test_stream, cudaStreamNonBlocking) != cudaSuccess)
         return 0;
@@ -271,7 +302,8 @@ static int nccl_body(int rank, const char *id, int on_stream) {
                   .graph_reset = graph_drop};
     comm *c = NULL;
     fl_error err = {0};
-    if (comm_create(&be, rank, 2, id, NULL, 60000, &c, &err) != FL_OK) {
+    comm_stream mode = on_stream ? COMM_STREAM_AUTO : COMM_STREAM_OFF;
+    if (comm_create(&be, rank, 2, id, NULL, mode, 60000, &c, &err) != FL_OK) {
         fprintf(stderr, "rank %d: %s\n", rank, err.msg);
         return 0;
     }
@@ -381,6 +413,7 @@ int main(int argc, char **argv) {
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_all_reduce_all_gather),
+        cmocka_unit_test(test_all_reduce_all_gather_4),
         cmocka_unit_test(test_dead_peer_fails),
         cmocka_unit_test(test_missing_peer_times_out),
         cmocka_unit_test(test_bad_arguments),

@@ -1,6 +1,7 @@
 // Golden parity: the CPU backend's greedy generations and logprobs on tiny random Falcon
 // checkpoints against HF transformers (tests/golden/make_model_fixtures.py), one prompt at a
-// time and all prompts as one ragged batch; with --gpu, the CUDA backend against the same HF
+// time and all prompts as one ragged batch, at TP=1 and TP=2; TP=4 against TP=1 on a checkpoint
+// with 8 KV heads (the fixtures have 2); with --gpu, the CUDA backend against the same HF
 // references (its own ctest entry, test_golden_forward_cuda).
 #include <stdarg.h>
 #include <stddef.h>
@@ -28,7 +29,8 @@
 #define CUDA_LOGPROB_REL   5e-3
 #define MIN_MATCHING_STEPS 24
 
-static double max_logprob_diff; // largest |logprob - HF| of the current case, for the log
+static double max_logprob_diff;
+static int min_matching_steps = MIN_MATCHING_STEPS; // every step when the reference is our TP=1 // largest |logprob - HF| of the current case, for the log
 
 // How a run is compared with HF. The CPU backend (f32 activations) must follow HF's greedy path
 // itself; the CUDA backend (f16 activations) is fed HF's tokens (teacher forcing), since its
@@ -202,7 +204,7 @@ static void gen_finish(const gen_state *g, int n_new, const char *what, verdict 
     int same = g->diverged_at == -1 ? n_new : g->diverged_at;
     if (same < n_new)
         fprintf(stderr, "%s: tokens match HF for %d of %d steps\n", what, same, n_new);
-    if (same < MIN_MATCHING_STEPS)
+    if (same < min_matching_steps)
         VERDICT_FAIL(v, "%s: tokens match HF for only %d steps", what, same);
 }
 
@@ -273,8 +275,47 @@ static void generate(model *m, kv_cache *kv, const ref_case *rc, int batched, ve
     free(logits);
 }
 
-// Loads the case on this rank and runs the single and batched generations.
-static void run_rank(const ref_case *rc, backend *be, int rank, int world, comm *c, verdict *v) {
+// One decode step under the backend's op profile (all ranks take part: it runs collectives).
+// A parallel-attention block at TP > 1 sums its two branches (one add), all-reduces the sum once
+// and leaves the residual add to the next residual_norm; at TP=1 that norm adds both branches
+// itself. The embedding's vocab-parallel rows take one more all-reduce.
+static void decode_ops_check(model *m, kv_cache *kv, backend *be, int world, verdict *v) {
+    int n_layer = model_get_config(m)->n_layer;
+    int32_t prompt[3] = {5, 6, 7}, next = 8;
+    kv_seq seq = {0};
+    fl_error err = {0};
+    float *logits = malloc((size_t)model_get_config(m)->n_vocab * sizeof(float));
+    fwd_seq f = {.tokens = prompt, .n_new = 3, .kv = &seq};
+    if (kv_seq_reserve(kv, &seq, 4, &err) || model_forward(m, kv, &f, 1, logits, &err))
+        VERDICT_FAIL(v, "ops prefill: %s", err.msg);
+    op_profile_entry ops[64];
+    int n_ops = 0;
+    if (!v->failed) {
+        be->profile_begin(be);
+        f = (fwd_seq){.tokens = &next, .n_new = 1, .kv = &seq};
+        if (model_forward(m, kv, &f, 1, logits, &err)) VERDICT_FAIL(v, "ops decode: %s", err.msg);
+        n_ops = be->profile_end(be, ops, 64, &err);
+    }
+    long add = 0, all_reduce = 0, residual_norm = 0;
+    for (int i = 0; i < n_ops; i++) {
+        add += strcmp(ops[i].name, "add") ? 0 : ops[i].calls;
+        all_reduce += strcmp(ops[i].name, "all_reduce") ? 0 : ops[i].calls;
+        residual_norm += strcmp(ops[i].name, "residual_norm") ? 0 : ops[i].calls;
+    }
+    long want_add = world > 1 ? n_layer : 0, want_reduce = world > 1 ? n_layer + 1 : 0;
+    if (!v->failed && (add != want_add || all_reduce != want_reduce ||
+                       residual_norm != n_layer + 1))
+        VERDICT_FAIL(v, "decode step at TP=%d: %ld add, %ld all_reduce, %ld residual_norm; "
+                        "expected %ld, %ld, %d", world, add, all_reduce, residual_norm, want_add,
+                     want_reduce, n_layer + 1);
+    kv_seq_release(kv, &seq);
+    free(logits);
+}
+
+// Loads the case on this rank and runs the single and batched generations (then, with
+// check_ops, decode_ops_check).
+static void run_rank(const ref_case *rc, backend *be, int rank, int world, comm *c, int check_ops,
+                     verdict *v) {
     fl_error err = {0};
     model_options opt = {
         .rank = rank, .world = world, .comm = c, .rope_override = rc->has_rope ? &rc->rope : NULL};
@@ -283,6 +324,7 @@ static void run_rank(const ref_case *rc, backend *be, int rank, int world, comm 
     int n_blocks = 0;
     for (int i = 0; i < rc->n_prompts; i++)
         n_blocks += (rc->prompts[i].n_ids + rc->n_new + KV_BLOCK_SIZE - 1) / KV_BLOCK_SIZE;
+    n_blocks += check_ops;
     if (model_load(rc->dir, &opt, be, &m, &err))
         VERDICT_FAIL(v, "model_load: %s", err.msg);
     else if (model_kv_cache_create(m, n_blocks, &kv, &err))
@@ -292,6 +334,7 @@ static void run_rank(const ref_case *rc, backend *be, int rank, int world, comm 
                      rc->rope_theta);
     if (!v->failed) generate(m, kv, rc, 0, v);
     if (!v->failed) generate(m, kv, rc, 1, v);
+    if (!v->failed && check_ops) decode_ops_check(m, kv, be, world, v);
     kv_cache_free(kv);
     model_free(m);
 }
@@ -321,7 +364,7 @@ static void test_case(void **state) {
     cur = PARITY_CPU;
     backend *be = cpu_backend(2, &v);
     if (be) {
-        run_rank(rc, be, 0, 1, NULL, &v);
+        run_rank(rc, be, 0, 1, NULL, 0, &v);
         be->free(be);
     }
     if (v.failed) fail_msg("%s: %s", name, v.msg);
@@ -330,37 +373,145 @@ static void test_case(void **state) {
     free(rc);
 }
 
-// Tensor parallel over two processes (shared-memory comm): every rank gets the full logits.
-static void test_case_tp2(void **state) {
-    const char *name = *state;
-    ref_case *rc = case_or_skip(name);
+// Tensor parallel over `world` processes (shared-memory comm): this process is rank 0 and forks
+// the others; every rank gets the full logits and checks them against rc.
+static void run_tp(const ref_case *rc, int world, const char *name, int check_ops) {
     char id[128];
-    snprintf(id, sizeof id, "golden-%d-%s", (int)getpid(), name);
+    snprintf(id, sizeof id, "golden-%d-%s-tp%d", (int)getpid(), name, world);
+    pid_t children[8];
+    assert_true(world <= 8);
     fflush(NULL);
-    pid_t child = fork();
-    assert_true(child >= 0);
-    int rank = child == 0 ? 1 : 0;
+    int rank = 0;
+    for (int r = 1; r < world && rank == 0; r++) {
+        children[r] = fork();
+        assert_true(children[r] >= 0);
+        if (children[r] == 0) rank = r;
+    }
     verdict v = {0};
     comm *c = NULL;
     fl_error err = {0};
     cur = PARITY_CPU;
     backend *be = cpu_backend(1, &v);
-    if (be && comm_create(be, rank, 2, id, NULL, 30000, &c, &err))
+    if (be && comm_create(be, rank, world, id, NULL, COMM_STREAM_AUTO, 30000, &c, &err))
         VERDICT_FAIL(&v, "comm rank %d: %s", rank, err.msg);
     else if (be)
-        run_rank(rc, be, rank, 2, c, &v);
+        run_rank(rc, be, rank, world, c, check_ops, &v);
     if (be) be->free(be);
     if (c) comm_free(c);
-    if (child == 0) {
-        if (v.failed) fprintf(stderr, "rank 1: %s\n", v.msg);
+    if (rank != 0) {
+        if (v.failed) fprintf(stderr, "rank %d: %s\n", rank, v.msg);
         _exit(v.failed ? 1 : 0);
     }
-    int status = 0;
-    assert_int_equal(waitpid(child, &status, 0), child);
-    if (v.failed) fail_msg("%s rank 0: %s", name, v.msg);
-    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    int children_ok = 1;
+    for (int r = 1; r < world; r++) {
+        int status = 0;
+        assert_int_equal(waitpid(children[r], &status, 0), children[r]);
+        children_ok = children_ok && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    }
+    if (v.failed) fail_msg("%s TP=%d rank 0: %s", name, world, v.msg);
+    assert_true(children_ok);
+}
+
+static void test_case_tp2(void **state) {
+    const char *name = *state;
+    ref_case *rc = case_or_skip(name);
+    run_tp(rc, 2, name, 0);
     ref_case_free(rc);
     free(rc);
+}
+
+// Runs falconlite mkmodel (FL_BIN_DIR) into dir; skips the test when the tool is not built.
+static void mkmodel_or_skip(const char *preset, const char *dir) {
+    const char *bin_dir = getenv("FL_BIN_DIR");
+    char bin[512], cmd[1400];
+    snprintf(bin, sizeof bin, "%s/falconlite", bin_dir ? bin_dir : "build/bin");
+    if (access(bin, X_OK) != 0) {
+        print_message("skipping: %s is not built\n", bin);
+        skip();
+    }
+    snprintf(cmd, sizeof cmd, "'%s' mkmodel --preset %s --out '%s' 2>/dev/null", bin, preset, dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+// rc's prompts generated greedily by TP=1: its tokens, their logprobs and (first prompt) the
+// prompt logprobs become the reference.
+static void ref_case_record(ref_case *rc, verdict *v) {
+    backend *be = cpu_backend(1, v);
+    model_options opt = {.rank = 0, .world = 1};
+    model *m = NULL;
+    kv_cache *kv = NULL;
+    fl_error err = {0};
+    if (!be) return;
+    if (model_load(rc->dir, &opt, be, &m, &err) || model_kv_cache_create(m, 64, &kv, &err))
+        VERDICT_FAIL(v, "record: %s", err.msg);
+    int n_vocab = m ? model_get_config(m)->n_vocab : 0;
+    for (int i = 0; i < rc->n_prompts && !v->failed; i++) {
+        ref_prompt *rp = &rc->prompts[i];
+        float *logits = malloc((size_t)rp->n_ids * n_vocab * sizeof(float));
+        kv_seq seq = {0};
+        fwd_seq f = {.tokens = rp->ids, .n_new = rp->n_ids, .kv = &seq,
+                     .all_logits = rp->prompt_logprobs != NULL};
+        if (kv_seq_reserve(kv, &seq, rp->n_ids + rc->n_new, &err) ||
+            model_forward(m, kv, &f, 1, logits, &err))
+            VERDICT_FAIL(v, "record prefill: %s", err.msg);
+        const float *row = logits;
+        if (!v->failed && rp->prompt_logprobs) {
+            for (int t = 0; t + 1 < rp->n_ids; t++)
+                rp->prompt_logprobs[t] = row_logprob(logits + (size_t)t * n_vocab, n_vocab,
+                                                     rp->ids[t + 1]);
+            row += (size_t)(rp->n_ids - 1) * n_vocab;
+        }
+        for (int step = 0; step < rc->n_new && !v->failed; step++) {
+            rp->tokens[step] = row_argmax(row, n_vocab);
+            rp->logprobs[step] = row_logprob(row, n_vocab, rp->tokens[step]);
+            f = (fwd_seq){.tokens = &rp->tokens[step], .n_new = 1, .kv = &seq};
+            if (step + 1 < rc->n_new && model_forward(m, kv, &f, 1, logits, &err))
+                VERDICT_FAIL(v, "record decode: %s", err.msg);
+            row = logits;
+        }
+        kv_seq_release(kv, &seq);
+        free(logits);
+    }
+    if (!v->failed) decode_ops_check(m, kv, be, 1, v);
+    kv_cache_free(kv);
+    model_free(m);
+    be->free(be);
+}
+
+// TP=4 on a checkpoint whose 8 KV heads split over 4 ranks (falconlite mkmodel --preset tiny-tp:
+// random weights, Falcon-40B layout, a vocabulary of 1605 that 4 does not divide): greedy tokens
+// equal TP=1's at every step and logprobs within 1e-4, single and batched, and a decode step
+// runs one all-reduce per layer (decode_ops_check).
+static void test_tp4_equals_tp1(void **state) {
+    static const int32_t prompts[][12] = {{11, 200, 31, 1500, 7, 64, 999, 3, 42, 1604, 15, 80},
+                                          {400, 401, 402},
+                                          {1, 2, 3, 4, 5, 6, 7, 8, 9}};
+    static const int lens[] = {12, 3, 9};
+    char dir[] = "/tmp/fl-golden-tp4-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    mkmodel_or_skip("tiny-tp", dir);
+    ref_case *rc = calloc(1, sizeof *rc);
+    snprintf(rc->dir, sizeof rc->dir, "%s", dir);
+    rc->n_new = 32;
+    rc->n_prompts = 3;
+    for (int i = 0; i < 3; i++) {
+        ref_prompt *rp = &rc->prompts[i];
+        rp->n_ids = lens[i];
+        rp->ids = malloc(sizeof prompts[i]);
+        memcpy(rp->ids, prompts[i], sizeof prompts[i]);
+        if (i == 0) rp->prompt_logprobs = calloc((size_t)lens[i], sizeof(double));
+    }
+    verdict v = {0};
+    ref_case_record(rc, &v);
+    if (v.failed) fail_msg("tiny-tp TP=1: %s", v.msg);
+    min_matching_steps = rc->n_new;
+    run_tp(rc, 4, "tiny-tp", 1);
+    min_matching_steps = MIN_MATCHING_STEPS;
+    ref_case_free(rc);
+    free(rc);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
 }
 
 // The CUDA backend against HF, teacher-forced (main runs these only with --gpu, on a GPU).
@@ -374,7 +525,7 @@ static void test_case_cuda(void **state) {
     max_logprob_diff = 0;
     argmax_mismatches = 0;
     cur = PARITY_CUDA;
-    run_rank(rc, be, 0, 1, NULL, &v);
+    run_rank(rc, be, 0, 1, NULL, 0, &v);
     be->free(be);
     if (v.failed) fail_msg("%s cuda: %s", name, v.msg);
     print_message("%s cuda: max |logprob - HF| %.2e, argmax differs from HF at %d steps\n", name,
@@ -415,6 +566,8 @@ int main(int argc, char **argv) {
         GOLDEN_CASE_TP2("falcon40b_gptq_actorder"),
         GOLDEN_CASE_TP2("falcon40b_ntk_falconlite"),
         GOLDEN_CASE_TP2("llama_gqa_fp32"),
+        // Every fixture has 1 or 2 KV heads: TP=4 runs on a checkpoint with 8.
+        cmocka_unit_test(test_tp4_equals_tp1),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
