@@ -44,6 +44,7 @@ typedef struct cuda_ctx {
     int gemv_rows_per_batch; // GPTQ GEMV packed rows per weight batch at 1-2 rows (FALCONLITE_GEMV_ROWS)
     int gptq_mma;           // FALCONLITE_GPTQ_MMA: -1 auto, 0 never, 1 wherever it applies
     int mma_blocks_per_sm[4]; // resident GPTQ mma blocks per SM for 1..4 m16 tiles (0: unusable)
+    int mma_rs[4];            // its packed rows per K unit (8 or 16) for 1..4 m16 tiles
     cudaStream_t stream;
     cublasHandle_t cublas;
     void *cublas_workspace;

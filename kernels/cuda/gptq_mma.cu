@@ -2,11 +2,14 @@
 // x[n_tok, K] W + bias, reading the repacked layout of bk_matrix as it is (no second copy).
 //
 // Tiles: a block of 8 warps owns 256 output columns (32 per warp, four m16n8k16 n-tiles) and
-// walks K in units of 8 packed rows (64 inputs). Per unit, cp.async stages into shared memory the
-// [8, 256] qweight words (16-byte pieces, L2 evict-first: weights are streamed once), the
-// activations [16*MT, 64] (MT = ceil(n_tok / 16) m16 tiles; rows past n_tok and inputs past the
-// unit are zero-filled), and the scales and zero points of every distinct group among the 8 rows
-// (one slot per group change, a row -> slot table next to them), through a 4-stage pipeline.
+// walks K in units of RS = 8 or 16 packed rows (64 / 128 inputs; FALCONLITE_GPTQ_MMA_RS, the
+// default per tile count in MMA_DEFAULT_RS). Per unit, cp.async stages into shared memory the
+// [RS, 256] qweight words (16-byte pieces, L2 evict-first: weights are streamed once), the
+// activations [16*MT, 8 RS] (MT = ceil(n_tok / 16) m16 tiles; rows past n_tok and inputs past the
+// unit are zero-filled), and the scales and zero points of every distinct group among the RS rows
+// (one slot per group change, a row -> slot table next to them), through a 4-stage (RS 8) or
+// 3-stage (RS 16) pipeline. 16-row units halve the barriers, cp.async groups and bookkeeping per
+// byte.
 //
 // Fragments without a repack: thread (gid = lane / 4, tq = lane % 4) of warp w reads, for each
 // k32 chunk (4 packed rows), the 16 bytes at packed row 4c + tq, columns 32w + 4gid .. +3: one
@@ -33,24 +36,26 @@
 
 #define MMA_THREADS 256
 #define MMA_NB 256     // output columns per tile: 8 warps x 32
-#define MMA_RS 8       // packed rows (64 inputs) per pipeline stage: two k32 chunks
-#define MMA_STAGES 4
 #define MMA_WSTRIDE (MMA_NB + 8)     // words per staged weight row: conflict-free 16-byte reads
 #define MMA_SSTRIDE (MMA_NB + 8)     // halves per scale slot
 #define MMA_ZSTRIDE (MMA_NB / 4 + 8) // words per zero-point slot
-#define MMA_AROW (MMA_RS * 8)        // halves per staged activation row
+#define MMA_SLOT_BYTES 32            // row -> slot table (RS entries) + the one-group flag
+#define MMA_DEFAULT_RS {8, 8, 8, 8} // packed rows per K unit for 1..4 m16 tiles
 #define MMA_AUTO_MIN_ROWS 4 // FALCONLITE_GPTQ_MMA=auto: the GEMV below this (H200 crossover)
 
+// RS = packed rows (8 inputs each) per K unit / pipeline stage: 8 (two k32 chunks) or 16 (four).
 // One stage in shared memory: weights, scale slots, zero-point slots, row -> slot, activations.
-#define MMA_W_BYTES (MMA_RS * MMA_WSTRIDE * 4)
-#define MMA_S_BYTES (MMA_RS * MMA_SSTRIDE * 2)
-#define MMA_Z_BYTES (MMA_RS * MMA_ZSTRIDE * 4)
-#define MMA_SLOT_BYTES 16
-#define MMA_FIXED_BYTES (MMA_W_BYTES + MMA_S_BYTES + MMA_Z_BYTES + MMA_SLOT_BYTES)
-
-__host__ __device__ constexpr int mma_stage_bytes(int mt) {
-    return MMA_FIXED_BYTES + 16 * mt * MMA_AROW * 2;
+__host__ __device__ constexpr int mma_w_bytes(int rs) { return rs * MMA_WSTRIDE * 4; }
+__host__ __device__ constexpr int mma_s_bytes(int rs) { return rs * MMA_SSTRIDE * 2; }
+__host__ __device__ constexpr int mma_z_bytes(int rs) { return rs * MMA_ZSTRIDE * 4; }
+__host__ __device__ constexpr int mma_fixed_bytes(int rs) {
+    return mma_w_bytes(rs) + mma_s_bytes(rs) + mma_z_bytes(rs) + MMA_SLOT_BYTES;
 }
+__host__ __device__ constexpr int mma_stage_bytes(int mt, int rs) {
+    return mma_fixed_bytes(rs) + 16 * mt * rs * 8 * 2;
+}
+// Pipeline depth: 4 stages of 8 rows, 3 of 16 (fewer bytes of shared memory per block).
+__host__ __device__ constexpr int mma_stages(int rs) { return rs == 8 ? 4 : 3; }
 
 // ---- PTX wrappers (cp.async, mma.sync and createpolicy exist from sm_80 on)
 __device__ __forceinline__ uint32_t smem_u32(const void *p) {
@@ -119,11 +124,14 @@ struct mma_args {
     int n_tok, R, N, max_group_rows, n_kst, n_tiles;
 };
 
-template <int MT>
-__global__ void __launch_bounds__(MMA_THREADS, MT == 1 ? 3 : 2) k_gptq_mma(const mma_args p) {
+template <int MT, int RS>
+__global__ void __launch_bounds__(MMA_THREADS, MT == 1 && RS == 8 ? 3 : 2) k_gptq_mma(const mma_args p) {
     extern __shared__ __align__(16) unsigned char smem[];
     __shared__ bool last;
-    constexpr int STAGE = mma_stage_bytes(MT);
+    constexpr int STAGE = mma_stage_bytes(MT, RS), MMA_STAGES = mma_stages(RS);
+    constexpr int MMA_RS = RS, MMA_AROW = RS * 8; // halves per staged activation row
+    constexpr int MMA_W_BYTES = mma_w_bytes(RS), MMA_S_BYTES = mma_s_bytes(RS);
+    constexpr int MMA_Z_BYTES = mma_z_bytes(RS), MMA_FIXED_BYTES = mma_fixed_bytes(RS);
     const int tid = threadIdx.x, warp = tid >> 5, gid = (tid & 31) >> 2, tq = tid & 3;
     const int N = p.N, R = p.R, lda = 8 * R;
     const long long n_units = (long long)p.n_tiles * p.n_kst;
@@ -156,8 +164,8 @@ __global__ void __launch_bounds__(MMA_THREADS, MT == 1 ? 3 : 2) k_gptq_mma(const
         }
         // activation piece q of row m = the 8 inputs of packed row r0 + q; pieces of odd rows
         // swap halves (q ^ 4) so the consumers' 16-byte reads are conflict-free
-        for (int i = tid; i < 16 * MT * 8; i += MMA_THREADS) {
-            const int m = i >> 3, q = i & 7;
+        for (int i = tid; i < 16 * MT * RS; i += MMA_THREADS) {
+            const int m = i / RS, q = i % RS;
             const bool ok = m < p.n_tok && q < nrows;
             cp_async16(as + m * MMA_AROW + 8 * (q ^ ((m & 1) << 2)),
                        ok ? p.x + (size_t)m * lda + 8 * (r0 + q) : p.x, ok);
@@ -335,18 +343,24 @@ __global__ void __launch_bounds__(MMA_THREADS, MT == 1 ? 3 : 2) k_gptq_mma(const
 }
 
 // ---- host side
-template <int MT> static int mma_occupancy(cuda_ctx *c, int cap) {
-    const size_t smem = (size_t)MMA_STAGES * mma_stage_bytes(MT);
+template <int MT, int RS> static int mma_occupancy(cuda_ctx *c, int cap) {
+    const size_t smem = (size_t)mma_stages(RS) * mma_stage_bytes(MT, RS);
     int n = 0;
     if (smem > c->smem_optin ||
-        cudaFuncSetAttribute(k_gptq_mma<MT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        cudaFuncSetAttribute(k_gptq_mma<MT, RS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              (int)smem) != cudaSuccess ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, k_gptq_mma<MT>, MMA_THREADS, smem) !=
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, k_gptq_mma<MT, RS>, MMA_THREADS, smem) !=
             cudaSuccess) {
         cudaGetLastError(); // not sticky: the kernel is simply not used
         return 0;
     }
     return cap > 0 && n > cap ? cap : n;
+}
+
+template <int MT> static void mma_setup_tiles(cuda_ctx *c, int cap, int rs) {
+    c->mma_rs[MT - 1] = rs;
+    c->mma_blocks_per_sm[MT - 1] =
+        rs == 16 ? mma_occupancy<MT, 16>(c, cap) : mma_occupancy<MT, 8>(c, cap);
 }
 
 void cuda_gptq_mma_setup(cuda_ctx *c) {
@@ -360,10 +374,14 @@ void cuda_gptq_mma_setup(cuda_ctx *c) {
     // 0 (default) = 4 at one row, 8 at two.
     const char *gr = getenv("FALCONLITE_GEMV_ROWS");
     c->gemv_rows_per_batch = gr ? atoi(gr) : 0;
-    c->mma_blocks_per_sm[0] = mma_occupancy<1>(c, cap);
-    c->mma_blocks_per_sm[1] = mma_occupancy<2>(c, cap);
-    c->mma_blocks_per_sm[2] = mma_occupancy<3>(c, cap);
-    c->mma_blocks_per_sm[3] = mma_occupancy<4>(c, cap);
+    // Packed rows per K unit (8 or 16) for all tile counts (default: MMA_DEFAULT_RS per count).
+    const char *rs_env = getenv("FALCONLITE_GPTQ_MMA_RS");
+    const int rs = rs_env ? atoi(rs_env) : 0;
+    static const int default_rs[4] = MMA_DEFAULT_RS;
+    mma_setup_tiles<1>(c, cap, rs == 8 || rs == 16 ? rs : default_rs[0]);
+    mma_setup_tiles<2>(c, cap, rs == 8 || rs == 16 ? rs : default_rs[1]);
+    mma_setup_tiles<3>(c, cap, rs == 8 || rs == 16 ? rs : default_rs[2]);
+    mma_setup_tiles<4>(c, cap, rs == 8 || rs == 16 ? rs : default_rs[3]);
 }
 
 int cuda_gptq_mma_wanted(const cuda_ctx *c, const bk_matrix *w, const void *x, const void *out,
@@ -392,17 +410,22 @@ void cuda_gptq_mma(cuda_ctx *c, __half *out, const __half *xs, const bk_matrix *
     a.R = w->k_pad / 8;
     a.N = w->n_out;
     a.max_group_rows = w->max_group_rows;
-    a.n_kst = (a.R + MMA_RS - 1) / MMA_RS;
+    const int rs = c->mma_rs[mt - 1];
+    a.n_kst = (a.R + rs - 1) / rs;
     a.n_tiles = (a.N + MMA_NB - 1) / MMA_NB;
     const long long units = (long long)a.n_tiles * a.n_kst;
     const long long slots = (long long)c->mma_blocks_per_sm[mt - 1] * c->n_sm;
     const unsigned grid = (unsigned)(units < slots ? units : slots);
-    const size_t smem = (size_t)MMA_STAGES * mma_stage_bytes(mt);
+    const size_t smem = (size_t)mma_stages(rs) * mma_stage_bytes(mt, rs);
+#define MMA_LAUNCH(MT_)                                                                           \
+    (rs == 16 ? k_gptq_mma<MT_, 16><<<grid, MMA_THREADS, smem, c->stream>>>(a)                     \
+              : k_gptq_mma<MT_, 8><<<grid, MMA_THREADS, smem, c->stream>>>(a))
     switch (mt) {
-    case 1: k_gptq_mma<1><<<grid, MMA_THREADS, smem, c->stream>>>(a); break;
-    case 2: k_gptq_mma<2><<<grid, MMA_THREADS, smem, c->stream>>>(a); break;
-    case 3: k_gptq_mma<3><<<grid, MMA_THREADS, smem, c->stream>>>(a); break;
-    default: k_gptq_mma<4><<<grid, MMA_THREADS, smem, c->stream>>>(a); break;
+    case 1: MMA_LAUNCH(1); break;
+    case 2: MMA_LAUNCH(2); break;
+    case 3: MMA_LAUNCH(3); break;
+    default: MMA_LAUNCH(4); break;
     }
+#undef MMA_LAUNCH
     CUDA_LAUNCHED(c, "gptq mma");
 }
