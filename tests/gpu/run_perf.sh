@@ -5,6 +5,7 @@
 #           matmul at every row count vs the CPU reference) and test_golden_forward (CUDA vs HF)
 #   kernels kernel_bench rows: GPTQ GEMV vs tensor-core path per row count on the 4 Falcon-40B
 #           shapes, against the copy bandwidth
+#   kernels_ab  test_backend_ops and kernel_bench rows under the KERNEL_AB setting (VAR=value)
 #   bench   falconlite bench on a FalconLite-shaped GPTQ checkpoint (mkmodel falcon-40b --gptq,
 #           written to RAM-backed /dev/shm while the test step runs): batch 1 at input
 #           20/3300/5500/10000 (the model card's protocol) and batch 4/16/32 at input 20
@@ -16,7 +17,9 @@
 #           with 5 questions (TTFT of each), 16 clients on a shared vs distinct 3300-token prefix
 # Usage: tests/gpu/run_perf.sh BUILD_DIR [BASE_BUILD_DIR]   (dirs with bin/ and lib/)
 # Env: OUT (logs, default /tmp/falconlite-perf), STEPS (default all of the above), MODEL_DIR,
-#      NEW_TOKENS (256), SERVER_REQUESTS (32), SERVER_CHUNKS ("1024 0"), PROFILE_FUSED ("1 0").
+#      NEW_TOKENS (256), SERVER_REQUESTS (32), SERVER_CHUNKS ("1024 0"), PROFILE_FUSED ("1 0"),
+#      KERNEL_AB / BENCH_AB (e.g. FALCONLITE_GPTQ_MMA_RS=16: kernels_ab under it; bench repeats its
+#      batched rows under it).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 B=${1:?build dir}/bin
@@ -58,6 +61,14 @@ if has kernels && [ -x "$B/kernel_bench" ]; then
     cat "$OUT/kernel_bench_rows.txt"
 fi
 
+if has kernels_ab && [ -n "${KERNEL_AB:-}" ] && [ -x "$B/kernel_bench" ]; then
+    stamp "kernels under $KERNEL_AB"
+    env "$KERNEL_AB" timeout 240 "$B/test_backend_ops" --gpu >"$OUT/test_backend_ops_ab.log" 2>&1
+    echo "test_backend_ops under $KERNEL_AB rc=$?"
+    grep -E "^\[  (FAILED|  PASSED) \]|^\[  FAILED  \]" "$OUT/test_backend_ops_ab.log" | head
+    env "$KERNEL_AB" timeout 180 "$B/kernel_bench" rows 2>&1 | grep -E "mma|device"
+fi
+
 if [ -n "${mk_pid:-}" ]; then
     wait "$mk_pid" || { echo "mkmodel failed"; tail -3 "$OUT/mkmodel.log"; exit 1; }
     stamp "mkmodel done"
@@ -75,6 +86,12 @@ if has bench; then
     stamp "bench (this build)"
     bench "$B" new_b1 --input-lengths 20,3300,5500,10000 --batch 1
     bench "$B" new_batch --input-lengths 20 --batch 4,16,32
+    if [ -n "${BENCH_AB:-}" ]; then
+        stamp "bench batched rows under $BENCH_AB"
+        export "$BENCH_AB"
+        bench "$B" new_batch_ab --input-lengths 20 --batch 16,32
+        unset "${BENCH_AB%%=*}"
+    fi
 fi
 if has profile; then
     stamp "bench --profile"
