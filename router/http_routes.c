@@ -776,6 +776,8 @@ fl_code http_routes_listen(uv_loop_t *loop, const char *host, int port,
         opts.header_timeout_ms = (int)(cfg->http_header_timeout * 1000);
         opts.body_timeout_ms = (int)(cfg->http_body_timeout * 1000);
         opts.cors_allow_origin = cfg->cors_allow_origin;
+        opts.tls_cert = cfg->tls_cert;
+        opts.tls_key = cfg->tls_key;
     }
     fl_code rc = http_server_create(loop, host, port, &opts,
                                     (http_service){routes_handle, routes_release, r}, &r->srv, err);
