@@ -17,7 +17,7 @@ enum {
     DEFAULT_MAX_BODY = 8 << 20,
     DEFAULT_HEADER_TIMEOUT_MS = 10000,
     DEFAULT_BODY_TIMEOUT_MS = 30000,
-    MAX_HEADER_BYTES = 64 << 10, // request line and headers (431 beyond)
+    DEFAULT_MAX_HEADER = 64 << 10, // request line and headers (431 beyond)
     MAX_PENDING = 1 << 20,       // bytes buffered while a request is answered (reading pauses)
     LINGER_MS = 2000,            // after a refusal: input discarded until EOF or this long
     SSE_KEEPALIVE_MS = 15000,    // axum KeepAlive::default()
@@ -104,7 +104,7 @@ struct http_server {
     uv_tcp_t listener;
     uv_async_t async;
     http_service svc;
-    size_t max_body;
+    size_t max_body, max_header;
     int header_timeout_ms, body_timeout_ms;
     char **origins; // [n_origins] allowed CORS origins
     int n_origins;
@@ -598,7 +598,7 @@ static bool buf_append(char **buf, size_t *len, size_t *cap, const char *at, siz
 // Counts request-line and header bytes; false (the request is refused) past the limit.
 static bool header_bytes_add(http_conn *c, size_t n) {
     c->header_bytes += n;
-    if (c->header_bytes <= MAX_HEADER_BYTES) return true;
+    if (c->header_bytes <= c->srv->max_header) return true;
     conn_refuse(c, 431, "request header fields too large");
     return false;
 }
@@ -963,6 +963,7 @@ fl_code http_server_create(uv_loop_t *loop, const char *host, int port,
         return fl_error_set(err, FL_ENOMEM, "http: out of memory");
     }
     s->max_body = o.max_body ? o.max_body : DEFAULT_MAX_BODY;
+    s->max_header = o.max_header ? o.max_header : DEFAULT_MAX_HEADER;
     s->header_timeout_ms = o.header_timeout_ms ? o.header_timeout_ms : DEFAULT_HEADER_TIMEOUT_MS;
     s->body_timeout_ms = o.body_timeout_ms ? o.body_timeout_ms : DEFAULT_BODY_TIMEOUT_MS;
     s->loop = loop;

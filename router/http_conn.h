@@ -33,6 +33,7 @@ typedef struct http_request {
 // The edge's limits and CORS policy.
 typedef struct http_server_opts {
     size_t max_body;       // bytes (0: 8 MiB)
+    size_t max_header;     // bytes of request line and headers (0: 64 KiB)
     int header_timeout_ms; // from the connection (or the previous response) to the end of the
                            // headers (0: 10 s); an idle keep-alive connection closes after it
     int body_timeout_ms;   // the longest pause while a body arrives (0: 30 s)
