@@ -5,10 +5,10 @@
 set -euo pipefail
 pkgs="build-essential cmake ninja-build pkg-config python3 python3-venv python3-pip
       libgrpc-dev protobuf-c-compiler libprotobuf-c-dev libuv1-dev libcjson-dev
-      libhttp-parser-dev libonig-dev libcmocka-dev
+      libhttp-parser-dev libonig-dev libcmocka-dev libssl-dev
       gnuplot-nox clang libclang-rt-dev openssl"
 # clang + libclang-rt-dev (Debian 12: clang 14 and its compiler-rt, libFuzzer included) build the
-# fuzz targets (tests/fuzz/); openssl makes the test certificates of tests/integration/test_faults.py.
+# fuzz targets (tests/fuzz/); libssl-dev (OpenSSL 3) serves HTTPS; openssl makes the test certificates of tests/integration/test_faults.py.
 missing=""
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

@@ -139,9 +139,9 @@ static void router_opts_bind(router_config *c, opt_spec tgi[N_TGI], opt_spec fl[
             .cap = sizeof c->api_key),
         OPT("api-key-file", OPT_CUSTOM, c->api_key, "read --api-key from this file",
             .env = "API_KEY_FILE", .parse = key_file_parse),
-        OPT("tls-cert", OPT_STRING, c->tls_cert, "PEM certificate chain for the gRPC server",
+        OPT("tls-cert", OPT_STRING, c->tls_cert, "PEM certificate chain: HTTPS and gRPC over TLS",
             .env = "TLS_CERT", .cap = sizeof c->tls_cert),
-        OPT("tls-key", OPT_STRING, c->tls_key, "PEM private key for the gRPC server",
+        OPT("tls-key", OPT_STRING, c->tls_key, "PEM private key of --tls-cert",
             .env = "TLS_KEY", .cap = sizeof c->tls_key),
     };
     memcpy(tgi, t, sizeof t);

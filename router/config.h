@@ -42,7 +42,7 @@ typedef struct router_config {
     // hung: the step's requests fail, /health turns 503 and the shards are restarted.
     int shard_step_timeout_ms; // 300000 (--shard-step-timeout, seconds)
     char api_key[256];         // "": no authentication (--api-key, API_KEY, --api-key-file)
-    char tls_cert[512];        // PEM files for the public gRPC server ("": plaintext)
+    char tls_cert[512];        // PEM files for the public HTTP and gRPC servers ("": plaintext)
     char tls_key[512];
     int prefix_cache;      // 1: shards reuse cached prompt prefixes (--prefix-cache off|on)
     int nccl_stream;       // --nccl-stream: index in router_nccl_stream_modes, passed to shards

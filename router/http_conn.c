@@ -11,12 +11,13 @@
 #include <strings.h>
 
 #include "common/log.h"
+#include "router/tls.h"
 
 enum {
     DEFAULT_MAX_BODY = 8 << 20,
     DEFAULT_HEADER_TIMEOUT_MS = 10000,
     DEFAULT_BODY_TIMEOUT_MS = 30000,
-    MAX_HEADER_BYTES = 64 << 10, // request line and headers (431 beyond)
+    DEFAULT_MAX_HEADER = 64 << 10, // request line and headers (431 beyond)
     MAX_PENDING = 1 << 20,       // bytes buffered while a request is answered (reading pauses)
     LINGER_MS = 2000,            // after a refusal: input discarded until EOF or this long
     SSE_KEEPALIVE_MS = 15000,    // axum KeepAlive::default()
@@ -91,6 +92,10 @@ struct http_conn {
     int work;    // thread-pool work in flight
     uint64_t last_event_ms;
     http_job *job;
+    tls_conn *tls; // NULL: plaintext
+    // Detached connections (http_conn_create_detached): no socket; output goes to sink.
+    void (*sink)(void *user, const char *data, size_t len);
+    void *sink_user;
     http_conn *prev, *next;
 };
 
@@ -99,7 +104,7 @@ struct http_server {
     uv_tcp_t listener;
     uv_async_t async;
     http_service svc;
-    size_t max_body;
+    size_t max_body, max_header;
     int header_timeout_ms, body_timeout_ms;
     char **origins; // [n_origins] allowed CORS origins
     int n_origins;
@@ -108,6 +113,7 @@ struct http_server {
     int busy;
     int handles;
     http_conn *conns;
+    tls_ctx *tls; // NULL: plaintext HTTP
     pthread_mutex_t ready_mu;
     http_job **ready;
     int n_ready, cap_ready;
@@ -117,6 +123,7 @@ struct http_server {
 static void conn_maybe_free(http_conn *c);
 static void conn_close(http_conn *c);
 static void conn_process(http_conn *c);
+static void conn_tls_flush(http_conn *c);
 static void conn_enter(http_conn *c, conn_state st);
 static void server_maybe_free(http_server *s);
 
@@ -223,9 +230,13 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
 // of the request (closing with unread input would reset the connection, and the client could
 // lose the answer).
 static void conn_drained(http_conn *c) {
-    if (!c->refused || c->peer_eof) {
+    if (!c->refused || c->peer_eof || c->sink) {
         conn_close(c);
         return;
+    }
+    if (c->tls) {
+        tls_conn_shutdown(c->tls);
+        conn_tls_flush(c);
     }
     c->shutdown.data = c;
     if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
@@ -248,8 +259,13 @@ static void on_write(uv_write_t *req, int status) {
     conn_maybe_free(c);
 }
 
-static void conn_write(http_conn *c, const char *data, size_t len) {
-    if (c->state == CONN_CLOSED || c->state == CONN_LINGERING || len == 0) return;
+// Puts bytes on the socket as they are (ciphertext on a TLS connection).
+static void conn_write_raw(http_conn *c, const char *data, size_t len) {
+    if (c->state == CONN_CLOSED || len == 0) return;
+    if (c->sink) {
+        c->sink(c->sink_user, data, len);
+        return;
+    }
     write_req *w = malloc(sizeof *w + len);
     if (!w) {
         conn_close(c);
@@ -264,6 +280,27 @@ static void conn_write(http_conn *c, const char *data, size_t len) {
         return;
     }
     c->writes++;
+}
+
+// Sends what the TLS layer has for the socket (records, handshake messages, alerts).
+static void conn_tls_flush(http_conn *c) {
+    char *out;
+    size_t n = tls_conn_take_output(c->tls, &out);
+    if (n > 0) conn_write_raw(c, out, n);
+    free(out);
+}
+
+static void conn_write(http_conn *c, const char *data, size_t len) {
+    if (c->state == CONN_CLOSED || c->state == CONN_LINGERING || len == 0) return;
+    if (!c->tls) {
+        conn_write_raw(c, data, len);
+        return;
+    }
+    if (!tls_conn_write(c->tls, data, len)) {
+        conn_close(c);
+        return;
+    }
+    conn_tls_flush(c);
 }
 
 static void conn_writef(http_conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -561,7 +598,7 @@ static bool buf_append(char **buf, size_t *len, size_t *cap, const char *at, siz
 // Counts request-line and header bytes; false (the request is refused) past the limit.
 static bool header_bytes_add(http_conn *c, size_t n) {
     c->header_bytes += n;
-    if (c->header_bytes <= MAX_HEADER_BYTES) return true;
+    if (c->header_bytes <= c->srv->max_header) return true;
     conn_refuse(c, 431, "request header fields too large");
     return false;
 }
@@ -664,7 +701,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 
 // Reading resumes once a request is answered (it pauses while MAX_PENDING bytes wait).
 static void conn_read_resume(http_conn *c) {
-    if (c->reading || c->peer_eof || c->state == CONN_CLOSED) return;
+    if (c->reading || c->peer_eof || c->sink || c->state == CONN_CLOSED) return;
     c->reading = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0;
     if (!c->reading) conn_close(c);
 }
@@ -708,44 +745,74 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
     buf->len = buf->base ? suggested : 0;
 }
 
-static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
-    http_conn *c = st->data;
-    if (nread == UV_EOF) {
-        free(buf->base);
-        // The client shut its write side: answers still go out (half-close).
-        c->peer_eof = true;
-        c->reading = false;
-        uv_read_stop(st);
-        if (c->state == CONN_LINGERING)
-            conn_close(c);
-        else if (conn_is_reading(c))
-            conn_process(c);
-        return;
-    }
-    if (nread < 0) {
-        free(buf->base);
+// Plaintext received: parsed now, or held while a request is being answered.
+static void conn_feed_plain(void *user, const char *data, size_t len) {
+    http_conn *c = user;
+    bool keep = len > 0 && c->state != CONN_CLOSED && c->state != CONN_DRAINING &&
+                c->state != CONN_LINGERING;
+    if (!keep) return;
+    char *p = realloc(c->pending, c->pending_len + len);
+    if (!p) {
         conn_close(c);
         return;
     }
-    bool keep = nread > 0 && c->state != CONN_CLOSED && c->state != CONN_DRAINING &&
-                c->state != CONN_LINGERING;
-    if (keep) {
-        char *p = realloc(c->pending, c->pending_len + (size_t)nread);
-        if (!p) {
-            free(buf->base);
-            conn_close(c);
-            return;
-        }
-        c->pending = p;
-        memcpy(c->pending + c->pending_len, buf->base, (size_t)nread);
-        c->pending_len += (size_t)nread;
-        if (conn_is_reading(c)) {
-            conn_process(c);
-        } else if (c->pending_len > MAX_PENDING) {
-            uv_read_stop(st); // a client far ahead of its answers waits
-            c->reading = false;
-        }
+    c->pending = p;
+    memcpy(c->pending + c->pending_len, data, len);
+    c->pending_len += len;
+    if (conn_is_reading(c)) {
+        conn_process(c);
+    } else if (c->pending_len > MAX_PENDING && c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp); // a client far ahead of its answers waits
+        c->reading = false;
     }
+}
+
+// The client shut its write side: answers still go out (half-close).
+static void conn_feed_eof(http_conn *c) {
+    c->peer_eof = true;
+    if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = false;
+    if (c->state == CONN_LINGERING)
+        conn_close(c);
+    else if (conn_is_reading(c))
+        conn_process(c);
+}
+
+// Bytes from the client: decrypted first on a TLS connection. A failed handshake (or a broken
+// record) closes the connection with one log line and no answer.
+static void conn_feed(http_conn *c, const char *data, size_t len) {
+    if (!c->tls) {
+        conn_feed_plain(c, data, len);
+        return;
+    }
+    if (c->state == CONN_CLOSED || c->state == CONN_LINGERING) return;
+    fl_error err = {0};
+    tls_status st = tls_conn_read(c->tls, data, len, conn_feed_plain, c, &err);
+    conn_tls_flush(c);
+    if (st == TLS_FAILED) {
+        log_info("http %s; connection closed", err.msg);
+        conn_close(c);
+    } else if (st == TLS_CLOSED && !c->peer_eof) {
+        conn_feed_eof(c);
+    }
+}
+
+void http_conn_feed(http_conn *c, const char *data, size_t len) {
+    conn_feed(c, data, len);
+}
+
+void http_conn_feed_eof(http_conn *c) {
+    if (c->state != CONN_CLOSED && !c->peer_eof) conn_feed_eof(c);
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
+    http_conn *c = st->data;
+    if (nread == UV_EOF)
+        http_conn_feed_eof(c);
+    else if (nread < 0)
+        conn_close(c);
+    else
+        conn_feed(c, buf->base, (size_t)nread);
     free(buf->base);
 }
 
@@ -760,6 +827,7 @@ static void conn_maybe_free(http_conn *c) {
     free(c->url);
     free(c->body);
     free(c->pending);
+    tls_conn_free(c->tls);
     free(c);
     server_maybe_free(s);
 }
@@ -775,28 +843,53 @@ static void conn_close(http_conn *c) {
     c->state = CONN_CLOSED;
     if (c->job) atomic_store(&c->job->closed, true); // the producer drops the request
     conn_job_detach(c);
-    uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
+    if (!c->sink) uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
     uv_close((uv_handle_t *)&c->keepalive, on_conn_handle_closed);
     uv_close((uv_handle_t *)&c->deadline, on_conn_handle_closed);
 }
 
-static void on_connection(uv_stream_t *server, int status) {
-    http_server *s = server->data;
-    if (status < 0) return;
+// A connection in IDLE with its timers (and its socket unless detached); NULL: out of memory.
+static http_conn *conn_create(http_server *s, bool detached) {
     http_conn *c = calloc(1, sizeof *c);
-    if (!c) return;
+    if (!c) return NULL;
+    if (s->tls && !(c->tls = tls_conn_create(s->tls))) {
+        free(c);
+        return NULL;
+    }
     c->srv = s;
-    uv_tcp_init(s->loop, &c->tcp);
+    if (!detached) uv_tcp_init(s->loop, &c->tcp);
     uv_timer_init(s->loop, &c->keepalive);
     uv_timer_init(s->loop, &c->deadline);
     c->tcp.data = c->keepalive.data = c->deadline.data = c;
-    c->handles = 3;
+    c->handles = detached ? 2 : 3;
     c->next = s->conns;
     if (s->conns) s->conns->prev = c;
     s->conns = c;
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
     conn_enter(c, CONN_IDLE);
+    return c;
+}
+
+http_conn *http_conn_create_detached(http_server *s,
+                                     void (*sink)(void *user, const char *data, size_t len),
+                                     void *user) {
+    http_conn *c = conn_create(s, true);
+    if (!c) return NULL;
+    c->sink = sink;
+    c->sink_user = user;
+    return c;
+}
+
+void http_conn_close(http_conn *c) {
+    conn_close(c);
+}
+
+static void on_connection(uv_stream_t *server, int status) {
+    http_server *s = server->data;
+    if (status < 0) return;
+    http_conn *c = conn_create(s, false);
+    if (!c) return;
     if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
         conn_close(c);
         return;
@@ -843,6 +936,7 @@ static bool origins_parse(http_server *s, const char *list) {
 static void server_maybe_free(http_server *s) {
     if (!s->closing || s->handles > 0 || s->conns) return;
     origins_free(s);
+    tls_ctx_free(s->tls);
     for (int i = 0; i < s->n_ready; i++)
         http_job_unref(s->ready[i]);
     free(s->ready);
@@ -869,6 +963,7 @@ fl_code http_server_create(uv_loop_t *loop, const char *host, int port,
         return fl_error_set(err, FL_ENOMEM, "http: out of memory");
     }
     s->max_body = o.max_body ? o.max_body : DEFAULT_MAX_BODY;
+    s->max_header = o.max_header ? o.max_header : DEFAULT_MAX_HEADER;
     s->header_timeout_ms = o.header_timeout_ms ? o.header_timeout_ms : DEFAULT_HEADER_TIMEOUT_MS;
     s->body_timeout_ms = o.body_timeout_ms ? o.body_timeout_ms : DEFAULT_BODY_TIMEOUT_MS;
     s->loop = loop;
@@ -882,20 +977,36 @@ fl_code http_server_create(uv_loop_t *loop, const char *host, int port,
     s->settings.on_headers_complete = on_headers_complete;
     s->settings.on_body = on_body;
     s->settings.on_message_complete = on_message_complete;
+    if (o.tls_cert && o.tls_cert[0]) {
+        fl_code tc = tls_ctx_create(o.tls_cert, o.tls_key ? o.tls_key : "", &s->tls, err);
+        if (tc != FL_OK) {
+            pthread_mutex_destroy(&s->ready_mu);
+            origins_free(s);
+            free(s);
+            service_release(svc);
+            return tc;
+        }
+    }
+    uv_async_init(loop, &s->async, on_async);
+    s->async.data = s;
+    s->handles = 1;
+    if (!host) { // detached: connections come from http_conn_create_detached only
+        s->accepting = false;
+        *out = s;
+        return FL_OK;
+    }
     struct sockaddr_storage addr;
     int rc = uv_ip4_addr(host, port, (struct sockaddr_in *)&addr);
     if (rc != 0) rc = uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr);
-    if (rc != 0) {
-        pthread_mutex_destroy(&s->ready_mu);
-        origins_free(s);
-        free(s);
-        service_release(svc);
-        return fl_error_set(err, FL_EINVAL, "http: bad --hostname %s", host);
-    }
     uv_tcp_init(loop, &s->listener);
-    uv_async_init(loop, &s->async, on_async);
-    s->listener.data = s->async.data = s;
+    s->listener.data = s;
     s->handles = 2;
+    if (rc != 0) {
+        fl_error_set(err, FL_EINVAL, "http: bad --hostname %s", host);
+        s->accepting = false;
+        http_server_close(s);
+        return FL_EINVAL;
+    }
     rc = uv_tcp_bind(&s->listener, (const struct sockaddr *)&addr, 0);
     if (rc == 0) rc = uv_listen((uv_stream_t *)&s->listener, 1024, on_connection);
     if (rc != 0) {
@@ -904,7 +1015,7 @@ fl_code http_server_create(uv_loop_t *loop, const char *host, int port,
         http_server_close(s);
         return err ? err->code : FL_EIO;
     }
-    log_info("http listening host=%s port=%d", host, port);
+    log_info("http listening host=%s port=%d tls=%s", host, port, s->tls ? "on" : "off");
     *out = s;
     return FL_OK;
 }
@@ -928,7 +1039,7 @@ void http_server_close(http_server *s) {
     if (s->accepting) {
         s->accepting = false;
         uv_close((uv_handle_t *)&s->listener, on_server_handle_closed);
-    } else if (!uv_is_closing((uv_handle_t *)&s->listener)) {
+    } else if (s->listener.loop && !uv_is_closing((uv_handle_t *)&s->listener)) {
         uv_close((uv_handle_t *)&s->listener, on_server_handle_closed);
     }
     for (http_conn *c = s->conns; c; c = c->next)

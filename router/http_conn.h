@@ -33,12 +33,17 @@ typedef struct http_request {
 // The edge's limits and CORS policy.
 typedef struct http_server_opts {
     size_t max_body;       // bytes (0: 8 MiB)
+    size_t max_header;     // bytes of request line and headers (0: 64 KiB)
     int header_timeout_ms; // from the connection (or the previous response) to the end of the
                            // headers (0: 10 s); an idle keep-alive connection closes after it
     int body_timeout_ms;   // the longest pause while a body arrives (0: 30 s)
     // Comma-separated origins that get CORS headers (the Origin echoed, Vary: Origin); "*" allows
     // any origin. NULL or "": no CORS headers.
     const char *cors_allow_origin;
+    // PEM certificate chain and private key: the listener speaks HTTPS (TLS 1.2+). NULL or "":
+    // plaintext HTTP. A failed handshake closes the connection (one log line, no answer); the
+    // handshake counts against the header timeout.
+    const char *tls_cert, *tls_key;
 } http_server_opts;
 
 // Where the Origin of the request being answered stands with the CORS policy.
@@ -57,7 +62,8 @@ typedef struct http_service {
     void *user;
 } http_service;
 
-// opts may be NULL (defaults); its strings are copied.
+// opts may be NULL (defaults); its strings are copied. host NULL: no listener, connections come
+// from http_conn_create_detached only.
 fl_code http_server_create(uv_loop_t *loop, const char *host, int port,
                            const http_server_opts *opts, http_service svc, http_server **out,
                            fl_error *err);
@@ -69,6 +75,21 @@ int http_server_busy(const http_server *s);
 // Closes every connection and handle; the loop must run afterwards for the close callbacks,
 // after which the server frees itself.
 void http_server_close(http_server *s);
+
+// ---- connections without a socket (fuzzing, tests) -------------------------------------------
+
+// A connection fed by http_conn_feed instead of a socket; what it would send goes to
+// sink(user, data, len) at once. It closes like any other (http_conn_close, a refusal, the
+// server's close); the loop must run for its timers to close before the server is freed.
+http_conn *http_conn_create_detached(http_server *s,
+                                     void (*sink)(void *user, const char *data, size_t len),
+                                     void *user);
+// Bytes received from the client (the path every socket read takes: TLS, framing, limits,
+// dispatch to the service). Ignored once c is closed.
+void http_conn_feed(http_conn *c, const char *data, size_t len);
+// The client shut its write side.
+void http_conn_feed_eof(http_conn *c);
+void http_conn_close(http_conn *c);
 
 // ---- answering the current request of c ------------------------------------------------------
 

@@ -653,11 +653,34 @@ static void route_info(const http_routes *r, http_conn *c, const http_request *r
     respond_json(c, 200, api_json_info(r->deps.info), NULL);
 }
 
-static void route_metrics(const http_routes *r, http_conn *c, const http_request *req) {
+static void metrics_respond(http_conn *c) {
     size_t len = 0;
     char *text = metrics_render(&len);
     http_conn_respond(c, 200, "text/plain; version=0.0.4", text ? text : "", text ? len : 0, NULL);
     free(text);
+}
+
+// The KV gauges come from rank 0's Info at scrape time (one control RPC, off the loop thread;
+// skipped while a step is past its deadline, the gauges then keep their last values).
+static void kv_poll_run(void *user) {
+    shard_client *shards = user;
+    shard_info si;
+    fl_error err = {0};
+    if (shard_client_stalled(shards) || shard_client_info(shards, &si, &err) != FL_OK ||
+        si.block_size == 0)
+        return;
+    uint32_t total = si.max_total_tokens / si.block_size;
+    uint32_t free_blocks = si.free_tokens / si.block_size;
+    metrics_set_kv_blocks(free_blocks < total ? total - free_blocks : 0, total);
+}
+
+static void kv_poll_after(void *user, http_conn *c) {
+    if (c) metrics_respond(c);
+}
+
+static void route_metrics(const http_routes *r, http_conn *c, const http_request *req) {
+    if (!r->deps.shards || !http_conn_queue_work(c, kv_poll_run, kv_poll_after, r->deps.shards))
+        metrics_respond(c);
 }
 
 // ---- the table ----------------------------------------------------------------------------------
@@ -776,6 +799,8 @@ fl_code http_routes_listen(uv_loop_t *loop, const char *host, int port,
         opts.header_timeout_ms = (int)(cfg->http_header_timeout * 1000);
         opts.body_timeout_ms = (int)(cfg->http_body_timeout * 1000);
         opts.cors_allow_origin = cfg->cors_allow_origin;
+        opts.tls_cert = cfg->tls_cert;
+        opts.tls_key = cfg->tls_key;
     }
     fl_code rc = http_server_create(loop, host, port, &opts,
                                     (http_service){routes_handle, routes_release, r}, &r->srv, err);

@@ -20,6 +20,7 @@ typedef struct http_routes_deps {
     const server_info *info;
     const router_config *cfg; // NULL: defaults (the HTTP edge's limits, CORS, the chat template)
     const auth *auth;         // NULL: no authentication (router/auth.h)
+    shard_client *shards;     // NULL: /metrics does not poll the shards' KV pool
 } http_routes_deps;
 
 // Serves the routes on host:port. The deps are borrowed and must outlive the server; stop and

@@ -303,8 +303,12 @@ static fl_code router_start(router *r, fl_error *err) {
                                  .authorize = auth_rpc_authorize,
                                  .user = r->auth};
 
-    http_routes_deps hd = {
-        .inf = r->inf, .health = r->h, .info = &r->info, .cfg = c, .auth = r->auth};
+    http_routes_deps hd = {.inf = r->inf,
+                           .health = r->h,
+                           .info = &r->info,
+                           .cfg = c,
+                           .auth = r->auth,
+                           .shards = r->shards};
     rc = http_routes_listen(r->loop, c->hostname, c->port, &hd, &r->http, err);
     if (rc != FL_OK) return rc;
     char addr[300] = "off";

@@ -30,6 +30,7 @@ static struct {
     histogram hist[METRIC_HIST_COUNT];
     histogram inference_duration[METRIC_METHOD_COUNT];
     int queue_size, batch_size;
+    uint32_t kv_blocks_used, kv_blocks_total; // rank 0's KV pool, as last polled
     uint32_t batch_max_tokens;
     uint64_t prefix_lookup_tokens, prefix_hit_tokens;
 } reg = {.mu = PTHREAD_MUTEX_INITIALIZER};
@@ -132,6 +133,13 @@ void metrics_set_queue_size(int n) {
     lock(), reg.queue_size = n, unlock();
 }
 
+void metrics_set_kv_blocks(uint32_t used, uint32_t total) {
+    lock();
+    reg.kv_blocks_used = used;
+    reg.kv_blocks_total = total;
+    unlock();
+}
+
 void metrics_set_batch(int size, uint32_t max_tokens) {
     lock();
     reg.batch_size = size;
@@ -229,6 +237,10 @@ char *metrics_render(size_t *len) {
               "# TYPE tgi_prefix_cache_hit_tokens counter\ntgi_prefix_cache_hit_tokens %llu\n",
               (unsigned long long)reg.prefix_lookup_tokens,
               (unsigned long long)reg.prefix_hit_tokens);
+    tb_printf(&b,
+              "# TYPE falconlite_kv_blocks_used gauge\nfalconlite_kv_blocks_used %u\n"
+              "# TYPE falconlite_kv_blocks_total gauge\nfalconlite_kv_blocks_total %u\n",
+              reg.kv_blocks_used, reg.kv_blocks_total);
     unlock();
     if (len) *len = b.len;
     return b.p;

@@ -43,5 +43,9 @@ void metrics_set_batch(int size, uint32_t max_tokens);
 // One Prefill's prefix-cache counts (falconlite): prompt tokens looked up and reused.
 void metrics_prefix_cache(uint64_t lookup_tokens, uint64_t hit_tokens);
 
+// falconlite_kv_blocks_used / _total: the shard's KV pool in blocks (blocks held by the prefix
+// cache that no request uses count as free).
+void metrics_set_kv_blocks(uint32_t used, uint32_t total);
+
 // Renders the Prometheus text exposition format; malloc'd, caller frees.
 char *metrics_render(size_t *len);

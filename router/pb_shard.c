@@ -246,4 +246,5 @@ void pb_shard_info_from(const ProtobufCMessage *resp, shard_info *out) {
     out->world_size = r->world_size;
     out->block_size = r->block_size;
     out->max_total_tokens = r->max_total_tokens;
+    out->free_tokens = r->free_tokens;
 }

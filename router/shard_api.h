@@ -67,6 +67,7 @@ typedef struct shard_info {
     char device_type[16]; // "cpu" / "cuda"
     char model_type[32];
     uint32_t vocab_size, eos_token_id, rank, world_size, block_size, max_total_tokens;
+    uint32_t free_tokens; // KV tokens free now (whole blocks; prefix-cache blocks no request holds)
 } shard_info;
 
 typedef struct shard_api {

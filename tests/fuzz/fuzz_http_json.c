@@ -2,7 +2,7 @@
 // /invocations: api_json_parse_request with and without the stream flag) and, when a body
 // parses, the whole validation pipeline (validate_request: parameters, tokenization, truncation,
 // lengths). Any outcome but a crash, a sanitizer report or a leak is fine. The HTTP framing itself
-// (router/http_conn.c) has no entry point that takes a buffer yet; its parser is http-parser's.
+// (router/http_conn.c) is fuzz_http_framing's.
 // The OpenAI routes' bodies (/v1/chat/completions, /v1/completions: openai_parse with the ChatML
 // template, then each choice's request through the same validation) are fuzzed from the same
 // input.

@@ -11,7 +11,7 @@ set -euo pipefail
 src=$(cd "$(dirname "$0")/../.." && pwd)
 build=${FL_FUZZ_BUILD:-$src/build-fuzz}
 runs=${FL_FUZZ_RUNS:-200000}
-targets="fuzz_http_json fuzz_pb_api fuzz_pb_shard fuzz_pb_shard_replies fuzz_tokenizer fuzz_model_files"
+targets="fuzz_http_json fuzz_http_framing fuzz_pb_api fuzz_pb_shard fuzz_pb_shard_replies fuzz_tokenizer fuzz_model_files"
 
 if ! command -v clang >/dev/null; then
     echo "SKIP: clang not installed (deploy/install_deps.sh installs it)"

@@ -48,6 +48,16 @@ def free_port():
         return s.getsockname()[1]
 
 
+def self_signed_cert(d):
+    """(cert.pem, key.pem): a self-signed certificate for localhost / 127.0.0.1 made in d."""
+    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", cert, "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
 _stubs = None
 
 
@@ -75,7 +85,9 @@ class Router:
         """defaults: leave --hostname and --shard-uds-path to the router's defaults."""
         self.tmp = tempfile.mkdtemp(prefix="fl_router_")
         self.port, self.grpc_port = free_port(), free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        # --tls-cert: the HTTP API is HTTPS; requests check the server against that certificate.
+        self.verify = extra[extra.index("--tls-cert") + 1] if "--tls-cert" in extra else True
+        self.url = f"{'https' if self.verify is not True else 'http'}://127.0.0.1:{self.port}"
         self.log_path = os.path.join(self.tmp, "router.log")
         args = [os.path.join(BIN, "falconlite-router"), "--model-id", model, "--backend", "cpu",
                 "--num-shard", str(num_shard), "--port", str(self.port), "--grpc-port", str(self.grpc_port),
@@ -96,7 +108,7 @@ class Router:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"router exited with {self.proc.returncode}:\n{self.logs()}")
             try:
-                if requests.get(self.url + "/health", timeout=5).status_code == 200:
+                if requests.get(self.url + "/health", timeout=5, verify=self.verify).status_code == 200:
                     return self
             except requests.RequestException:
                 pass
@@ -133,11 +145,12 @@ class Router:
             return f.read()[-6000:]
 
     def post(self, path, body, **kw):
-        return requests.post(self.url + path, json=body, timeout=kw.pop("timeout", 120), **kw)
+        return requests.post(self.url + path, json=body, timeout=kw.pop("timeout", 120),
+                             verify=self.verify, **kw)
 
     def sse(self, path, body):
         """The parsed `data:` events of an SSE response, and the raw text."""
-        r = requests.post(self.url + path, json=body, timeout=120, stream=True)
+        r = requests.post(self.url + path, json=body, timeout=120, stream=True, verify=self.verify)
         assert r.status_code == 200, r.text
         assert r.headers["content-type"] == "text/event-stream"
         raw = r.content.decode()
@@ -148,7 +161,7 @@ class Router:
         return grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
 
     def metric(self, name):
-        text = requests.get(self.url + "/metrics", timeout=10).text
+        text = requests.get(self.url + "/metrics", timeout=10, verify=self.verify).text
         for line in text.splitlines():
             if line.startswith(name + " "):
                 return float(line.split()[-1])

@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 import time
 
-from router_harness import Checks, Router, grpc, requests, stubs
+from router_harness import Checks, Router, grpc, requests, self_signed_cert, stubs
 from test_router_load import raw_stream, shard_pids
 
 PROMPT = "The quick brown fox jumps"
@@ -108,11 +108,7 @@ def main():
 
     def grpc_tls():
         d = tempfile.mkdtemp(prefix="fl_tls_")
-        cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
-                        "-out", cert, "-days", "1", "-subj", "/CN=localhost",
-                        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-                       check=True, capture_output=True)
+        cert, key = self_signed_cert(d)
         with Router("--tls-cert", cert, "--tls-key", key) as r:
             with open(cert, "rb") as f:
                 creds = grpc.ssl_channel_credentials(root_certificates=f.read())

@@ -215,6 +215,9 @@ def main():
                 assert name in text, name
             assert r.metric("tgi_request_success") >= 1
             assert r.metric('tgi_request_failure{err="validation"}') >= 1
+            # The shard's KV pool, polled at scrape time: nothing in use while idle.
+            assert r.metric("falconlite_kv_blocks_total") > 0
+            assert r.metric("falconlite_kv_blocks_used") == 0
 
         for fn in (http_generate, decoder_input_details, return_full_text, stop_sequence, http_stream,
                    compat_route, grpc_api, text_generation_client, validation_errors, malformed_json,

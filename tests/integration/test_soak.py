@@ -3,7 +3,7 @@ clients, half over HTTP (SSE) and half over gRPC, for FL_SOAK_SECONDS (default 6
 lengths and 20% of the requests disconnected mid-stream. Every request must end with its full
 result (every token, then the final text) or an explicit error (429 above
 --max-concurrent-requests), none may hang; at the end the queue and batch are empty and every
-KV block is free again (the shard's Info: free_tokens == max_total_tokens); router and shard
+KV block is free again (the router's /metrics: falconlite_kv_blocks_used == 0); router and shard
 RSS after warm-up and at the end are printed and must not grow past a bound; a disconnected
 stream stops computing early (the decode steps between its close and its removal are counted from
 the metrics and printed). Prints the figures (requests, completed / errored
@@ -14,7 +14,6 @@ import json
 import os
 import random
 import socket
-import sys
 import threading
 import time
 
@@ -148,34 +147,6 @@ def grpc_one(stub, pb, rng, tally):
               None if ok else f"grpc incomplete: {count} messages, last {last}")
 
 
-def shard_kv(sock_path):
-    """(max_total_tokens, free_tokens, block_size) from the shard's own Info RPC."""
-    out = stubs_shard()
-    ch = grpc.insecure_channel(f"unix:{sock_path}")
-    info = ch.unary_unary("/falconlite.shard.v1.Shard/Info",
-                          request_serializer=out.InfoRequest.SerializeToString,
-                          response_deserializer=out.InfoResponse.FromString)(out.InfoRequest(), timeout=30)
-    ch.close()
-    return info.max_total_tokens, info.free_tokens, info.block_size
-
-
-_shard_pb = None
-
-
-def stubs_shard():
-    global _shard_pb
-    if _shard_pb is None:
-        import tempfile
-        from grpc_tools import protoc
-        from router_harness import SRC
-        out = tempfile.mkdtemp(prefix="fl_shard_stubs_")
-        assert protoc.main(["protoc", f"-I{SRC}/proto", f"--python_out={out}", f"{SRC}/proto/shard.proto"]) == 0
-        sys.path.insert(0, out)
-        import shard_pb2
-        _shard_pb = shard_pb2
-    return _shard_pb
-
-
 def main():
     checks = Checks()
     pb, pbg, _, _ = stubs()
@@ -183,7 +154,6 @@ def main():
     with Router("--max-concurrent-requests", str(MAX_CONCURRENT), "--prefix-cache", "off",
                 max_input=256, max_total=512,
                 prefill=1024, batch_total=8192) as r:
-        sock = os.path.join(r.tmp, "sock", "shard-0")
         shard = shard_pids(r.proc.pid)[0]
 
         def soak():
@@ -219,7 +189,7 @@ def main():
             while r.metric("tgi_queue_size") or r.metric("tgi_batch_current_size"):
                 assert time.time() < deadline, "queue or batch never emptied"
                 time.sleep(0.1)
-            total, free, block = shard_kv(sock)
+            used, total = r.metric("falconlite_kv_blocks_used"), r.metric("falconlite_kv_blocks_total")
             end = {"router": rss_kb(r.proc.pid), "shard": rss_kb(shard)}
             n = sum(tally.kinds.values())
             print(f"  soak: {n} requests in {SECONDS:.0f} s, {CLIENTS} concurrent clients "
@@ -228,14 +198,14 @@ def main():
                 print(f"    {kind:18s} {tally.kinds[kind]:6d}   p99 {p99(tally.lat[kind]):6.2f} s")
             for e, k in tally.errors.most_common(5):
                 print(f"    explicit error x{k}: {e}")
-            print(f"  KV: {total // block} blocks, {(total - free) // block} in use after the soak (leaked)")
+            print(f"  KV: {total:.0f} blocks, {used:.0f} in use after the soak (leaked)")
             for proc in ("router", "shard"):
                 print(f"  RSS {proc}: {warm[proc] / 1024:.1f} MiB after warm-up, {end[proc] / 1024:.1f} MiB at the end")
             assert not tally.bad, tally.bad[:5]
             assert not any(k.endswith(("_hung", "_incomplete")) for k in tally.kinds), tally.kinds
             assert tally.kinds["http_complete"] > 0 and tally.kinds["grpc_complete"] > 0, tally.kinds
             assert tally.kinds["http_overloaded"] + tally.kinds["grpc_overloaded"] > 0, tally.kinds
-            assert free == total, f"{(total - free) // block} KV blocks leaked"
+            assert total > 0 and used == 0, f"{used:.0f} KV blocks leaked"
             for proc in ("router", "shard"):
                 assert end[proc] <= warm[proc] * 1.25 + 32 * 1024, (proc, warm[proc], end[proc])
 
