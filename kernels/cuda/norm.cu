@@ -33,6 +33,27 @@ __device__ float block_sum(float v, float *red) {
     return v;
 }
 
+// The row's mean (0 for RMS) and 1 / std from the n values a thread holds in registers (v, with
+// bit j of `valid` set for the ones inside the row) and their sum s (of squares for RMS).
+template <bool RMS, int N>
+__device__ __forceinline__ void norm_stats(const float *v, unsigned valid, float s, float *red,
+                                           const norm_args &a, float &mean, float &rstd) {
+    s = block_sum(s, red);
+    mean = 0.0f;
+    if (RMS) {
+        rstd = rsqrtf(s / a.d + a.eps);
+        return;
+    }
+    mean = s / a.d;
+    float var = 0.0f;
+#pragma unroll
+    for (int j = 0; j < N; j++) {
+        const float c = v[j] - mean;
+        var += (valid >> j) & 1u ? c * c : 0.0f;
+    }
+    rstd = rsqrtf(block_sum(var, red) / a.d + a.eps);
+}
+
 // Element i of the row's input: x, or x + (r1 + r2) rounded to f16 and written back to x_out.
 __device__ __forceinline__ float norm_input(const norm_args &a, size_t row, int i) {
     const size_t at = row + i;
@@ -64,27 +85,16 @@ __global__ void __launch_bounds__(NORM_THREADS) k_norm_regs(const norm_args a) {
     const size_t row = (size_t)blockIdx.x * a.d;
     float v[NORM_VPT];
     float s = 0.0f;
+    unsigned valid = 0;
 #pragma unroll
     for (int e = 0; e < NORM_VPT; e++) {
         const int i = threadIdx.x + e * NORM_THREADS;
         v[e] = i < a.d ? norm_input(a, row, i) : 0.0f;
+        valid |= (i < a.d ? 1u : 0u) << e;
         s += RMS ? v[e] * v[e] : v[e];
     }
-    s = block_sum(s, red);
-    float mean = 0.0f, rstd;
-    if (RMS) {
-        rstd = rsqrtf(s / a.d + a.eps);
-    } else {
-        mean = s / a.d;
-        float var = 0.0f;
-#pragma unroll
-        for (int e = 0; e < NORM_VPT; e++) {
-            const int i = threadIdx.x + e * NORM_THREADS;
-            const float c = v[e] - mean;
-            var += i < a.d ? c * c : 0.0f;
-        }
-        rstd = rsqrtf(block_sum(var, red) / a.d + a.eps);
-    }
+    float mean, rstd;
+    norm_stats<RMS, NORM_VPT>(v, valid, s, red, a, mean, rstd);
 #pragma unroll
     for (int e = 0; e < NORM_VPT; e++) {
         const int i = threadIdx.x + e * NORM_THREADS;
@@ -203,22 +213,11 @@ __global__ void __launch_bounds__(NORM_VEC_THREADS) k_norm_vec(const norm_args a
         if (has_m) load_f32x8(a.w_m + i, wm[e]);
         if (has_bm) load_f32x8(a.b_m + i, bm[e]);
     }
-    s = block_sum(s, red);
-    float mean = 0.0f, rstd;
-    if (RMS) {
-        rstd = rsqrtf(s / a.d + a.eps);
-    } else {
-        mean = s / a.d;
-        float var = 0.0f;
+    unsigned valid = 0;
 #pragma unroll
-        for (int e = 0; e < NORM_VEC_N; e++)
-#pragma unroll
-            for (int k = 0; k < 8; k++) {
-                const float c = v[e][k] - mean;
-                var += ok[e] ? c * c : 0.0f;
-            }
-        rstd = rsqrtf(block_sum(var, red) / a.d + a.eps);
-    }
+    for (int e = 0; e < NORM_VEC_N; e++) valid |= (ok[e] ? 0xffu : 0u) << (8 * e);
+    float mean, rstd;
+    norm_stats<RMS, NORM_VEC_N * 8>(&v[0][0], valid, s, red, a, mean, rstd);
 #pragma unroll
     for (int e = 0; e < NORM_VEC_N; e++) {
         if (!ok[e]) continue;
