@@ -233,15 +233,23 @@ struct gqa_smem {
         float o[GQA_WARPS][G][D];
     } u;
     float m[GQA_WARPS][G], l[GQA_WARPS][G];
-    int seq;
+    int seq, last;
 };
+
+// Fused reduce (short contexts): the block that finishes a (row, KV head) last combines its
+// splits, found by a per-(row, KV head) arrival counter that it resets to 0 for the next launch,
+// and a row whose context fits one split is written out directly. One launch instead of two.
+// The counters are module-global: one stream per device runs attention at a time.
+#define ATTN_FUSE_MAX_SPLITS 8 // bucketed context <= 1024 keys
+#define ATTN_FUSE_CTRS 8192    // n_tok * n_head_kv
+__device__ unsigned attn_arrivals[ATTN_FUSE_CTRS];
 
 // head_dim 64: 5 blocks per SM (<= 102 registers) so a 10K context's 640 blocks fit one wave.
 template <int D, int G>
 __global__ void __launch_bounds__(GQA_WARPS * 32, D == 64 ? 5 : 1)
     k_attn_decode_gqa(float *part, const __half *q, const __half *kc, const __half *vc,
                       const attn_seq *seqs, const int32_t *tables, int n_seq, int n_head,
-                      int n_head_kv, float scale, int n_splits) {
+                      int n_head_kv, float scale, int n_splits, __half *out, int fused) {
     constexpr int DPL = D / 32; // head_dim values per lane in P V
     constexpr int R16 = D / 8;  // 16-byte vectors per K or V row
     extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -361,6 +369,7 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, D == 64 ? 5 : 1)
         }
     }
     __syncthreads();
+    const int n_valid = qpos / GQA_CHUNK + 1;
     for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
         const int g = i / D, d = i % D;
         float mx = -FLT_MAX;
@@ -373,6 +382,10 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, D == 64 ? 5 : 1)
             o += sm.u.o[w][g][d] * f;
             lsum += sm.l[w][g] * f;
         }
+        if (fused && n_valid == 1) {
+            out[((size_t)t * n_head + kvh * G + g) * D + d] = __float2half_rn(o / lsum);
+            continue;
+        }
         float *dst = part + (((size_t)t * n_head + kvh * G + g) * n_splits + split) * (D + 2);
         dst[d] = o;
         if (d == 0) {
@@ -380,12 +393,61 @@ __global__ void __launch_bounds__(GQA_WARPS * 32, D == 64 ? 5 : 1)
             dst[D + 1] = lsum;
         }
     }
+    if (!fused || n_valid == 1) return;
+    __threadfence(); // this block's partials are visible before its arrival counts
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        unsigned *ctr = &attn_arrivals[t * n_head_kv + kvh];
+        sm.last = atomicAdd(ctr, 1u) == (unsigned)n_valid - 1;
+        if (sm.last) *ctr = 0;
+    }
+    __syncthreads();
+    if (!sm.last) return;
+    __threadfence();
+    // the splits' weights exp(m_s - max) / sum, per head, in the (now free) merge area
+    float(*wt)[ATTN_FUSE_MAX_SPLITS] =
+        reinterpret_cast<float(*)[ATTN_FUSE_MAX_SPLITS]>(&sm.u.o[0][0][0]);
+    float(*ls)[ATTN_FUSE_MAX_SPLITS] = wt + G;
+    const float *pt = part + ((size_t)t * n_head + kvh * G) * n_splits * (D + 2); // head g, split s
+    for (int i = threadIdx.x; i < G * n_valid; i += blockDim.x) {
+        const int g = i / n_valid, sp = i % n_valid;
+        wt[g][sp] = __ldcg(pt + ((size_t)g * n_splits + sp) * (D + 2) + D);
+        ls[g][sp] = __ldcg(pt + ((size_t)g * n_splits + sp) * (D + 2) + D + 1);
+    }
+    __syncthreads();
+    for (int g = threadIdx.x; g < G; g += blockDim.x) {
+        float mx = -FLT_MAX, den = 0.0f;
+        for (int sp = 0; sp < n_valid; sp++) mx = fmaxf(mx, wt[g][sp]);
+        for (int sp = 0; sp < n_valid; sp++) {
+            wt[g][sp] = __expf(wt[g][sp] - mx);
+            den += wt[g][sp] * ls[g][sp];
+        }
+        for (int sp = 0; sp < n_valid; sp++) wt[g][sp] /= den;
+    }
+    __syncthreads();
+    constexpr int PER = (G * D + GQA_WARPS * 32 - 1) / (GQA_WARPS * 32); // outputs per thread
+    float red_acc[PER];
+#pragma unroll
+    for (int k = 0; k < PER; k++) red_acc[k] = 0.0f;
+    for (int sp = 0; sp < n_valid; sp++) // a thread's loads of one split are all in flight
+#pragma unroll
+        for (int k = 0; k < PER; k++) {
+            const int i = threadIdx.x + k * GQA_WARPS * 32, g = i / D, d = i % D;
+            if (i < G * D)
+                red_acc[k] += wt[g][sp] * __ldcg(pt + ((size_t)g * n_splits + sp) * (D + 2) + d);
+        }
+#pragma unroll
+    for (int k = 0; k < PER; k++) {
+        const int i = threadIdx.x + k * GQA_WARPS * 32;
+        if (i < G * D)
+            out[((size_t)t * n_head + kvh * G) * D + i] = __float2half_rn(red_acc[k]);
+    }
 }
 
 template <int D, int G>
 static void launch_gqa(cuda_ctx *c, float *part, const __half *q, const __half *kc,
                        const __half *vc, const attn_batch *ab, int n_head, int n_head_kv,
-                       float scale, int n_splits) {
+                       float scale, int n_splits, __half *out, int fused) {
     const size_t smem = sizeof(gqa_smem<D, G>);
     if (smem > (48 << 10) &&
         cuda_check(c, cudaFuncSetAttribute(k_attn_decode_gqa<D, G>,
@@ -395,17 +457,18 @@ static void launch_gqa(cuda_ctx *c, float *part, const __half *q, const __half *
     dim3 grid(ab->n_tok, n_head_kv, n_splits);
     k_attn_decode_gqa<D, G><<<grid, GQA_WARPS * 32, smem, c->stream>>>(
         part, q, kc, vc, ab->seqs_dev, ab->block_tables_dev, ab->n_seq, n_head, n_head_kv, scale,
-        n_splits);
+        n_splits, out, fused);
 }
 
 // Launches the GQA kernel when it has an instance for the shape; 0 otherwise.
 static int try_gqa(cuda_ctx *c, float *part, const __half *q, const __half *kc, const __half *vc,
                    const attn_batch *ab, int n_head, int n_head_kv, int head_dim, float scale,
-                   int n_splits) {
+                   int n_splits, __half *out, int fused) {
     const int group = n_head / n_head_kv;
 #define GQA_CASE(D_, G_)                                                                           \
     if (head_dim == D_ && group == G_) {                                                           \
-        launch_gqa<D_, G_>(c, part, q, kc, vc, ab, n_head, n_head_kv, scale, n_splits);            \
+        launch_gqa<D_, G_>(c, part, q, kc, vc, ab, n_head, n_head_kv, scale, n_splits, out,       \
+                           fused);                                                                 \
         return 1;                                                                                  \
     }
     GQA_CASE(64, 1) GQA_CASE(64, 2) GQA_CASE(64, 4) GQA_CASE(64, 8) GQA_CASE(64, 16)
@@ -425,8 +488,16 @@ void cuda_attention_decode(cuda_ctx *c, __half *out, const __half *q, const __ha
     const size_t part_bytes = (size_t)ab->n_tok * n_head * n_splits * (head_dim + 2) * sizeof(float);
     float *part = (float *)cuda_scratch_get(c, &c->attn_part, part_bytes, "attention partials");
     if (!part) return;
+    // Launch shape from n_tok and the bucketed context only (graph-safe).
+    const int fused = gqa && n_splits <= ATTN_FUSE_MAX_SPLITS &&
+                      (size_t)ab->n_tok * n_head_kv <= ATTN_FUSE_CTRS;
+    if (fused && try_gqa(c, part, q, k_cache, v_cache, ab, n_head, n_head_kv, head_dim, scale,
+                         n_splits, out, 1)) {
+        CUDA_LAUNCHED(c, "attention decode");
+        return;
+    }
     if (!gqa || !try_gqa(c, part, q, k_cache, v_cache, ab, n_head, n_head_kv, head_dim, scale,
-                         n_splits)) {
+                         n_splits, out, 0)) {
         const dec_smem_layout L = dec_layout(group, head_dim);
         if (L.total > c->smem_optin) {
             cuda_record(c, FL_EUNSUPPORTED,

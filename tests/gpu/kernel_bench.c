@@ -199,6 +199,17 @@ static bk_matrix *make_gptq(backend *b, int K, int N, int act_order, size_t *byt
 }
 
 
+typedef struct norm_ctx {
+    void *x, *r1, *r2, *a, *m;
+    bk_norm n;
+    int rows, d;
+} norm_ctx;
+
+static void norm_run(backend *b, void *p) {
+    norm_ctx *c = p;
+    b->residual_norm(b, c->x, c->r1, c->r2, c->a, c->n, c->m, c->n, 0, c->rows, c->d, 1e-5f);
+}
+
 typedef struct attn_ctx {
     void *q, *out, *kc, *vc;
     attn_batch ab;
@@ -211,30 +222,62 @@ static void attn_run(backend *b, void *p) {
                  0.125f);
 }
 
-// One sequence of n_q new tokens after n_past cached ones, Falcon-40B heads (128 / 8 x 64).
-static double bench_attention(backend *b, int n_past, int n_q, int reps) {
+// n_seq sequences of n_q new tokens after n_past cached ones each, Falcon-40B heads (128 / 8 x 64).
+static double bench_attention(backend *b, int n_past, int n_q, int n_seq, int reps) {
     attn_ctx c = {0};
     c.n_head = 128;
     c.n_head_kv = 8;
     c.head_dim = 64;
-    const int ctx = n_past + n_q, n_blocks = (ctx + KV_BLOCK_SIZE - 1) / KV_BLOCK_SIZE;
+    const int ctx = n_past + n_q, per_seq = (ctx + KV_BLOCK_SIZE - 1) / KV_BLOCK_SIZE;
+    const int n_blocks = per_seq * n_seq, n_tok = n_q * n_seq;
     const size_t cache_n = (size_t)n_blocks * c.n_head_kv * KV_BLOCK_SIZE * c.head_dim;
     c.kc = rand_act(b, cache_n);
     c.vc = rand_act(b, cache_n);
-    c.q = rand_act(b, (size_t)n_q * c.n_head * c.head_dim);
-    c.out = b->buf_alloc(b, (size_t)n_q * c.n_head * c.head_dim * 2);
+    c.q = rand_act(b, (size_t)n_tok * c.n_head * c.head_dim);
+    c.out = b->buf_alloc(b, (size_t)n_tok * c.n_head * c.head_dim * 2);
     int32_t *table = malloc((size_t)n_blocks * 4);
     for (int i = 0; i < n_blocks; i++) table[i] = n_blocks - 1 - i;
-    attn_seq s = {0, n_q, n_past, 0};
-    void *seq_dev = b->buf_alloc(b, sizeof s), *table_dev = b->buf_alloc(b, (size_t)n_blocks * 4);
-    b->copy_to_device(b, seq_dev, &s, sizeof s);
+    attn_seq *s = malloc((size_t)n_seq * sizeof *s);
+    for (int i = 0; i < n_seq; i++) s[i] = (attn_seq){i * n_q, n_q, n_past, i * per_seq};
+    void *seq_dev = b->buf_alloc(b, (size_t)n_seq * sizeof *s);
+    void *table_dev = b->buf_alloc(b, (size_t)n_blocks * 4);
+    b->copy_to_device(b, seq_dev, s, (size_t)n_seq * sizeof *s);
     b->copy_to_device(b, table_dev, table, (size_t)n_blocks * 4);
-    c.ab = (attn_batch){1, n_q, n_q, ctx, seq_dev, table_dev, NULL};
+    c.ab = (attn_batch){n_seq, n_tok, n_q, ctx, seq_dev, table_dev, NULL};
     double t = n_q > 1 ? time_op(b, attn_run, &c, 1, reps) : time_in_graph(b, attn_run, &c, 20);
     void *bufs[] = {c.kc, c.vc, c.q, c.out, seq_dev, table_dev};
     for (int i = 0; i < 6; i++) b->buf_free(b, bufs[i]);
     free(table);
+    free(s);
     return t;
+}
+
+// The per-layer small ops of a decode step at batch 1 and 16 (the "small" table): attention at
+// short, bucket-edge and long contexts, and residual_norm as Falcon-40B runs it (x += r1 + r2,
+// then ln_attn and ln_mlp of the 8192-wide row). Times per call, replayed from CUDA graphs.
+static void bench_small_table(backend *b) {
+    printf("%-34s %5s %10s\n", "small op", "rows", "us/call");
+    const int ctxs[] = {20, 1024, 10000}, batches[] = {1, 16};
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 2; j++)
+            printf("attention decode ctx %-6d (graph)  %5d %10.2f\n", ctxs[i] + 1, batches[j],
+                   bench_attention(b, ctxs[i], 1, batches[j], 7) * 1e6);
+    const int d = 8192, rows[] = {1, 16, 32};
+    float *ones = malloc(d * sizeof(float));
+    for (int i = 0; i < d; i++) ones[i] = 1.0f;
+    float *w = b->vector_create(b, ones, d), *bias = b->vector_create(b, ones, d);
+    for (int r = 0; r < 3; r++) {
+        norm_ctx c = {rand_act(b, (size_t)rows[r] * d), rand_act(b, (size_t)rows[r] * d),
+                      rand_act(b, (size_t)rows[r] * d), b->buf_alloc(b, (size_t)rows[r] * d * 2),
+                      b->buf_alloc(b, (size_t)rows[r] * d * 2), {w, bias}, rows[r], d};
+        printf("residual_norm 2 ln x %-5d (graph)   %5d %10.2f\n", d, rows[r],
+               time_in_graph(b, norm_run, &c, 50) * 1e6);
+        void *bufs[] = {c.x, c.r1, c.r2, c.a, c.m};
+        for (int i = 0; i < 5; i++) b->buf_free(b, bufs[i]);
+    }
+    b->buf_free(b, w);
+    b->buf_free(b, bias);
+    free(ones);
 }
 
 // A CUDA backend with FALCONLITE_GPTQ_MMA set to mode (read once, at creation).
@@ -258,6 +301,11 @@ int main(int argc, char **argv) {
     if (!b) {
         fprintf(stderr, "kernel_bench: %s\n", err.msg);
         return 77;
+    }
+    if (argc > 1 && !strcmp(argv[1], "small")) { // the small-ops table only
+        bench_small_table(b);
+        b->free(b);
+        return 0;
     }
     cuda_device_info info;
     char msg[256];
@@ -354,14 +402,14 @@ int main(int argc, char **argv) {
     bench_small_ops(b);
     const int ctxs[] = {20, 3300, 10000};
     for (int i = 0; i < 3; i++) { // decode: 1 query token, KV bytes of one layer
-        double t = bench_attention(b, ctxs[i], 1, 7);
+        double t = bench_attention(b, ctxs[i], 1, 1, 7);
         const double bytes = (double)(ctxs[i] + 1) * 8 * 64 * 2 * 2;
         printf("attention decode ctx %-6d (graph)  %5d %10.1f %9.1f %7.1f%%\n", ctxs[i] + 1, 1,
                t * 1e6, bytes / t / 1e9, 100.0 * bytes / t / copy);
     }
     const int prompts[] = {3300, 10000};
     for (int i = 0; i < 2; i++) { // prefill: causal FLOPs 4 * L^2/2 * heads * dim
-        double t = bench_attention(b, 0, prompts[i], 3);
+        double t = bench_attention(b, 0, prompts[i], 1, 3);
         const double flop = 2.0 * prompts[i] * (double)prompts[i] * 128 * 64;
         printf("attention prefill len %-6d        %5d %10.1f %8.1f TFLOP/s\n", prompts[i],
                prompts[i], t * 1e6, flop / t / 1e12);

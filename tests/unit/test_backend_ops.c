@@ -606,6 +606,11 @@ static void test_attention_decode(void **state) {
     check_attention(e, 8, 1, 32, sq, 5);
     const int small_q[][2] = {{300, 3}, {17, 2}};
     check_attention(e, 16, 1, 64, small_q, 2);
+    const int mid_sq[][2] = {{1000, 1}, {130, 1}, {5, 1}}; // one launch, in-kernel reduce
+    check_attention(e, 16, 2, 64, mid_sq, 3);
+    check_attention(e, 8, 1, 128, mid_sq, 3);
+    const int long_sq[][2] = {{2100, 1}, {40, 1}}; // past the fused-reduce contexts
+    check_attention(e, 16, 2, 64, long_sq, 2);
 }
 
 static void test_attention_prefill(void **state) {
