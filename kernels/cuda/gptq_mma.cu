@@ -40,7 +40,7 @@
 #define MMA_SSTRIDE (MMA_NB + 8)     // halves per scale slot
 #define MMA_ZSTRIDE (MMA_NB / 4 + 8) // words per zero-point slot
 #define MMA_SLOT_BYTES 32            // row -> slot table (RS entries) + the one-group flag
-#define MMA_DEFAULT_RS {8, 8, 8, 8} // packed rows per K unit for 1..4 m16 tiles
+#define MMA_DEFAULT_RS {16, 16, 16, 16} // packed rows per K unit for 1..4 m16 tiles (measured: 16 wins at every row count, kernels/PERFORMANCE.md v7)
 #define MMA_AUTO_MIN_ROWS 4 // FALCONLITE_GPTQ_MMA=auto: the GEMV below this (H200 crossover)
 
 // RS = packed rows (8 inputs each) per K unit / pipeline stage: 8 (two k32 chunks) or 16 (four).
