@@ -316,7 +316,11 @@ extern "C" backend *backend_cuda_create(int device, fl_error *err) {
     // A tuning knob for kernels/PERFORMANCE.md sweeps; the default is the measured best.
     const char *bps = getenv("FALCONLITE_GEMV_BLOCKS_PER_SM");
     c->gemv_blocks_per_sm = bps && atoi(bps) > 0 ? atoi(bps) : 4;
-    cuda_gptq_mma_setup(c); // reads FALCONLITE_GPTQ_MMA
+    // The GEMV's weight batch depth at 1-2 rows (gptq_matmul.cu): 4 or 8 packed rows for both,
+    // 0 (default) = 4 at one row, 8 at two.
+    const char *gr = getenv("FALCONLITE_GEMV_ROWS");
+    c->gemv_rows_per_batch = gr ? atoi(gr) : 0;
+    cuda_gptq_mma_setup(c); // reads the FALCONLITE_GPTQ_MMA* knobs
 
     b->name = "cuda";
     b->act_dtype = DTYPE_F16;

@@ -370,10 +370,6 @@ void cuda_gptq_mma_setup(cuda_ctx *c) {
     // Tuning knob for sweeps: at most this many resident blocks per SM (default: all that fit).
     const char *bps = getenv("FALCONLITE_GPTQ_MMA_BLOCKS_PER_SM");
     const int cap = bps ? atoi(bps) : 0;
-    // The GEMV's weight batch depth at 1-2 rows (gptq_matmul.cu): 4 or 8 packed rows for both,
-    // 0 (default) = 4 at one row, 8 at two.
-    const char *gr = getenv("FALCONLITE_GEMV_ROWS");
-    c->gemv_rows_per_batch = gr ? atoi(gr) : 0;
     // Packed rows per K unit (8 or 16) for all tile counts (default: MMA_DEFAULT_RS per count).
     const char *rs_env = getenv("FALCONLITE_GPTQ_MMA_RS");
     const int rs = rs_env ? atoi(rs_env) : 0;

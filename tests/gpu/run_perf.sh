@@ -109,21 +109,29 @@ if has base && [ -n "$BASE" ]; then
     bench "$BASE/bin" base_batch --input-lengths 20 --batch 4,16,32
 fi
 
+# router_start LOG HTTP_PORT ARGS...: starts falconlite-router on the checkpoint (one shard) in the
+# background as $router and waits until its HTTP /health answers.
+router_start() {
+    local log=$1 port=$2
+    shift 2
+    "$B/falconlite-router" --model-id "$M" --num-shard 1 --backend cuda --port "$port" \
+        --max-batch-total-tokens 131072 --max-concurrent-requests 256 "$@" >"$log" 2>&1 &
+    router=$!
+    for _ in $(seq 1 300); do
+        python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$port/health', timeout=5)" \
+            2>/dev/null && break
+        kill -0 $router 2>/dev/null || break
+        sleep 1
+    done
+    stamp "router ready"
+}
+
 if has server; then
     for chunk in ${SERVER_CHUNKS:-1024 0}; do
         stamp "router, prefill chunk $chunk: 32 streaming clients at input 3300"
-        "$B/falconlite-router" --model-id "$M" --num-shard 1 --backend cuda --port 3300 \
-            --grpc-port 50300 --max-input-length 3400 --max-total-tokens 3700 \
-            --max-batch-prefill-tokens 4096 --max-batch-total-tokens 131072 \
-            --max-concurrent-requests 256 --prefill-chunk-tokens "$chunk" --prefix-cache off \
-            --shard-uds-path /tmp/fl-perf >"$OUT/router_chunk$chunk.log" 2>&1 &
-        router=$!
-        for _ in $(seq 1 300); do
-            "$B/falconlite" client --addr localhost:50300 health >/dev/null 2>&1 && break
-            kill -0 $router 2>/dev/null || break
-            sleep 1
-        done
-        stamp "router ready"
+        router_start "$OUT/router_chunk$chunk.log" 3300 --grpc-port 50300 \
+            --max-input-length 3400 --max-total-tokens 3700 --max-batch-prefill-tokens 4096 \
+            --prefill-chunk-tokens "$chunk" --prefix-cache off --shard-uds-path /tmp/fl-perf
         timeout 240 "$B/falconlite" bench-server --addr localhost:50300 --input-lengths 3300 \
             --new-tokens "$NEW" --ignore-eos --concurrency 32 --requests "${SERVER_REQUESTS:-32}" \
             --json >"$OUT/server_chunk$chunk.json" 2>"$OUT/server_chunk$chunk.err"
@@ -145,17 +153,8 @@ PY
 fi
 if has prefix; then
     stamp "router with the prefix cache: 10K-token document, 5 questions; 16 clients shared prefix"
-    "$B/falconlite-router" --model-id "$M" --num-shard 1 --backend cuda --port 3301 \
-        --grpc-port 0 --max-input-length 10100 --max-total-tokens 10400 \
-        --max-batch-prefill-tokens 10400 --max-batch-total-tokens 131072 \
-        --max-concurrent-requests 256 --shard-uds-path /tmp/fl-prefix >"$OUT/router_prefix.log" 2>&1 &
-    router=$!
-    for _ in $(seq 1 300); do
-        python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:3301/health', timeout=5)" 2>/dev/null && break
-        kill -0 $router 2>/dev/null || break
-        sleep 1
-    done
-    stamp "router ready"
+    router_start "$OUT/router_prefix.log" 3301 --grpc-port 0 --max-input-length 10100 \
+        --max-total-tokens 10400 --max-batch-prefill-tokens 10400 --shard-uds-path /tmp/fl-prefix
     timeout 240 python3 tests/gpu/prefix_bench.py --url http://127.0.0.1:3301 --doc-tokens 10000 \
         --shared-tokens 3300 --clients 16 --rounds 2 --new-tokens 64 --json "$OUT/prefix.json"
     kill -TERM $router
