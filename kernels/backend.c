@@ -132,13 +132,16 @@ static void check_qkv_split(backend *b, void *q, void *k, void *v, const void *q
     b->unchecked->qkv_split(b, q, k, v, qkv, n_tok, n_head, n_head_kv, head_dim);
 }
 
+// The rotated part of a head: an even rot_dim in (0, head_dim].
+static int rot_dim_ok(backend *b, const char *op, int rot_dim, int head_dim) {
+    if (rot_dim > 0 && rot_dim <= head_dim && rot_dim % 2 == 0) return 1;
+    return reject(b, FL_EINVAL, "%s: rot_dim %d must be even and in (0, head_dim %d]", op, rot_dim,
+                  head_dim);
+}
+
 static void check_rotary(backend *b, void *x, const int32_t *pos_dev, const float *base_dev,
                          int n_tok, int n_heads, int head_dim, int rot_dim, float pos_scale) {
-    if (rot_dim <= 0 || rot_dim > head_dim || rot_dim % 2) {
-        reject(b, FL_EINVAL, "rotary: rot_dim %d must be even and in (0, head_dim %d]", rot_dim,
-               head_dim);
-        return;
-    }
+    if (!rot_dim_ok(b, "rotary", rot_dim, head_dim)) return;
     if (n_tok <= 0 || n_heads <= 0 || !buffers_present(b, "rotary", x && pos_dev && base_dev))
         return;
     b->unchecked->rotary(b, x, pos_dev, base_dev, n_tok, n_heads, head_dim, rot_dim, pos_scale);
@@ -196,12 +199,9 @@ static void check_qkv_rotary_store(backend *b, void *q, void *k_cache, void *v_c
                                    const void *qkv, const int32_t *pos_dev, const float *base_dev,
                                    const int32_t *slots_dev, int n_tok, int n_head, int n_head_kv,
                                    int head_dim, int rot_dim, float pos_scale) {
-    if (!heads_ok(b, "qkv_rotary_store", n_head, n_head_kv, head_dim)) return;
-    if (rot_dim <= 0 || rot_dim > head_dim || rot_dim % 2) {
-        reject(b, FL_EINVAL, "qkv_rotary_store: rot_dim %d must be even and in (0, head_dim %d]",
-               rot_dim, head_dim);
+    if (!heads_ok(b, "qkv_rotary_store", n_head, n_head_kv, head_dim) ||
+        !rot_dim_ok(b, "qkv_rotary_store", rot_dim, head_dim))
         return;
-    }
     if (n_tok <= 0 || !buffers_present(b, "qkv_rotary_store", q && k_cache && v_cache && qkv &&
                                                                   pos_dev && base_dev && slots_dev))
         return;

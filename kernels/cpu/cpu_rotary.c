@@ -45,13 +45,6 @@ static float *rotary_table(const rotary_job *j, int thread) {
     return cpu_scratch_get(j->c, &j->c->thread_scratch[thread], (size_t)j->rot_dim * sizeof(float));
 }
 
-static int rotary_dims_ok(cpu_ctx *c, int rot_dim, int head_dim) {
-    if (rot_dim > 0 && rot_dim <= head_dim && rot_dim % 2 == 0) return 1;
-    cpu_error_record(c, FL_EINVAL, "rotary: rot_dim %d must be even and in (0, head_dim %d]",
-                     rot_dim, head_dim);
-    return 0;
-}
-
 static void rotary_task(void *arg, int64_t begin, int64_t end, int thread) {
     const rotary_job *j = arg;
     int half = j->rot_dim / 2;
@@ -67,7 +60,6 @@ static void rotary_task(void *arg, int64_t begin, int64_t end, int thread) {
 void cpu_rotary(backend *b, void *x, const int32_t *pos, const float *base, int n_tok, int n_heads,
                 int head_dim, int rot_dim, float pos_scale) {
     cpu_ctx *c = b->ctx;
-    if (!rotary_dims_ok(c, rot_dim, head_dim)) return;
     rotary_job j = {.c = c, .x = x, .pos = pos, .base = base, .n_heads = n_heads,
                     .head_dim = head_dim, .rot_dim = rot_dim, .pos_scale = pos_scale};
     thread_pool_for(c->pool, n_tok, 4, rotary_task, &j);
@@ -105,7 +97,6 @@ void cpu_qkv_rotary_store(backend *b, void *q, void *k_cache, void *v_cache, con
                           const int32_t *pos, const float *base, const int32_t *slots, int n_tok,
                           int n_head, int n_head_kv, int head_dim, int rot_dim, float pos_scale) {
     cpu_ctx *c = b->ctx;
-    if (!rotary_dims_ok(c, rot_dim, head_dim)) return;
     rotary_job j = {.c = c, .x = q, .pos = pos, .base = base, .n_heads = n_head,
                     .head_dim = head_dim, .rot_dim = rot_dim, .pos_scale = pos_scale,
                     .k_cache = k_cache, .v_cache = v_cache, .qkv = qkv, .slots = slots,

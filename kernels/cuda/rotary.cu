@@ -34,17 +34,9 @@ __global__ void k_rotary(__half *x, const int32_t *pos, const float *base, int n
     row[r + half_rot] = __float2half_rn(x2 * cs + x1 * sn);
 }
 
-static int rotary_dims_ok(cuda_ctx *c, int rot_dim, int head_dim) {
-    if (rot_dim > 0 && rot_dim <= head_dim && rot_dim % 2 == 0) return 1;
-    cuda_record(c, FL_EINVAL, "kernels/cuda: rotary: rot_dim %d must be even and in (0, head_dim %d]",
-                rot_dim, head_dim);
-    return 0;
-}
-
 void cuda_rotary(backend *b, void *x, const int32_t *pos_dev, const float *base_dev, int n_tok,
                  int n_heads, int head_dim, int rot_dim, float pos_scale) {
     cuda_ctx *c = cuda_ctx_of(b);
-    if (!rotary_dims_ok(c, rot_dim, head_dim)) return;
     size_t n = (size_t)n_tok * n_heads * (rot_dim / 2);
     if (n == 0) return;
     k_rotary<<<cuda_blocks(n, 256), 256, 0, c->stream>>>((__half *)x, pos_dev, base_dev, n_tok,
@@ -101,13 +93,6 @@ void cuda_qkv_rotary_store(backend *b, void *q, void *k_cache, void *v_cache, co
                            int n_tok, int n_head, int n_head_kv, int head_dim, int rot_dim,
                            float pos_scale) {
     cuda_ctx *c = cuda_ctx_of(b);
-    if (!rotary_dims_ok(c, rot_dim, head_dim)) return;
-    if (n_head_kv <= 0 || n_head % n_head_kv) {
-        cuda_record(c, FL_EINVAL, "kernels/cuda: qkv_rotary_store: n_head %d is not a multiple of "
-                    "n_head_kv %d", n_head, n_head_kv);
-        return;
-    }
-    if (n_tok <= 0) return;
     dim3 grid(n_tok, n_head_kv);
     k_qkv_rotary_store<<<grid, QRS_THREADS, (size_t)rot_dim * sizeof(float), c->stream>>>(
         (__half *)q, (__half *)k_cache, (__half *)v_cache, (const __half *)qkv, pos_dev, base_dev,
