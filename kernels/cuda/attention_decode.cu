@@ -525,13 +525,7 @@ void cuda_attention_decode(cuda_ctx *c, __half *out, const __half *q, const __ha
 
 void cuda_attention(backend *b, void *out, const void *q, const void *k_cache, const void *v_cache,
                     const attn_batch *ab, int n_head, int n_head_kv, int head_dim, float scale) {
-    cuda_ctx *c = cuda_ctx_of(b);
-    if (ab->n_tok <= 0) return;
-    if (n_head_kv <= 0 || n_head % n_head_kv) {
-        cuda_record(c, FL_EINVAL, "kernels/cuda: attention: n_head %d not a multiple of n_head_kv %d",
-                    n_head, n_head_kv);
-        return;
-    }
+    cuda_ctx *c = cuda_ctx_of(b); // arguments checked by kernels/backend.c
     // Long query runs (prefill) go to the tiled tensor-core kernel when it supports the shape.
     if (ab->max_n_q > 4 &&
         cuda_attention_prefill(c, (__half *)out, (const __half *)q, (const __half *)k_cache,
